@@ -1,0 +1,36 @@
+"""Shared fixtures. The offline switches are applied before any test imports a heavy library."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from llmops.settings import apply_offline_env
+
+apply_offline_env()
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def micro_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real tiny LlamaForCausalLM + BPE tokenizer folder, built once per test session (~5 s)."""
+    from training.micro import build_micro_model
+
+    return build_micro_model(tmp_path_factory.mktemp("micro-model"))
+
+
+@pytest.fixture
+def llmops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty local store (registry, models, runs) for one test."""
+    home = tmp_path / "llmops-home"
+    monkeypatch.setenv("LLMOPS_HOME", str(home))
+    return home
