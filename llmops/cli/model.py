@@ -1,0 +1,68 @@
+"""Model commands: build the offline base model, and LoRA fine-tune.
+
+    llmops model bootstrap
+    llmops train lora_r=8 epochs=1
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(path_type=Path),
+                             default=Path("training/config.yaml"), show_default=True,
+                             help="The training config (YAML).")
+
+
+@click.group()
+def model() -> None:
+    """Base models: the offline default, built locally."""
+
+
+@model.command("bootstrap")
+@CONFIG_OPTION
+@click.option("--force", is_flag=True, help="Rebuild even when the content-hash cache has this model.")
+@click.argument("overrides", nargs=-1)
+def bootstrap_cmd(config_path: Path, force: bool, overrides: tuple[str, ...]) -> None:
+    """Train the BPE tokenizer and pre-train the default base model (cached by content hash).
+
+    OVERRIDES are key=value pairs on the config, e.g. bootstrap.max_steps=200.
+    """
+    from llmops.settings import Settings
+    from training.bootstrap import bootstrap
+    from training.config import load_config
+
+    settings = Settings.load()
+    cfg = load_config(settings.root / config_path if not config_path.is_absolute() else config_path, overrides)
+    result = bootstrap(cfg.bootstrap, settings.root / cfg.dataset / "train.jsonl", settings.model_store, force=force)
+    info = {k: v for k, v in result.info.items() if k != "loss_curve"}
+    click.echo(f"{'cache hit' if result.cached else 'built'}: {result.path}")
+    click.echo(json.dumps(info, indent=2, sort_keys=True))
+
+
+@click.command("train")
+@CONFIG_OPTION
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Where to write the run (default: .llmops/runs/...).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.argument("overrides", nargs=-1)
+def train(config_path: Path, run_dir: Path | None, quiet: bool, overrides: tuple[str, ...]) -> None:
+    """LoRA fine-tune the base model on the dataset, in the prompt's instruction format.
+
+    OVERRIDES are key=value pairs on the config, e.g. lora_r=8 epochs=1. Prints eval loss and
+    perplexity; writes the adapter, the merged model and a loss-curve PNG into the run folder.
+    """
+    from llmops.settings import Settings
+    from training.config import load_config
+    from training.finetune import train as run_train
+
+    settings = Settings.load()
+    cfg = load_config(settings.root / config_path if not config_path.is_absolute() else config_path, overrides)
+    result = run_train(cfg, settings, run_dir=run_dir, progress=not quiet)
+    m = result.metrics
+    click.echo(f"eval loss {m['eval_loss']:.4f}, perplexity {m['perplexity']:.2f}, "
+               f"train loss {m['train_loss']:.4f}, {m['train_tokens_per_second']:.0f} tokens/s")
+    click.echo(f"run: {result.run_dir}")
+    click.echo(f"merged model: {result.merged_dir}")
+    click.echo(f"loss curve: {result.run_dir / 'loss_curve.png'}")

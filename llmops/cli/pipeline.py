@@ -1,0 +1,39 @@
+"""Pipeline commands.
+
+    llmops pipeline main
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def pipeline() -> None:
+    """Run the declared jobs end to end."""
+
+
+@pipeline.command("main")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("training/config.yaml"),
+              show_default=True, help="The training config (YAML).")
+@click.option("--eval-limit", default=40, show_default=True, help="Rows of the eval split to score.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.argument("overrides", nargs=-1)
+def main_job(config_path: Path, eval_limit: int, quiet: bool, overrides: tuple[str, ...]) -> None:
+    """Data check, bootstrap, train, export + parity, register, serve, eval over HTTP, stop.
+
+    OVERRIDES are key=value pairs on the training config.
+    """
+    from llmops.pipeline_main import run_main_job
+    from llmops.settings import Settings
+
+    settings = Settings.load()
+    path = config_path if config_path.is_absolute() else settings.root / config_path
+    job = run_main_job(settings, config_path=path, overrides=overrides, eval_limit=eval_limit,
+                       echo=click.echo, progress=not quiet)
+    total = sum(s["seconds"] for s in job.stages)
+    click.echo(f"\nmain job done in {total:.0f}s: registered version {job.version} (alias candidate)")
+    click.echo(f"eval report: {job.eval_report}")
+    click.echo(f"job folder:  {job.job_dir}")

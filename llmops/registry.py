@@ -1,0 +1,195 @@
+"""The local model registry: immutable versions with checksums, one lineage record, moving aliases.
+
+    llmops registry list
+    llmops registry show production
+
+Layout under `<home>/registry/`:
+    versions/<n>/files/...        the artifacts (merged model, adapter, onnx/fp32, onnx/int8, ...)
+    versions/<n>/manifest.json    {relative path: sha256} of every file under files/
+    versions/<n>/lineage.json     the lineage record (git sha, datasets, prompts, config, metrics, gates)
+    aliases.json                  {alias: version}
+    alias_history.jsonl           one line per alias move (append-only)
+    reports/<n>/<name>/           reports produced after registration (eval against the live server)
+
+A version folder is written under a temp name and renamed into place, so a crash leaves no
+half version; ids are allocated under a file lock. Every load re-hashes the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops.errors import InputError
+from llmops.files import atomic_dir, atomic_write_json, sha256_file, sha256_tree
+
+ALIASES = ("candidate", "production", "previous")
+
+
+class IntegrityError(InputError):
+    """A registered file is missing, extra or has a different sha256 than its manifest."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: str
+    path: Path
+
+    @property
+    def files(self) -> Path:
+        return self.path / "files"
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        return json.loads((self.path / "lineage.json").read_text(encoding="utf-8"))
+
+    @property
+    def manifest(self) -> dict[str, str]:
+        return json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class Registry:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.versions_dir = self.root / "versions"
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def versions(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        found = [p.name for p in self.versions_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        return sorted(found, key=int)
+
+    def register(self, artifacts: Mapping[str, Path], lineage: dict[str, Any]) -> ModelVersion:
+        """Copy each artifact (file or folder) to files/<name>, checksum everything, write lineage."""
+        for name, src in artifacts.items():
+            if not Path(src).exists():
+                raise InputError(f"artifact {name!r} does not exist", file=str(src))
+        with self._lock():
+            version = str(int(self.versions()[-1]) + 1 if self.versions() else 1)
+            target = self.versions_dir / version
+            with atomic_dir(target) as tmp:
+                files = tmp / "files"
+                files.mkdir()
+                for name, src in artifacts.items():
+                    src = Path(src)
+                    if src.is_dir():
+                        shutil.copytree(src, files / name)
+                    else:
+                        (files / name).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(src, files / name)
+                manifest = sha256_tree(files)
+                record = dict(lineage)
+                record.update({"version": version, "registered_at": _now(),
+                               "artifacts": {name: _artifact_hash(manifest, name) for name in artifacts}})
+                atomic_write_json(tmp / "manifest.json", manifest)
+                atomic_write_json(tmp / "lineage.json", record)
+        return ModelVersion(version, target)
+
+    def resolve(self, ref: str) -> str:
+        """A version number or an alias name -> the version number."""
+        if ref in self.versions():
+            return ref
+        aliases = self.aliases()
+        if ref in aliases:
+            return aliases[ref]
+        raise InputError(f"no model version or alias {ref!r} in {self.root} "
+                         f"(versions: {', '.join(self.versions()) or 'none'}; aliases: {', '.join(aliases) or 'none'})")
+
+    def get(self, ref: str, *, verify: bool = True) -> ModelVersion:
+        mv = ModelVersion(self.resolve(ref), self.versions_dir / self.resolve(ref))
+        if verify:
+            self.verify(mv)
+        return mv
+
+    def verify(self, mv: ModelVersion) -> None:
+        """Re-hash every file; raise IntegrityError naming the first bad file."""
+        manifest = mv.manifest
+        for rel, expected in manifest.items():
+            path = mv.files / rel
+            if not path.is_file():
+                raise IntegrityError(f"version {mv.version}: file is missing", file=str(path))
+            actual = sha256_file(path)
+            if actual != expected:
+                raise IntegrityError(f"version {mv.version}: sha256 {actual[:12]}… does not match the manifest's "
+                                     f"{expected[:12]}… (corrupted or edited artifact)", file=str(path))
+        extra = sorted(set(sha256_tree(mv.files)) - set(manifest)) if len(manifest) < 10_000 else []
+        if extra:
+            raise IntegrityError(f"version {mv.version}: file not in the manifest", file=str(mv.files / extra[0]))
+
+    # --- aliases -----------------------------------------------------------------------------
+    def aliases(self) -> dict[str, str]:
+        path = self.root / "aliases.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def alias_history(self) -> list[dict[str, Any]]:
+        path = self.root / "alias_history.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def set_alias(self, alias: str, ref: str, *, reason: str = "", actor: str = "llmops") -> dict[str, Any]:
+        """Point `alias` at a version. Moving `production` moves its old target to `previous`."""
+        if alias not in ALIASES:
+            raise InputError(f"unknown alias {alias!r}; use one of {', '.join(ALIASES)}", field="alias")
+        version = self.resolve(ref)
+        with self._lock():
+            aliases = self.aliases()
+            moves = []
+            old = aliases.get(alias)
+            if alias == "production" and old and old != version:
+                moves.append(("previous", aliases.get("previous"), old))
+                aliases["previous"] = old
+            moves.append((alias, old, version))
+            aliases[alias] = version
+            atomic_write_json(self.root / "aliases.json", aliases)
+            entries = [{"time": _now(), "alias": a, "from": f, "to": t, "reason": reason, "actor": actor}
+                       for a, f, t in moves]
+            with open(self.root / "alias_history.jsonl", "a", encoding="utf-8") as handle:
+                for entry in entries:
+                    handle.write(json.dumps(entry, sort_keys=True) + "\n")
+                handle.flush()
+        return entries[-1]
+
+    # --- reports produced after registration -------------------------------------------------
+    def attach_report(self, ref: str, name: str, src_dir: Path) -> Path:
+        version = self.resolve(ref)
+        target = self.root / "reports" / version / name
+        if target.exists():
+            shutil.rmtree(target)
+        with atomic_dir(target) as tmp:
+            shutil.copytree(src_dir, tmp, dirs_exist_ok=True)
+        return target
+
+
+def _artifact_hash(manifest: dict[str, str], name: str) -> str:
+    """One sha256 for an artifact: the hash of its files' (path, sha256) list, or the file's own hash."""
+    if name in manifest:
+        return manifest[name]
+    import hashlib
+
+    digest = hashlib.sha256()
+    for rel, sha in sorted(manifest.items()):
+        if rel.startswith(name + "/"):
+            digest.update(f"{rel}\0{sha}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,94 @@
+"""Registry: atomic versions, checksums verified on load, alias history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmops.errors import InputError
+from llmops.registry import IntegrityError, Registry
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> dict[str, Path]:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"\x00\x01" * 100)
+    (model / "config.json").write_text('{"a": 1}')
+    curve = tmp_path / "curve.png"
+    curve.write_bytes(b"png")
+    return {"model": model, "loss_curve.png": curve}
+
+
+def test_register_writes_manifest_and_lineage(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    reg = Registry(tmp_path / "reg")
+    mv = reg.register(artifacts, {"metrics": {"eval_loss": 1.5}})
+    assert mv.version == "1"
+    assert set(mv.manifest) == {"model/weights.bin", "model/config.json", "loss_curve.png"}
+    lineage = mv.lineage
+    assert lineage["metrics"] == {"eval_loss": 1.5}
+    assert set(lineage["artifacts"]) == {"model", "loss_curve.png"}
+    assert reg.register(artifacts, {}).version == "2"
+    reg.get("1")  # verifies
+
+
+def test_corrupted_file_is_refused_with_its_path(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    reg = Registry(tmp_path / "reg")
+    mv = reg.register(artifacts, {})
+    (mv.files / "model" / "weights.bin").write_bytes(b"tampered")
+    with pytest.raises(IntegrityError, match="weights.bin.*does not match"):
+        reg.get("1")
+
+
+def test_missing_and_extra_files_are_refused(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    reg = Registry(tmp_path / "reg")
+    mv = reg.register(artifacts, {})
+    (mv.files / "model" / "config.json").unlink()
+    with pytest.raises(IntegrityError, match="missing"):
+        reg.get("1")
+    mv2 = reg.register(artifacts, {})
+    (mv2.files / "model" / "injected.py").write_text("import os")
+    with pytest.raises(IntegrityError, match="not in the manifest"):
+        reg.get("2")
+
+
+def test_failed_register_leaves_no_half_version(tmp_path: Path, artifacts: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = Registry(tmp_path / "reg")
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("llmops.registry.sha256_tree", boom)
+    with pytest.raises(OSError):
+        reg.register(artifacts, {})
+    assert reg.versions() == []
+    assert not any(p.name.startswith(".") and p.is_dir() for p in (tmp_path / "reg" / "versions").iterdir())
+
+
+def test_missing_artifact_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        Registry(tmp_path / "reg").register({"model": tmp_path / "nope"}, {})
+
+
+def test_aliases_move_and_keep_history(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    reg = Registry(tmp_path / "reg")
+    for _ in range(3):
+        reg.register(artifacts, {})
+    reg.set_alias("production", "1", reason="first")
+    reg.set_alias("production", "2", reason="better")
+    assert reg.aliases() == {"production": "2", "previous": "1"}
+    reg.set_alias("production", "previous", reason="rollback")
+    assert reg.aliases()["production"] == "1" and reg.aliases()["previous"] == "2"
+    history = reg.alias_history()
+    assert [(h["alias"], h["from"], h["to"]) for h in history] == [
+        ("production", None, "1"), ("previous", None, "1"), ("production", "1", "2"),
+        ("previous", "1", "2"), ("production", "2", "1")]
+    assert reg.resolve("production") == "1"
+    with pytest.raises(InputError, match="unknown alias"):
+        reg.set_alias("staging", "1")
+    with pytest.raises(InputError, match="no model version or alias"):
+        reg.resolve("9")
+    assert json.loads((tmp_path / "reg" / "aliases.json").read_text())["production"] == "1"

@@ -1,0 +1,203 @@
+"""LoRA fine-tuning (peft) with the transformers Trainer, in the instruction format of a prompt file.
+
+    llmops train                       # training/config.yaml
+    llmops train lora_r=8 epochs=1     # with overrides
+
+Each example is the prompt rendered with the row's question (and context), followed by the
+answer and end-of-sequence; only the answer tokens carry loss. Writes into a fresh run folder:
+adapter/ (peft), merged/ (the adapter merged into the base, ready for export, with the prompt
+file beside it), loss_curve.png, metrics.json and config.yaml (the resolved config).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops.errors import InputError
+from llmops.files import atomic_dir
+from llmops.prompts import Prompt, load_prompt
+from llmops.settings import Settings
+from training.config import DEFAULT_BASE_MODEL, TrainConfig
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    base_model_path: Path
+    metrics: dict[str, Any]
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.run_dir / "merged"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.run_dir / "adapter"
+
+
+def resolve_base_model(cfg: TrainConfig, settings: Settings, *, progress: bool = True) -> tuple[str, dict]:
+    """Return (path or hub id, info). `local:default` builds (or reuses) the bootstrap model."""
+    if cfg.base_model == DEFAULT_BASE_MODEL:
+        from training.bootstrap import bootstrap
+
+        result = bootstrap(cfg.bootstrap, settings.root / cfg.dataset / "train.jsonl", settings.model_store,
+                           progress=progress)
+        return str(result.path), {"id": f"local:default@{result.key}", "license": result.info.get("license"),
+                                  "cached": result.cached}
+    path = Path(cfg.base_model)
+    if path.exists():
+        return str(path.resolve()), {"id": str(path.resolve()), "license": None}
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        # A hub id while offline: only the local HF cache can satisfy it; say how to go online.
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(cfg.base_model, "config.json"), str):
+            raise InputError(f"{cfg.base_model!r} is neither a local path nor in the Hugging Face cache, and "
+                             "HF_HUB_OFFLINE=1; export HF_HUB_OFFLINE=0 to download it", field="base_model")
+    return cfg.base_model, {"id": cfg.base_model, "license": None}
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    from llmops.dataset import read_jsonl
+
+    return [row for _, row in read_jsonl(path)]
+
+
+def encode_example(tok, prompt: Prompt, row: dict[str, Any], max_length: int) -> dict[str, list[int]]:
+    """input_ids = prompt tokens + answer tokens + eos; labels mask the prompt with -100."""
+    values = {"question": row["question"]}
+    if row.get("context") and "context" in prompt.variables:
+        values["context"] = row["context"]
+    prompt_ids = tok(prompt.render(**values), add_special_tokens=False).input_ids
+    answer_ids = tok(" " + row["answer"], add_special_tokens=False).input_ids + [tok.eos_token_id]
+    ids = (prompt_ids + answer_ids)[:max_length]
+    labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title("LoRA fine-tuning")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+def check_licenses(cfg: TrainConfig, settings: Settings, base_info: dict[str, Any]) -> str:
+    from llmops.dataset import load_card
+
+    card = load_card(settings.root / cfg.dataset)
+    if card.license not in cfg.license_allowlist:
+        raise InputError(f"dataset licence {card.license!r} is not in license_allowlist {cfg.license_allowlist}",
+                         file=str(settings.root / cfg.dataset / "README.md"), field="license")
+    base_license = base_info.get("license")
+    if base_license is not None and base_license not in cfg.license_allowlist:
+        raise InputError(f"base model licence {base_license!r} is not in license_allowlist",
+                         field="base_model")
+    return card.license
+
+
+def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path | None = None,
+          progress: bool = True) -> TrainResult:
+    import torch
+    import yaml
+    from peft import LoraConfig, get_peft_model
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer,
+                              TrainingArguments, set_seed)
+
+    settings = settings or Settings.load()
+    dataset_dir = settings.root / cfg.dataset
+    prompt = load_prompt(cfg.prompt, settings.prompts_dir)
+    base_path, base_info = resolve_base_model(cfg, settings, progress=progress)
+    dataset_license = check_licenses(cfg, settings, base_info)
+    train_rows = read_rows(dataset_dir / "train.jsonl")
+    eval_rows = read_rows(dataset_dir / "eval.jsonl")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+
+    cuda = torch.cuda.is_available()
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if cuda else "fp32")
+    tok = AutoTokenizer.from_pretrained(base_path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    trainable, total = model.get_nb_trainable_parameters()
+
+    train_ds = [encode_example(tok, prompt, r, cfg.max_length) for r in train_rows]
+    eval_ds = [encode_example(tok, prompt, r, cfg.max_length) for r in eval_rows]
+    train_tokens = sum(len(e["input_ids"]) for e in train_ds)
+
+    run_dir = Path(run_dir) if run_dir else settings.runs_dir / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
+    with atomic_dir(run_dir) as tmp:
+        args = TrainingArguments(
+            output_dir=str(tmp / "trainer"), per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+            num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+            warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="cosine",
+            logging_steps=cfg.logging_steps, eval_strategy="epoch" if cfg.max_steps < 0 else "no",
+            save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+            bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
+            dataloader_num_workers=0, disable_tqdm=not progress, remove_unused_columns=False,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                          data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
+        start = time.perf_counter()
+        out = trainer.train()
+        seconds = time.perf_counter() - start
+        eval_out = trainer.evaluate()
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+
+        model.save_pretrained(str(tmp / "adapter"))
+        tok.save_pretrained(str(tmp / "adapter"))
+        merged = model.merge_and_unload()
+        merged.generation_config.pad_token_id = tok.pad_token_id
+        merged.save_pretrained(str(tmp / "merged"))
+        tok.save_pretrained(str(tmp / "merged"))
+        # The serving runtime renders chat requests with the same prompt file the model learned.
+        shutil.copyfile(prompt.path, tmp / "merged" / "prompt.yaml")
+        plot_loss_curve(trainer.state.log_history, tmp / "loss_curve.png")
+
+        epochs_done = float(out.metrics.get("epoch", cfg.epochs))
+        metrics = {
+            "train_loss": round(out.training_loss, 4),
+            "eval_loss": round(eval_out["eval_loss"], 4),
+            "perplexity": round(math.exp(min(eval_out["eval_loss"], 50)), 3),
+            "train_seconds": round(seconds, 1),
+            "train_tokens_per_second": round(train_tokens * epochs_done / seconds, 1),
+            "trainable_parameters": trainable, "total_parameters": total,
+            "train_rows": len(train_ds), "eval_rows": len(eval_ds), "precision": precision,
+            "steps": trainer.state.global_step,
+        }
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+        resolved = cfg.model_dump()
+        resolved["_resolved"] = {"base_model_path": base_path, "base_model": base_info,
+                                 "dataset_license": dataset_license, "prompt_sha256": prompt.sha256}
+        (tmp / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    return TrainResult(run_dir=run_dir, base_model_path=Path(base_path), metrics=metrics)
