@@ -124,8 +124,14 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
     import torch
     import yaml
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     settings = settings or Settings.load()
     dataset_dir = settings.root / cfg.dataset

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -23,3 +25,26 @@ def show(prompt_id: str, vars_: tuple[str, ...]) -> None:
     prompt = load_prompt(prompt_id)
     values = dict(v.split("=", 1) for v in vars_) if vars_ else dict(prompt.examples[0] if prompt.examples else {})
     click.echo(prompt.render(**values))
+
+
+@prompts.command("lint")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Model folder whose tokenizer and context length to use (default: production, else the "
+                   "bootstrapped default, else a UTF-8 byte upper bound).")
+def lint(files: tuple[Path, ...], model_dir: Path | None) -> None:
+    """Check prompt files (default: every prompts/*.yaml) by file and line; exit 1 on a finding."""
+    from evals.prompt_lint import default_context_length, find_token_counter, lint_prompts
+    from llmops.errors import GateFailed
+    from llmops.settings import Settings
+
+    paths = list(files) or sorted(Settings.load().prompts_dir.glob("*.yaml"))
+    counter = find_token_counter(model_dir)
+    findings = lint_prompts(paths, counter, default_context_length())
+    for f in findings:
+        click.echo(f"{f.where()}: {f.severity}: {f.message}")
+    errors = [f for f in findings if f.severity == "error"]
+    click.echo(f"{len(paths)} prompt files, {len(errors)} errors, {len(findings) - len(errors)} warnings "
+               f"(tokens from {counter.source if counter else 'UTF-8 byte upper bound'})")
+    if errors:
+        raise GateFailed(f"prompt lint found {len(errors)} errors")

@@ -1,0 +1,185 @@
+"""Lint the prompt files: variables, example rendering and context length, by file and line.
+
+    llmops prompts lint [--model DIR] [PROMPT_FILE...]
+
+Findings (each an llmops.report.Finding with the YAML file and line):
+- a file that is not valid YAML or not a valid prompt (schema),
+- a template with a Jinja2 syntax error,
+- a variable the template uses but does not declare, and a declared variable it never uses,
+- an example that fails to render (StrictUndefined: a missing variable is an error),
+- a rendered example whose tokens plus `params.max_tokens` exceed the model's context.
+
+Token counts use the model's own tokenizer when one is available (`--model`, else the registry's
+`production` model, else the newest bootstrapped default). Without any, they use the UTF-8 byte
+count, an upper bound for a byte-level BPE, and say so in the finding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from llmops.errors import InputError
+from llmops.report import Finding
+
+
+@dataclass
+class TokenCounter:
+    count: Callable[[str], int]
+    context: int
+    source: str
+
+
+def _node(text: str, *keys: str | int) -> yaml.Node | None:
+    """The YAML node at `keys` (mapping keys or sequence indexes), or None."""
+    node = yaml.compose(text)
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return None
+    return node
+
+
+def _value_line(text: str, *keys: str | int) -> int | None:
+    """1-based line where the YAML value at `keys` starts."""
+    node = _node(text, *keys)
+    return None if node is None else node.start_mark.line + 1
+
+
+def _template_line(text: str, template: str, needle: str) -> int | None:
+    """File line of the first template line containing `needle`."""
+    node = _node(text, "template")
+    if node is None:
+        return None
+    # A block scalar (`|`, `|-`, `>`) starts on the line after its indicator.
+    start = node.start_mark.line + 1 + (1 if getattr(node, "style", None) in ("|", ">") else 0)
+    for i, line in enumerate(template.splitlines()):
+        if needle in line:
+            return start + i
+    return start
+
+
+def find_token_counter(model_dir: Path | None = None) -> TokenCounter | None:
+    """The tokenizer and context length of --model, production, or the bootstrapped default."""
+    candidates: list[Path] = []
+    if model_dir is not None:
+        candidates.append(Path(model_dir))
+    else:
+        from llmops.registry import Registry
+        from llmops.settings import Settings
+
+        settings = Settings.load()
+        reg = Registry(settings.registry_dir)
+        if "production" in reg.aliases():
+            candidates.append(reg.versions_dir / reg.aliases()["production"] / "files" / "model")
+        store = settings.model_store
+        if store.is_dir():
+            candidates += sorted((p for p in store.iterdir() if (p / "bootstrap.json").is_file()),
+                                 key=lambda p: p.stat().st_mtime, reverse=True)
+    for folder in candidates:
+        if (folder / "tokenizer.json").is_file() and (folder / "config.json").is_file():
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            config = json.loads((folder / "config.json").read_text())
+            context = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)
+            return TokenCounter(lambda s, t=tok: len(t.encode(s, add_special_tokens=False).ids), context, str(folder))
+    if model_dir is not None:
+        raise InputError("no tokenizer.json/config.json in the model folder", file=str(model_dir))
+    return None
+
+
+def lint_prompt_file(path: Path, counter: TokenCounter | None, default_context: int = 512) -> list[Finding]:
+    import jinja2
+    from jinja2 import meta
+    from pydantic import ValidationError
+
+    from llmops.prompts import Prompt
+
+    path = Path(path)
+    where = str(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return [Finding(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=where,
+                        line=None if mark is None else mark.line + 1)]
+    if not isinstance(data, dict):
+        return [Finding("a prompt file must be a YAML mapping", file=where, line=1)]
+    try:
+        prompt = Prompt(**data)
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            loc = [p for p in err["loc"]]
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            out.append(Finding(msg, file=where, line=_value_line(text, *loc[:2]) or 1,
+                               field=".".join(map(str, loc))))
+        return out
+    findings: list[Finding] = []
+    if prompt.id != path.stem:
+        findings.append(Finding(f"id {prompt.id!r} differs from the file name {path.stem!r}", file=where,
+                                line=_value_line(text, "id"), field="id"))
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    try:
+        ast = env.parse(prompt.template)
+    except jinja2.TemplateSyntaxError as exc:
+        needle = prompt.template.splitlines()[(exc.lineno or 1) - 1] if prompt.template else ""
+        return findings + [Finding(f"template syntax error: {exc.message}", file=where,
+                                   line=_template_line(text, prompt.template, needle), field="template")]
+    used = meta.find_undeclared_variables(ast)
+    declared = set(prompt.variables)
+    for name in sorted(used - declared):
+        findings.append(Finding(f"variable {name!r} is used in the template but not declared in `variables`",
+                                file=where, line=_template_line(text, prompt.template, name), field="template"))
+    for name in sorted(declared - used):
+        findings.append(Finding(f"variable {name!r} is declared but the template never uses it",
+                                file=where, line=_value_line(text, "variables", name),
+                                field=f"variables.{name}"))
+    if not prompt.examples:
+        findings.append(Finding("no examples: add at least one so lint can render the template",
+                                file=where, line=_value_line(text, "id"), field="examples",
+                                severity="warning"))
+    for i, example in enumerate(prompt.examples):
+        line = _value_line(text, "examples", i)
+        try:
+            rendered = prompt.render(**example)
+        except (InputError, jinja2.UndefinedError, TypeError) as exc:
+            findings.append(Finding(f"example {i + 1} does not render: {exc}", file=where, line=line,
+                                    field=f"examples[{i}]"))
+            continue
+        if counter is not None:
+            tokens, context, how = counter.count(rendered), counter.context, f"tokens ({counter.source})"
+        else:
+            tokens, context, how = len(rendered.encode("utf-8")), default_context, "UTF-8 bytes (upper bound)"
+        if tokens + prompt.params.max_tokens > context:
+            # A byte count only bounds the token count from above: without a tokenizer it may fit.
+            findings.append(Finding(
+                f"example {i + 1} renders to {tokens} {how}; with max_tokens {prompt.params.max_tokens} that is "
+                f"{tokens + prompt.params.max_tokens} > the model's context of {context}",
+                file=where, line=line, field=f"examples[{i}]",
+                severity="error" if counter is not None else "warning"))
+    return findings
+
+
+def lint_prompts(paths: list[Path], counter: TokenCounter | None, default_context: int = 512) -> list[Finding]:
+    findings: list[Finding] = []
+    for path in paths:
+        findings.extend(lint_prompt_file(path, counter, default_context))
+    return findings
+
+
+def default_context_length() -> int:
+    from training.config import BootstrapConfig
+
+    return BootstrapConfig().context_length
+
+
