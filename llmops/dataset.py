@@ -38,7 +38,7 @@ MAX_TAGS = 20
 MAX_TAG = 64
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
-_SPDX_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*(?: (?:AND|OR|WITH) [A-Za-z0-9][A-Za-z0-9.+-]*)*$")
+SPDX_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*(?: (?:AND|OR|WITH) [A-Za-z0-9][A-Za-z0-9.+-]*)*$")
 
 
 def _not_blank(value: str) -> str:
@@ -160,7 +160,7 @@ class DatasetCard(BaseModel):
     @field_validator("license")
     @classmethod
     def _spdx(cls, value: str) -> str:
-        if not _SPDX_PATTERN.match(value):
+        if not SPDX_PATTERN.match(value):
             raise ValueError(f"not an SPDX licence id or expression: {value!r}")
         return value
 
