@@ -48,13 +48,16 @@ def _split(values: tuple[str, ...]) -> list[str]:
               help="A previous eval report.json: adds base/delta and the max-drop gates.")
 @click.option("--workers", type=click.IntRange(min=1, max=32), default=4, show_default=True,
               help="Parallel requests.")
+@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Extra attempts per request on connection errors and 429/502/503/504.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Where report.json and report.md go (default: .llmops/reports/eval).")
 @click.option("--no-gate", is_flag=True, help="Report only: exit 0 even when a threshold fails.")
 def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_name: str | None,
              api_key: str | None, cases_dir: Path | None, prompts_dir: Path | None, dataset_dir: Path | None,
              limit: int | None, tags: tuple[str, ...], prompt_ids: tuple[str, ...],
-             thresholds_path: Path | None, baseline: Path | None, workers: int, out_dir: Path | None,
+             thresholds_path: Path | None, baseline: Path | None, workers: int, retries: int,
+             out_dir: Path | None,
              no_gate: bool) -> None:
     """Evaluate an endpoint (or a model folder served locally) with the eval cases and dataset."""
     from evals.runner import DEFAULT_THRESHOLDS, run_eval
@@ -81,7 +84,7 @@ def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_n
             tags=_split(tags), prompt_ids=_split(prompt_ids), limit=limit,
             thresholds_path=thresholds_path or DEFAULT_THRESHOLDS,
             baseline=Report.load(baseline) if baseline else None,
-            api_key=api_key, workers=workers,
+            api_key=api_key, workers=workers, retries=retries,
             model_version=str(model_dir) if model_dir is not None else None,
         )
     if model_dir is not None:
@@ -91,7 +94,7 @@ def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_n
     failed_cases = [c for c in report.cases if not c["passed"]]
     click.echo(f"{len(report.cases) - len(failed_cases)}/{len(report.cases)} cases passed")
     for name, metric in sorted(report.metrics.items()):
-        gate = "" if metric.passed is None else ("  ok" if metric.passed else "  FAILED")
+        gate = "  (not gated)" if metric.passed is None else ("  ok" if metric.passed else "  FAILED")
         floor = "" if metric.threshold is None else f" (min {metric.threshold:.3f})"
         click.echo(f"  {name:28s} {metric.head:.3f}{floor}{gate}")
     click.echo(f"wrote {json_path} and {md_path}")
