@@ -48,6 +48,9 @@ COMMANDS = {
     "prompts": "llmops.cli.prompts:prompts",
     "registry": "llmops.cli.registry:registry",
     "pipeline": "llmops.cli.pipeline:pipeline",
+    "gate": "llmops.cli.gate:gate",
+    "loadtest": "llmops.cli.loadtest:loadtest",
+    "audit": "llmops.cli.governance:audit",
 }
 
 
