@@ -250,7 +250,7 @@ def cache_key(rendered_prompt: str, case: EvalCase, model_version: str, params: 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _run_case(client: OpenAIClient, case: EvalCase, prompt: Prompt, model_version: str) -> dict[str, Any]:
+def run_case(client: OpenAIClient, case: EvalCase, prompt: Prompt, model_version: str) -> dict[str, Any]:
     rendered = prompt.render(**case.vars)
     params = prompt.params.model_dump()
     record: dict[str, Any] = {
@@ -277,7 +277,7 @@ def _run_case(client: OpenAIClient, case: EvalCase, prompt: Prompt, model_versio
     return record
 
 
-def _parallel(fn, items: Sequence[Any], workers: int) -> list[Any]:
+def parallel(fn, items: Sequence[Any], workers: int) -> list[Any]:
     """fn over items on a thread pool, results in input order; the first exception cancels the rest."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(fn, item) for item in items]
@@ -317,7 +317,7 @@ def read_eval_rows(dataset_dir: Path, limit: int | None = None) -> list[dict[str
     return rows
 
 
-def _run_dataset(client: OpenAIClient, prompt: Prompt, rows: list[dict[str, Any]],
+def run_rows(client: OpenAIClient, prompt: Prompt, rows: list[dict[str, Any]],
                  workers: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
     params = prompt.params
 
@@ -335,7 +335,7 @@ def _run_dataset(client: OpenAIClient, prompt: Prompt, rows: list[dict[str, Any]
             # wrong answer: skipping it would raise the mean by hiding the failure.
             return "", str(exc)
 
-    results = _parallel(one, rows, workers)
+    results = parallel(one, rows, workers)
     scores = corpus_scores([o.strip() for o, _ in results], [r["answer"] for r in rows])
     samples = []
     for row, (output, error) in zip(rows, results, strict=True):
@@ -378,7 +378,7 @@ def run_eval(base_url: str, cases_dir: Path, prompts_dir: Path, dataset_dir: Pat
     with OpenAIClient(base_url, api_key=api_key, model=model_name, timeout=timeout, retries=retries) as client:
         model = client.resolve_model()  # once, before the threads share the client
         version = model_version or model
-        report.cases = _parallel(lambda c: _run_case(client, c, prompts[c.prompt], version), cases, workers)
+        report.cases = parallel(lambda c: run_case(client, c, prompts[c.prompt], version), cases, workers)
         by_suite: dict[str, list[bool]] = defaultdict(list)
         for record in report.cases:
             by_suite[record["suite"]].append(record["passed"])
@@ -387,7 +387,7 @@ def run_eval(base_url: str, cases_dir: Path, prompts_dir: Path, dataset_dir: Pat
             report.metrics[name] = gate_metric(name, sum(outcomes) / len(outcomes), thresholds, baseline)
         samples: list[dict[str, Any]] = []
         if rows:
-            scores, samples = _run_dataset(client, prompts[DATASET_PROMPT], rows, workers)
+            scores, samples = run_rows(client, prompts[DATASET_PROMPT], rows, workers)
             for metric, value in scores.items():
                 name = f"dataset.{metric}"
                 report.metrics[name] = gate_metric(name, value, thresholds, baseline)

@@ -26,7 +26,7 @@ def main_job(config_path: Path, eval_limit: int, quiet: bool, overrides: tuple[s
 
     OVERRIDES are key=value pairs on the training config.
     """
-    from llmops.pipeline_main import run_main_job
+    from llmops.jobs.main_job import run_main_job
     from llmops.settings import Settings
 
     settings = Settings.load()

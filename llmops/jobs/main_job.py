@@ -101,10 +101,9 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
     echo(f"    registered version {job.version} (alias candidate)")
 
     def serve_and_eval() -> Path:
-        from serving.app import running_server
-
         from evals.runner import run_eval
         from llmops.registry import Registry
+        from serving.app import running_server
 
         reg = Registry(settings.registry_dir)
         mv = reg.get(job.version)  # verifies every checksum before serving
