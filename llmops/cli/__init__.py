@@ -51,6 +51,7 @@ COMMANDS = {
     "gate": "llmops.cli.gate:gate",
     "loadtest": "llmops.cli.loadtest:loadtest",
     "audit": "llmops.cli.governance:audit",
+    "keys": "llmops.cli.governance:keys",
 }
 
 

@@ -1,0 +1,300 @@
+"""API keys that carry a role, stored only as hashes; and redaction of secrets in logs.
+
+    llmops keys create --role user --name docs-bot     # prints the key once
+    llmops keys list
+    llmops keys revoke 3f9c0a1b2d4e
+
+A key looks like `llm_<key_id>_<secret>`: key_id is 12 hex characters (not secret: it names the
+key in lists, logs and the audit log), secret is secrets.token_urlsafe(32) (256 random bits).
+The key file (default `<home>/apikeys.json`, mode 0600 from mkstemp, written atomically under a
+lock) holds per key: key_id, name, role, sha256 of the whole key, created, revoked.
+
+Why plain sha256 and not scrypt/pbkdf2: slow salted KDFs protect low-entropy passwords from
+guessing. A 256-bit random secret cannot be guessed from its hash however fast the hash is, and
+the server checks a key on every request, where a 50 ms KDF would be the bottleneck. The hash
+covers the key_id too, so a secret cannot be moved to another key's id.
+
+CI passes a key in LLMOPS_API_KEY; `current_principal()` resolves it for guarded CLI commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import getpass
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from llmops.errors import InputError
+from llmops.files import atomic_write_json
+from llmops.settings import Settings
+
+ENV_KEY = "LLMOPS_API_KEY"
+KEY_FILE = "apikeys.json"
+# llm_ + 12 hex + _ + token_urlsafe(32) (43 chars of [A-Za-z0-9_-]); >= 20 so a truncated key in a
+# log line is still masked.
+KEY_PATTERN = re.compile(r"llm_([0-9a-f]{12})_[A-Za-z0-9_-]{20,}")
+_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[^\s,;\"']+", re.IGNORECASE)
+MASK = "***"
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie",
+                            "set-cookie", "x-auth-token"})
+# Field names whose values are secret, compared with '_' and '-' removed and lower-cased. "token"
+# is matched exactly or as *_token names, not as a suffix, so max_tokens and num_tokens survive.
+_SECRET_NAMES = frozenset({"apikey", "xapikey", "secret", "clientsecret", "password", "passwd",
+                           "authorization", "cookie", "credential", "credentials", "token",
+                           "accesstoken", "refreshtoken", "authtoken", "hftoken", "githubtoken",
+                           "bearertoken", "sessiontoken", "idtoken", "privatekey"})
+# Compared in authenticate() when the key_id is unknown, so a miss costs the same as a wrong secret.
+_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+
+
+class AuthenticationError(InputError):
+    """A missing, malformed, unknown or revoked API key. The message never says which."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is acting: the holder of an API key, or the local operator (key_id None)."""
+
+    name: str
+    role: str
+    key_id: str | None = None
+
+
+class KeyRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str
+    name: str
+    role: str
+    sha256: str
+    created: str
+    revoked: str | None = None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_file(settings: Settings | None = None) -> Path:
+    return (settings or Settings.load()).home / KEY_FILE
+
+
+class KeyStore:
+    """The key file. Reads are cached and refreshed when the file changes, so a revoke made by
+    `llmops keys revoke` takes effect in a running server on its next request."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int, int] | None = None
+        self._records: dict[str, KeyRecord] = {}
+
+    def _read(self) -> dict[str, KeyRecord]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._records = None, {}
+            return self._records
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return self._records
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"key file unreadable: {exc}", file=str(self.path)) from exc
+        if not isinstance(data, dict) or data.get("schema") != 1 or not isinstance(data.get("keys"), list):
+            raise InputError("key file must be {\"schema\": 1, \"keys\": [...]}", file=str(self.path))
+        records: dict[str, KeyRecord] = {}
+        for i, row in enumerate(data["keys"]):
+            try:
+                record = KeyRecord.model_validate(row)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = f"keys[{i}]." + ".".join(str(p) for p in err["loc"])
+                raise InputError(f"bad key record: {err['msg']}", file=str(self.path), field=field) from exc
+            records[record.key_id] = record
+        self._stamp, self._records = stamp, records
+        return records
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, KeyRecord]]:
+        """Read-modify-write under an exclusive lock on a sidecar file (the key file is replaced
+        by rename, so locking the key file itself would lock a file that is about to go away)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(f".{self.path.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._stamp = None  # another process may have written since our last read
+                records = dict(self._read())
+                yield records
+                atomic_write_json(self.path, {"schema": 1, "keys": [r.model_dump() for r in records.values()]})
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def create(self, role: str, name: str) -> tuple[str, KeyRecord]:
+        """A new key for `role`; returns (plaintext key, record). The plaintext exists only here."""
+        from governance.policy import ROLES
+
+        if role not in ROLES:
+            raise InputError(f"unknown role {role!r}; known: {', '.join(ROLES)}", field="role")
+        name = name.strip()
+        if not name or len(name) > 100 or not name.isprintable():
+            raise InputError("key name must be 1-100 printable characters", field="name")
+        with self._locked() as records:
+            key_id = secrets.token_hex(6)
+            while key_id in records:  # 48 bits: a clash is near impossible, but cheap to rule out
+                key_id = secrets.token_hex(6)
+            key = f"llm_{key_id}_{secrets.token_urlsafe(32)}"
+            record = KeyRecord(key_id=key_id, name=name, role=role, sha256=_hash(key), created=_now())
+            records[key_id] = record
+        return key, record
+
+    def authenticate(self, key: str | None) -> Principal:
+        """The principal holding `key`; AuthenticationError when it is malformed, unknown or revoked."""
+        key = (key or "").strip()
+        match = KEY_PATTERN.fullmatch(key)
+        record = self._read().get(match.group(1)) if match else None
+        # Always one constant-time comparison, whether or not the id exists.
+        ok = hmac.compare_digest(_hash(key), record.sha256 if record else _DUMMY_HASH)
+        if not ok or record is None or record.revoked:
+            raise AuthenticationError("invalid or revoked API key")
+        return Principal(name=record.name, role=record.role, key_id=record.key_id)
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Mark a key revoked (kept in the file, so that the audit log's key ids stay explainable)."""
+        with self._locked() as records:
+            record = records.get(key_id)
+            if record is None:
+                raise InputError(f"no key with id {key_id!r}", file=str(self.path), field="key_id")
+            if record.revoked is None:
+                record = record.model_copy(update={"revoked": _now()})
+                records[key_id] = record
+        return record
+
+    def list(self) -> list[KeyRecord]:
+        return sorted(self._read().values(), key=lambda r: (r.created, r.key_id))
+
+
+def local_actor() -> str:
+    """A name for the person at the keyboard (audit only, not an identity proof)."""
+    if os.environ.get("GITHUB_ACTOR"):
+        return f"github:{os.environ['GITHUB_ACTOR']}"
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return "local:unknown"
+
+
+def current_principal(*, settings: Settings | None = None, local_role: str | None = "admin") -> Principal:
+    """The holder of LLMOPS_API_KEY when set, else the local operator with `local_role`."""
+    settings = settings or Settings.load()
+    key = os.environ.get(ENV_KEY)
+    if key:
+        return KeyStore(key_file(settings)).authenticate(key)
+    if local_role is None:
+        raise AuthenticationError(f"this command needs an API key in {ENV_KEY} "
+                                  "(the policy's local_role is null)")
+    return Principal(name=local_actor(), role=local_role, key_id=None)
+
+
+def auth_headers() -> dict[str, str]:
+    """Headers for admin calls from the CLI: the key from LLMOPS_API_KEY, or none."""
+    key = os.environ.get(ENV_KEY)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def create_key(role: str, name: str, *, by: Principal | None = None, settings: Settings | None = None) -> str:
+    """Create a key and audit it (`apikey.create`); returns the plaintext, to be shown once."""
+    from governance.audit import audit_event
+
+    settings = settings or Settings.load()
+    key, record = KeyStore(key_file(settings)).create(role, name)
+    by = by or Principal(local_actor(), "local")
+    audit_event("apikey.create", actor=by.name, role=by.role, target=record.key_id,
+                details={"name": record.name, "key_role": record.role}, settings=settings)
+    return key
+
+
+def revoke_key(key_id: str, *, by: Principal | None = None, reason: str = "",
+               settings: Settings | None = None) -> KeyRecord:
+    """Revoke a key and audit it (`apikey.revoke`)."""
+    from governance.audit import audit_event
+
+    settings = settings or Settings.load()
+    record = KeyStore(key_file(settings)).revoke(key_id)
+    by = by or Principal(local_actor(), "local")
+    audit_event("apikey.revoke", actor=by.name, role=by.role, target=key_id,
+                details={"name": record.name, "key_role": record.role}, reason=reason, settings=settings)
+    return record
+
+
+def authenticate(key: str | None, *, settings: Settings | None = None) -> Principal:
+    """One-off check against the default key file (a server should keep one KeyStore instead)."""
+    return KeyStore(key_file(settings)).authenticate(key)
+
+
+# --- redaction --------------------------------------------------------------------------------
+
+def redact(text: str) -> str:
+    """Mask our keys (keeping the key_id, which is not secret) and Bearer/Basic credentials."""
+    text = KEY_PATTERN.sub(lambda m: f"llm_{m.group(1)}_{MASK}", text)
+    return _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+
+
+def is_secret_field(name: str) -> bool:
+    norm = re.sub(r"[-_\s]", "", str(name)).lower()
+    return norm in _SECRET_NAMES or norm.endswith(("apikey", "password", "secret", "privatekey"))
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy of request headers fit to log: credential headers masked whole, others scanned."""
+    return {k: MASK if k.lower() in SECRET_HEADERS else redact(str(v)) for k, v in headers.items()}
+
+
+def scrub(value: Any) -> Any:
+    """A copy of `value` (dicts, lists, strings) with secret-named fields and key-shaped text masked."""
+    if isinstance(value, Mapping):
+        return {k: MASK if is_secret_field(k) and v not in (None, "") else scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    if isinstance(value, str):
+        return redact(value)
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites every record's message through redact(). Attach it to handlers (install_log_redaction):
+    a filter on a logger does not see records that propagate up from child loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
+    """Add one RedactingFilter to `logger` (root by default) and each of its handlers."""
+    logger = logger or logging.getLogger()
+    filt = RedactingFilter()
+    logger.addFilter(filt)
+    for handler in logger.handlers:
+        handler.addFilter(filt)
+    return filt

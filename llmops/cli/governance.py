@@ -1,0 +1,169 @@
+"""Governance commands: the audit log and API keys.
+
+    llmops audit verify                       # 0 intact, 1 tampered, 2 missing/unreadable
+    llmops audit verify --anchor 42:9f86d0...  # also prove nothing after seq 42 was cut or rewritten
+    llmops audit show --tail 20 --action release
+    llmops audit head
+    llmops keys create --role release-manager --name ci-release
+    llmops keys list
+    llmops keys revoke 3f9c0a1b2d4e --reason "leaked in a log"
+
+Guarded by governance/policy.yaml: reading the log needs `audit.read`, keys need `keys.manage`.
+The caller is the holder of LLMOPS_API_KEY, else the local operator with the policy's local_role.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+
+def _settings():
+    from llmops.settings import Settings
+
+    return Settings.load()
+
+
+def _log_path(log: str | None) -> Path:
+    from governance.audit import audit_log_path
+
+    return Path(log) if log else audit_log_path(_settings())
+
+
+@click.group()
+def audit() -> None:
+    """The hash-chained audit log: verify it, show entries."""
+
+
+@audit.command("verify")
+@click.option("--log", type=click.Path(dir_okay=False), default=None, help="Log file (default <home>/audit/audit.jsonl).")
+@click.option("--anchor", default=None, metavar="SEQ:HASH", help="A head recorded earlier (`llmops audit head`).")
+def verify_cmd(log: str | None, anchor: str | None) -> None:
+    """Check every entry's hash and the chain; exit 1 naming each tampered line."""
+    from governance.audit import head, parse_anchor, verify
+    from governance.policy import authorize
+    from llmops.errors import GateFailed
+
+    authorize("audit.read", target="audit-log")
+    path = _log_path(log)
+    problems = verify(path, anchor=parse_anchor(anchor) if anchor else None)
+    if problems:
+        for problem in problems:
+            click.echo(f"{path}: {problem}")
+        raise GateFailed(f"audit log {path}: {len(problems)} problem(s); it was edited, cut or damaged")
+    last = head(path)
+    click.echo(f"audit log intact: {path}, {last[0] if last else 0} entries"
+               + (f", head {last[0]}:{last[1]}" if last else ""))
+
+
+@audit.command("head")
+@click.option("--log", type=click.Path(dir_okay=False), default=None, help="Log file (default <home>/audit/audit.jsonl).")
+def head_cmd(log: str | None) -> None:
+    """Print SEQ:HASH of the newest entry, to keep elsewhere and pass to `verify --anchor`."""
+    from governance.audit import head
+    from governance.policy import authorize
+
+    authorize("audit.read", target="audit-log")
+    last = head(_log_path(log))
+    click.echo(f"{last[0]}:{last[1]}" if last else "empty")
+
+
+@audit.command("show")
+@click.option("--log", type=click.Path(dir_okay=False), default=None, help="Log file (default <home>/audit/audit.jsonl).")
+@click.option("--tail", type=click.IntRange(min=1), default=None, help="Only the last N entries.")
+@click.option("--action", default=None, help="Only this action, or this prefix (`release` matches release.start).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON entry per line, as stored.")
+def show(log: str | None, tail: int | None, action: str | None, as_json: bool) -> None:
+    """Print entries, oldest first (does not verify; run `llmops audit verify`)."""
+    from governance.audit import read_entries
+    from governance.policy import authorize
+
+    authorize("audit.read", target="audit-log")
+    rows = read_entries(_log_path(log))
+    if action:
+        rows = [(n, e) for n, e in rows if e and (e.get("action") == action
+                                                   or str(e.get("action", "")).startswith(action + "."))]
+    if tail:
+        rows = rows[-tail:]
+    for lineno, entry in rows:
+        if entry is None:
+            click.echo(f"line {lineno}: <garbled>")
+        elif as_json:
+            click.echo(json.dumps(entry, ensure_ascii=False))
+        else:
+            extra = f"  reason={entry.get('reason')!r}" if entry.get("reason") else ""
+            details = json.dumps(entry.get("details", {}), sort_keys=True, ensure_ascii=False)
+            click.echo(f"{entry.get('seq'):>5} {entry.get('time')}  {entry.get('action'):18} "
+                       f"{entry.get('actor')} ({entry.get('role')}) -> {entry.get('target')}  {details}{extra}")
+    if not rows:
+        click.echo("no entries")
+
+
+def _key_manager():
+    """(principal, settings) for a key command. The very first key may be created by the local
+    operator even when the policy's local_role is null: otherwise nobody could ever create one."""
+    from governance.apikeys import ENV_KEY, KeyStore, Principal, key_file, local_actor
+    from governance.policy import authorize
+
+    settings = _settings()
+    if not os.environ.get(ENV_KEY) and not KeyStore(key_file(settings)).list():
+        return Principal(local_actor(), "bootstrap"), settings
+    return authorize("keys.manage", target="apikeys", settings=settings), settings
+
+
+@click.group()
+def keys() -> None:
+    """API keys with roles: create (shown once), list (never secrets), revoke."""
+
+
+@keys.command("create")
+@click.option("--role", required=True, help="admin, release-manager, developer or user.")
+@click.option("--name", required=True, help="Who or what holds the key (kept with it, shown in logs).")
+def create(role: str, name: str) -> None:
+    """Create a key and print it ONCE; only its sha256 is stored."""
+    from governance.apikeys import create_key
+
+    principal, settings = _key_manager()
+    key = create_key(role, name, by=principal, settings=settings)
+    click.echo(key)
+    click.echo(f"created a {role} key for {name!r}; store it now, it cannot be shown again", err=True)
+
+
+@keys.command("list")
+def list_cmd() -> None:
+    """List keys: id, role, name, created, revoked. Never the secrets (they are not stored)."""
+    from governance.apikeys import KeyStore, key_file
+
+    principal, settings = _key_manager()
+    records = KeyStore(key_file(settings)).list()
+    if not records:
+        click.echo("no keys")
+    for r in records:
+        state = f"revoked {r.revoked}" if r.revoked else "active"
+        click.echo(f"{r.key_id}  {r.role:16} {r.name:24} created {r.created}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+def revoke(key_id: str, reason: str) -> None:
+    """Revoke a key by its id; a running server rejects it on the next request."""
+    from governance.apikeys import revoke_key
+
+    principal, settings = _key_manager()
+    record = revoke_key(key_id, by=principal, reason=reason, settings=settings)
+    click.echo(f"revoked {record.key_id} ({record.name}, {record.role}) at {record.revoked}")
+
+
+@keys.command("whoami")
+def whoami() -> None:
+    """Who the CLI acts as: the holder of LLMOPS_API_KEY, else the local operator."""
+    from governance.apikeys import current_principal
+    from governance.policy import load_policy
+
+    settings = _settings()
+    p = current_principal(settings=settings, local_role=load_policy(settings=settings).local_role)
+    click.echo(f"{p.name} role={p.role}" + (f" key_id={p.key_id}" if p.key_id else " (no API key)"))
