@@ -1,0 +1,40 @@
+"""Benchmarks that print ratios measured in one run (speed targets live here, never in tests).
+
+    llmops bench serve --n-prompts 8 --max-new-tokens 32 --out runs/bench-serve.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def bench() -> None:
+    """Speed benchmarks."""
+
+
+@bench.command("serve")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Merged Hugging Face model folder; default: a micro model built in a temp folder.")
+@click.option("--n-prompts", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-new-tokens", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=None, type=click.IntRange(min=1), help="Default: all prompts in one batch.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timed runs; best is kept.")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="Default: all cores.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("bench-serve.json"),
+              show_default=True, help="Where to write the JSON results.")
+def serve_bench(model_dir: Path | None, n_prompts: int, max_new_tokens: int, batch_size: int | None,
+                repeats: int, threads: int | None, out_path: Path) -> None:
+    """Tokens/s of torch eager, optimum ORTModel and the project's ORT loop (fp32, int8) on the same prompts."""
+    from llmops.errors import InputError
+    from serving.bench import bench_serve, markdown_table, write_bench
+
+    if model_dir is not None and not (model_dir / "config.json").is_file():
+        raise InputError("not a Hugging Face model folder (no config.json)", file=str(model_dir))
+    result = bench_serve(model_dir, n_prompts=n_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         repeats=repeats, threads=threads)
+    click.echo(markdown_table(result))
+    write_bench(result, out_path)
+    click.echo(f"\nwritten: {out_path}")

@@ -1,0 +1,514 @@
+"""The OpenAI-compatible HTTP API over one model, and a context manager that runs it as a subprocess.
+
+    llmops serve --model exports/v1 --port 8000          # then:
+    curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' \
+        -d '{"messages": [{"role": "user", "content": "What is a lambda?"}]}'
+
+Routes: POST /v1/chat/completions (SSE when "stream": true), POST /v1/completions (raw prompt,
+no template), GET /v1/models, GET /healthz (process up), GET /readyz (model loaded and warmed),
+GET /metrics (Prometheus).
+
+Chat mapping: the serving prompt (MODEL/prompt.yaml, else prompts/answer.yaml) is rendered with
+question = the last user message and context = the system/developer messages joined by newlines.
+Earlier assistant turns are not part of the single-turn template. The prompt's params give the
+default max_tokens and temperature and its stop strings; a request's own stop strings are added.
+Chat content is stripped of surrounding whitespace (training puts a space after "Answer:");
+/v1/completions returns the raw text. One model per server: the request's `model` is echoed,
+not matched, so a gateway can route any name to it.
+
+Every invalid request gets a 4xx in OpenAI's shape {"error": {message, type, param, code}}.
+Generation runs in the threadpool, one at a time per model (the generator's lock), so the event
+loop keeps answering /healthz and /metrics while a request decodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llmops.errors import InputError
+from llmops.prompts import Prompt
+from serving.schemas import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/healthz", "/readyz", "/metrics")
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}}
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Input caps; a request over any of them gets a 400 (413 for the body)."""
+
+    max_prompt_chars: int = 16_000
+    """Characters of the prompt text (chat: question + context) before tokenising."""
+    max_prompt_tokens: int | None = None
+    """Tokens of the rendered prompt; None means the model's context window minus one."""
+    max_tokens_cap: int = 512
+    """Largest max_tokens a request may ask for."""
+    max_body_bytes: int = 1_000_000
+    """Largest request body (Content-Length)."""
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type_: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
+
+
+def _error_json(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status,
+                        content={"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+# ---- metrics -----------------------------------------------------------------------------------
+class ServeMetrics:
+    """Prometheus metrics in a registry of their own, so several apps can live in one process."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("llmops_http_requests", "HTTP requests by route and status code",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("llmops_http_request_duration_seconds", "Request latency until the last body byte",
+                                 ["route"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.in_flight = Gauge("llmops_http_requests_in_flight", "Requests being served", registry=self.registry)
+        self.generated_tokens = Counter("llmops_generated_tokens", "Completion tokens generated",
+                                        registry=self.registry)
+        self.prompt_tokens = Counter("llmops_prompt_tokens", "Prompt tokens processed", registry=self.registry)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """ASGI middleware: counts, latency (to the end of a streamed body) and in-flight requests."""
+
+    def __init__(self, app: Any, metrics: ServeMetrics, max_body_bytes: int) -> None:
+        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label values
+        status = 500
+        start = time.perf_counter()
+        self.metrics.in_flight.inc()
+
+        async def send_and_record(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                response = _error_json(413, f"request body is {int(length)} bytes; the limit is {self.max_body_bytes}",
+                                       "invalid_request_error", code="request_too_large")
+                await response(scope, receive, send_and_record)
+            else:
+                await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+# ---- request handling --------------------------------------------------------------------------
+class ServingState:
+    """The loaded model and what every request needs: prompt, limits, metrics."""
+
+    def __init__(self, generator: Any, prompt: Prompt, model_id: str, limits: ServeLimits,
+                 metrics: ServeMetrics) -> None:
+        self.generator, self.prompt, self.model_id = generator, prompt, model_id
+        self.limits, self.metrics = limits, metrics
+        self.created = int(time.time())
+        window = generator.max_positions
+        self.max_prompt_tokens = limits.max_prompt_tokens or ((window - 1) if window else 1 << 30)
+        self.ready = False
+
+    def warm_up(self) -> None:
+        """One short generation, so the first request does not pay session initialisation."""
+        from serving.runtime import SamplingParams
+
+        self.generator.generate(["Hello"], SamplingParams(max_new_tokens=2))
+        self.ready = True
+
+    def render_chat(self, messages: list[ChatMessage]) -> str:
+        users = [i for i, m in enumerate(messages) if m.role == "user"]
+        if not users:
+            raise APIError(400, "messages must contain at least one message with role 'user'", param="messages",
+                           code="invalid_value")
+        question = messages[users[-1]].text()
+        if not question.strip():
+            raise APIError(400, f"messages[{users[-1]}].content is empty", param=f"messages.{users[-1]}.content",
+                           code="invalid_value")
+        context = "\n".join(m.text() for m in messages if m.role in ("system", "developer") and m.text().strip())
+        chars = len(question) + len(context)
+        if chars > self.limits.max_prompt_chars:
+            raise APIError(400, f"messages have {chars} characters; the limit is {self.limits.max_prompt_chars}",
+                           param="messages", code="prompt_too_long")
+        values = {"question": question}
+        if context and "context" in self.prompt.variables:
+            values["context"] = context
+        return self.prompt.render(**values)
+
+    def check_raw_prompt(self, text: str, param: str) -> None:
+        if not text.strip():
+            raise APIError(400, f"{param} is empty", param=param, code="invalid_value")
+        if len(text) > self.limits.max_prompt_chars:
+            raise APIError(400, f"{param} has {len(text)} characters; the limit is {self.limits.max_prompt_chars}",
+                           param=param, code="prompt_too_long")
+
+    def prepare(self, texts: list[str], req: Any, stop: list[str], max_tokens: int | None,
+                param: str) -> tuple[list[list[int]], Any]:
+        """Tokenise and check the prompts against the caps; build the sampling params."""
+        from serving.runtime import SamplingParams
+
+        ids = [self.generator.encode(t) for t in texts]
+        longest = max(len(i) for i in ids)
+        if longest > self.max_prompt_tokens:
+            raise APIError(400, f"the prompt has {longest} tokens; the limit is {self.max_prompt_tokens}",
+                           param=param, code="context_length_exceeded")
+        if max_tokens is not None and max_tokens > self.limits.max_tokens_cap:
+            raise APIError(400, f"max_tokens is {max_tokens}; the limit is {self.limits.max_tokens_cap}",
+                           param="max_tokens", code="invalid_value")
+        window = self.generator.max_positions
+        room = (window - longest) if window else self.limits.max_tokens_cap
+        if max_tokens is not None and max_tokens > room:
+            raise APIError(400, f"the prompt ({longest} tokens) plus max_tokens ({max_tokens}) exceeds the "
+                                f"model's context window of {window} tokens", param="max_tokens",
+                           code="context_length_exceeded")
+        if room < 1:
+            raise APIError(400, f"the prompt ({longest} tokens) fills the context window of {window} tokens",
+                           param=param, code="context_length_exceeded")
+        new_tokens = max_tokens or min(self.prompt.params.max_tokens, room, self.limits.max_tokens_cap)
+        temperature = self.prompt.params.temperature if req.temperature is None else req.temperature
+        params = SamplingParams(max_new_tokens=new_tokens, temperature=temperature,
+                                top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed, stop=tuple(stop))
+        return ids, params
+
+    def count(self, prompt_tokens: int, completion_tokens: int) -> Usage:
+        self.metrics.prompt_tokens.inc(prompt_tokens)
+        self.metrics.generated_tokens.inc(completion_tokens)
+        return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                     total_tokens=prompt_tokens + completion_tokens)
+
+
+class _TrimStream:
+    """Streamed equivalent of str.strip(): drop leading whitespace, hold trailing whitespace back."""
+
+    def __init__(self) -> None:
+        self.started, self.pending = False, ""
+
+    def feed(self, delta: str) -> str:
+        if not self.started:
+            delta = delta.lstrip()
+            if not delta:
+                return ""
+            self.started = True
+        text = self.pending + delta
+        kept = text.rstrip()
+        self.pending = text[len(kept):]
+        return kept
+
+
+def _sse(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+async def _stream_chunks(state: ServingState, ids: list[int], params: Any) -> AsyncIterator[Any]:
+    """Run the generator's stream in the threadpool, one step per hop; close it if the client leaves."""
+    iterator = state.generator.stream_ids(ids, params)
+    sentinel = object()
+    try:
+        while True:
+            chunk = await run_in_threadpool(next, iterator, sentinel)
+            if chunk is sentinel:
+                return
+            yield chunk
+    finally:
+        # Runs on disconnect too. The worker thread has finished its step by now (anyio waits for
+        # it even when cancelled), so close() only runs the generator's finally: the lock is freed.
+        with contextlib.suppress(ValueError):
+            iterator.close()
+
+
+async def _chat_sse(state: ServingState, ids: list[int], params: Any, model: str,
+                    include_usage: bool) -> AsyncIterator[str]:
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> str:
+        return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]})
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    trim = _TrimStream()
+    try:
+        async for piece in _stream_chunks(state, ids, params):
+            text = trim.feed(piece.text)
+            if text:
+                yield chunk({"content": text}, None)
+            if piece.completion is not None:
+                done = piece.completion
+                usage = state.count(done.prompt_tokens, done.completion_tokens)
+                yield chunk({}, done.finish_reason)
+                if include_usage:
+                    yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                                "choices": [], "usage": usage.model_dump()})
+    except Exception as exc:  # headers are sent: report in-band, as OpenAI does
+        yield _sse({"error": {"message": f"generation failed: {exc}", "type": "server_error",
+                              "param": None, "code": None}})
+    yield "data: [DONE]\n\n"
+
+
+async def _completion_sse(state: ServingState, ids: list[int], params: Any, model: str,
+                          include_usage: bool) -> AsyncIterator[str]:
+    cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def chunk(text: str, finish: str | None) -> str:
+        return _sse({"id": cid, "object": "text_completion", "created": created, "model": model,
+                     "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]})
+
+    try:
+        async for piece in _stream_chunks(state, ids, params):
+            if piece.completion is None:
+                if piece.text:
+                    yield chunk(piece.text, None)
+            else:
+                done = piece.completion
+                usage = state.count(done.prompt_tokens, done.completion_tokens)
+                yield chunk(piece.text, done.finish_reason)
+                if include_usage:
+                    yield _sse({"id": cid, "object": "text_completion", "created": created, "model": model,
+                                "choices": [], "usage": usage.model_dump()})
+    except Exception as exc:
+        yield _sse({"error": {"message": f"generation failed: {exc}", "type": "server_error",
+                              "param": None, "code": None}})
+    yield "data: [DONE]\n\n"
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None, "invalid_request"
+    err = errors[0]
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if err.get("type") == "json_invalid":
+        return f"request body is not valid JSON: {err.get('msg')}", None, "invalid_json"
+    if err.get("type") == "missing":
+        return f"missing required field '{param}'", param, "missing_field"
+    return f"{param or 'body'}: {err.get('msg')} (got {err.get('input')!r:.80})", param, "invalid_value"
+
+
+# ---- the app -----------------------------------------------------------------------------------
+def default_model_id(model_dir: Path) -> str:
+    """The folder's name; for an export variant folder (fp32/, int8/) its parent's name too: "v3-int8"."""
+    path = Path(model_dir).resolve()
+    return f"{path.parent.name}-{path.name}" if path.name in ("fp32", "int8", "fp16") else path.name
+
+
+def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None, *, backend: str = "onnx",
+               model_id: str | None = None, threads: int | None = None, limits: ServeLimits | None = None,
+               generator: Any = None) -> FastAPI:
+    """Load the model (InputError if it cannot be), warm it up, and return the FastAPI app.
+
+    `model_dir`: an export root (serves fp32), an export variant folder, or, with backend="torch",
+    a Hugging Face model folder. `prompt`: a Prompt, a prompt id/path, or None for the model's own.
+    """
+    from llmops.prompts import load_prompt
+    from serving.export import serving_prompt
+    from serving.runtime import find_onnx_dir, load_generator
+
+    model_dir = Path(model_dir)
+    if generator is None:
+        generator = load_generator(model_dir, backend, threads=threads)
+    if prompt is None:
+        prompt = serving_prompt(find_onnx_dir(model_dir) if backend == "onnx" else model_dir)
+    elif not isinstance(prompt, Prompt):
+        prompt = load_prompt(str(prompt))
+    metrics = ServeMetrics()
+    limits = limits or ServeLimits()
+    state = ServingState(generator, prompt, model_id or default_model_id(model_dir), limits, metrics)
+    state.warm_up()
+
+    app = FastAPI(title="llmops serving", version="1", docs_url=None, redoc_url=None)
+    app.state.serving = state
+    app.add_middleware(MetricsMiddleware, metrics=metrics, max_body_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, exc: APIError) -> JSONResponse:
+        return _error_json(exc.status, exc.message, exc.type, exc.param, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param, code = _validation_message(exc)
+        return _error_json(400, message, "invalid_request_error", param, code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return _error_json(exc.status_code, str(exc.detail), kind)
+
+    @app.exception_handler(InputError)
+    async def input_error(_: Request, exc: InputError) -> JSONResponse:
+        return _error_json(400, str(exc), "invalid_request_error", exc.field, "invalid_value")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ok = state.ready
+        return JSONResponse(status_code=200 if ok else 503,
+                            content={"status": "ready" if ok else "loading", "model": state.model_id,
+                                     "backend": state.generator.backend})
+
+    @app.get("/metrics")
+    async def metrics_route() -> PlainTextResponse:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=state.model_id, created=state.created)])
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
+    async def chat(req: ChatCompletionRequest) -> Any:
+        text = state.render_chat(req.messages)
+        stop = [*state.prompt.params.stop, *req.stop_list()]
+        (ids,), params = state.prepare([text], req, stop, req.max_completion_tokens or req.max_tokens, "messages")
+        model = req.model or state.model_id
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_chat_sse(state, ids, params, model, include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        (done,) = await run_in_threadpool(state.generator.generate_ids, [ids], params)
+        usage = state.count(done.prompt_tokens, done.completion_tokens)
+        return ChatCompletion(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model, usage=usage,
+                              choices=[ChatChoice(index=0, finish_reason=done.finish_reason,
+                                                  message={"role": "assistant", "content": done.text.strip()})])
+
+    @app.post("/v1/completions", response_model=Completion, responses=ERROR_RESPONSES)
+    async def completions(req: CompletionRequest) -> Any:
+        texts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+        for i, t in enumerate(texts):
+            state.check_raw_prompt(t, "prompt" if isinstance(req.prompt, str) else f"prompt.{i}")
+        if req.stream and len(texts) > 1:
+            raise APIError(400, "stream supports a single prompt", param="prompt", code="invalid_value")
+        ids, params = state.prepare(texts, req, req.stop_list(), req.max_tokens, "prompt")
+        model = req.model or state.model_id
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_completion_sse(state, ids[0], params, model, include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        done = await run_in_threadpool(state.generator.generate_ids, ids, params)
+        usage = state.count(sum(d.prompt_tokens for d in done), sum(d.completion_tokens for d in done))
+        return Completion(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model, usage=usage,
+                          choices=[CompletionChoice(index=i, text=d.text, finish_reason=d.finish_reason)
+                                   for i, d in enumerate(done)])
+
+    return app
+
+
+# ---- a real server in a subprocess -------------------------------------------------------------
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(model_dir: str | Path, port: int = 0, backend: str = "onnx", *, host: str = "127.0.0.1",
+                   prompt: str | Path | None = None, model_id: str | None = None, threads: int | None = None,
+                   timeout: float = 120.0, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run `llmops serve` as a uvicorn subprocess on `host` (a free port when port=0); yield its base
+    URL (e.g. "http://127.0.0.1:41234") once /readyz answers 200; terminate it on exit.
+
+    Raises InputError if the server exits with code 2 (bad model or prompt), RuntimeError if it dies
+    otherwise or is not ready within `timeout` seconds; the message holds the server log's tail.
+    """
+    import httpx
+
+    port = port or free_port(host)
+    cmd = [sys.executable, "-m", "llmops", "serve", "--model", str(Path(model_dir).resolve()), "--host", host,
+           "--port", str(port), "--backend", backend]
+    if prompt is not None:
+        cmd += ["--prompt", str(Path(prompt).resolve()) if Path(prompt).is_file() else str(prompt)]
+    if model_id:
+        cmd += ["--model-id", model_id]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    log = tempfile.NamedTemporaryFile(prefix="llmops-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    base_url = f"http://{host}:{port}"
+
+    def log_tail() -> str:
+        log.flush()
+        return Path(log.name).read_text(errors="replace")[-3000:]
+
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            code = proc.poll()
+            if code is not None:
+                if code == 2:
+                    raise InputError(f"the server refused its input (exit 2):\n{log_tail()}", file=str(model_dir))
+                raise RuntimeError(f"the server exited with code {code}:\n{log_tail()}")
+            try:
+                if httpx.get(base_url + "/readyz", timeout=2.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server was not ready within {timeout:.0f} s:\n{log_tail()}")
+            time.sleep(0.1)
+        yield base_url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(log.name)

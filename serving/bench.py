@@ -1,0 +1,149 @@
+"""Generation speed of every backend on the same model and prompts, in one run, as ratios.
+
+    llmops bench serve --n-prompts 8 --max-new-tokens 32                 # a micro model built on the fly
+    llmops bench serve --model runs/merged --out runs/bench-serve.json   # a real merged HF model
+
+Backends: torch eager (`generate`), optimum ORTModelForCausalLM (`generate`), and the project's
+ORT loop on the fp32 and int8 exports. Each runs the same left-padded batches of greedy decoding
+after one warm-up pass; tokens/s = generated tokens / wall seconds, best of `repeats`. Runs on a
+shared machine vary by up to 2x, so compare the ratios within one run, not absolute numbers
+across runs. Greedy tokens are compared with torch's for every backend.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops.files import atomic_write_json
+
+
+@dataclass
+class BackendResult:
+    backend: str
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    matches_torch: bool
+    agreement_pct: float
+
+
+def _time_best(run: Callable[[], list[list[int]]], repeats: int) -> tuple[float, list[list[int]]]:
+    run()  # warm-up: session initialisation, allocator growth
+    best, out = float("inf"), []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = run()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def bench_serve(model_dir: str | Path | None = None, *, n_prompts: int = 8, max_new_tokens: int = 32,
+                batch_size: int | None = None, repeats: int = 3, threads: int | None = None,
+                work_dir: str | Path | None = None) -> dict[str, Any]:
+    """Measure every backend; returns {"results": [...], "ratios": {...}, "setup": {...}}."""
+    import torch
+
+    from serving.export import export_model, serving_prompt, token_agreement
+    from serving.runtime import OptimumGenerator, OrtGenerator, SamplingParams, TorchGenerator, hf_generate
+
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    tmp = tempfile.TemporaryDirectory(prefix="llmops-bench-")
+    work = Path(work_dir) if work_dir else Path(tmp.name)
+    if model_dir is None:
+        from training.micro import build_micro_model
+
+        model_dir = build_micro_model(work / "micro")
+    model_dir = Path(model_dir)
+    prompt = serving_prompt(model_dir)
+    examples = [{"question": q} for q in (
+        "How do I make a Python script executable on Unix?", "What is a lambda?",
+        "How do I copy a file in Python?", "Why are default arguments shared between calls?",
+        "How do I read a file line by line?", "What is the difference between a list and a tuple?",
+        "How can I find the methods of an object?", "How do I convert a string to a number?")]
+    texts = [prompt.render(**examples[i % len(examples)]) for i in range(n_prompts)]
+    export_dir = work / "export"
+    export = export_model(model_dir, export_dir, ["fp32", "int8"], texts[:4], prompt=prompt,
+                          parity_n=4, max_new_tokens=8)
+    params = SamplingParams(max_new_tokens=max_new_tokens)
+    batch = batch_size or n_prompts
+
+    torch_gen = TorchGenerator(model_dir)
+    ids = [torch_gen.encode(t) for t in texts]
+    batches = [ids[i:i + batch] for i in range(0, len(ids), batch)]
+
+    def run_hf(model: Any, tokenizer: Any) -> Callable[[], list[list[int]]]:
+        return lambda: [row for b in batches for row in hf_generate(model, tokenizer, b, params)]
+
+    def run_loop(gen: Any) -> Callable[[], list[list[int]]]:
+        return lambda: [c.token_ids for b in batches for c in gen.generate_ids(b, params)]
+
+    def run_optimum() -> Callable[[], list[list[int]]]:
+        optimum = OptimumGenerator(export.variants["fp32"], threads=threads)
+        return run_hf(optimum.model, optimum.tokenizer)
+
+    # Each backend is built just before it is timed, so no other backend's thread pool is alive
+    # beside it (ORT's spinning intra-op threads would steal torch's cores on a small machine).
+    backends: list[tuple[str, Callable[[], Callable[[], list[list[int]]]]]] = [
+        ("torch eager (HF generate)", lambda: run_hf(torch_gen.model, torch_gen.tokenizer)),
+        ("optimum ORTModelForCausalLM", run_optimum),
+        ("ORT loop fp32", lambda: run_loop(OrtGenerator(export.variants["fp32"], threads=threads))),
+        ("ORT loop int8", lambda: run_loop(OrtGenerator(export.variants["int8"], threads=threads))),
+    ]
+    results: list[BackendResult] = []
+    reference: list[list[int]] = []
+    load_before = os.getloadavg()[0]  # other processes on the machine skew absolute numbers
+    for name, build in backends:
+        seconds, out = _time_best(build(), repeats)
+        reference = reference or out
+        tokens = sum(len(r) for r in out)
+        results.append(BackendResult(backend=name, tokens=tokens, seconds=seconds, tokens_per_s=tokens / seconds,
+                                     matches_torch=out == reference,
+                                     agreement_pct=token_agreement(reference, out)))
+    speed = {r.backend: r.tokens_per_s for r in results}
+    ratios = {
+        "ORT loop fp32 / torch eager": speed["ORT loop fp32"] / speed["torch eager (HF generate)"],
+        "ORT loop fp32 / optimum": speed["ORT loop fp32"] / speed["optimum ORTModelForCausalLM"],
+        "ORT loop int8 / torch eager": speed["ORT loop int8"] / speed["torch eager (HF generate)"],
+        "ORT loop int8 / optimum": speed["ORT loop int8"] / speed["optimum ORTModelForCausalLM"],
+        "optimum / torch eager": speed["optimum ORTModelForCausalLM"] / speed["torch eager (HF generate)"],
+    }
+    n_params = sum(p.numel() for p in torch_gen.model.parameters())
+    setup = {"model": str(model_dir), "parameters": n_params, "prompts": n_prompts, "batch_size": batch,
+             "prompt_tokens_mean": sum(map(len, ids)) / len(ids), "max_new_tokens": max_new_tokens,
+             "threads": threads, "repeats": repeats, "cpu": platform.processor() or platform.machine(),
+             "cores": os.cpu_count(), "torch": torch.__version__, "parity_fp32_pct": export.agreement["fp32"],
+             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    tmp.cleanup()
+    return {"setup": setup, "results": [asdict(r) for r in results], "ratios": ratios}
+
+
+def markdown_table(bench: dict[str, Any]) -> str:
+    s = bench["setup"]
+    lines = [f"Model {s['model']} ({s['parameters'] / 1e6:.2f}M params), {s['prompts']} prompts "
+             f"(mean {s['prompt_tokens_mean']:.0f} tokens) in batches of {s['batch_size']}, "
+             f"{s['max_new_tokens']} greedy new tokens, {s['threads']} threads on {s['cores']} cores "
+             f"({s['cpu']}), best of {s['repeats']}; 1-min load average before/after: "
+             f"{s['load_avg_1min'][0]}/{s['load_avg_1min'][1]}.", "",
+             "| backend | tokens | seconds | tokens/s | vs torch | greedy tokens = torch |", "|---|---|---|---|---|---|"]
+    base = bench["results"][0]["tokens_per_s"]
+    for r in bench["results"]:
+        same = "yes" if r["matches_torch"] else f"no ({r['agreement_pct']:.1f}% agree)"
+        lines.append(f"| {r['backend']} | {r['tokens']} | {r['seconds']:.3f} | {r['tokens_per_s']:.0f} | "
+                     f"{r['tokens_per_s'] / base:.2f}x | {same} |")
+    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f}x |" for k, v in bench["ratios"].items()]
+    return "\n".join(lines)
+
+
+def write_bench(bench: dict[str, Any], out: Path) -> None:
+    atomic_write_json(Path(out), bench)
+
+

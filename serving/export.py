@@ -1,0 +1,297 @@
+"""ONNX export of a merged Hugging Face model, with a token-parity gate against torch.
+
+    llmops export --model runs/merged --out exports/v1 --dtypes fp32,int8 \
+        --prompts-from datasets/python-faq/eval.jsonl --parity-n 16
+
+Output (written to a temp folder beside OUT, renamed to OUT only when the fp32 gate passes):
+
+    OUT/fp32/   model.onnx (+ model.onnx_data for >2 GB models), config, tokenizer, prompt.yaml
+    OUT/int8/   the same, weights quantised with onnxruntime's quantize_dynamic
+    OUT/fp16/   only on CUDA (optimum's fp16 export on device cuda)
+    OUT/parity.json, OUT/report.md   a llmops.report.Report of kind "export-parity"
+
+Parity: greedy decoding with the project's ORT loop against torch `generate` on N rendered
+prompts. fp32 must produce the same token ids, every token of every prompt, or the gate fails
+(exit 1, and OUT is not created; the failed report goes to OUT.parity-failed.{json,md}).
+int8/fp16 agreement is reported, not gated: int8 greedy output can drift (ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops.errors import GateFailed, InputError
+from llmops.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from llmops.prompts import Prompt, load_prompt, load_prompt_file
+from llmops.report import Finding, Metric, Report, render_markdown
+
+DTYPES = ("fp32", "int8", "fp16")
+PARITY_KIND = "export-parity"
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    variants: dict[str, Path]
+    """dtype -> folder with model.onnx (self-contained: config, tokenizer, prompt.yaml)."""
+    agreement: dict[str, float | None]
+    """dtype -> % of greedy tokens that agree with torch (None where it could not run)."""
+    skipped: dict[str, str]
+    """dtype -> why it was not exported."""
+    passed: bool
+    report: Report
+    report_path: Path
+
+
+def serving_prompt(model_dir: Path | None = None) -> Prompt:
+    """The prompt a model is served with: its own prompt.yaml if it ships one, else prompts/answer.yaml."""
+    if model_dir is not None and (Path(model_dir) / "prompt.yaml").is_file():
+        return load_prompt_file(Path(model_dir) / "prompt.yaml")
+    try:
+        return load_prompt("answer")  # the repository found from the working directory
+    except InputError:
+        bundled = Path(__file__).resolve().parents[1] / "prompts" / "answer.yaml"
+        if bundled.is_file():  # run from elsewhere: this checkout's own prompt
+            return load_prompt_file(bundled)
+        raise
+
+
+def parity_prompts(prompt: Prompt, eval_path: Path | None = None, n: int = 16) -> list[str]:
+    """N prompt texts rendered from the eval JSONL rows (question, context), or from the prompt's examples."""
+    rows: list[dict[str, Any]] = []
+    if eval_path is not None:
+        eval_path = Path(eval_path)
+        if not eval_path.is_file():
+            raise InputError("eval file not found", file=str(eval_path))
+        for lineno, line in enumerate(eval_path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"invalid JSON: {exc.msg}", file=str(eval_path), line=lineno) from None
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+                raise InputError("a row needs a string 'question'", file=str(eval_path), line=lineno, field="question")
+            rows.append({k: row[k] for k in ("question", "context") if isinstance(row.get(k), str)})
+            if len(rows) >= n:
+                break
+    else:
+        rows = [{k: v for k, v in ex.items() if k in prompt.variables} for ex in prompt.examples][:n]
+    if not rows:
+        raise InputError("no parity prompts: give --prompts-from or add examples to the prompt",
+                         file=str(eval_path or prompt.path))
+    return [prompt.render(**row) for row in rows]
+
+
+# ---- export steps ------------------------------------------------------------------------------
+def _copy_aux(src: Path, dst: Path) -> None:
+    """Copy config, tokenizer and prompt files (everything but the ONNX graph and its weights)."""
+    for item in src.iterdir():
+        if item.is_file() and not item.name.startswith("model.onnx"):
+            shutil.copy2(item, dst / item.name)
+
+
+def _export_optimum(model_dir: Path, out: Path, *, fp16: bool = False) -> None:
+    import warnings
+
+    from optimum.exporters.onnx import main_export
+
+    with warnings.catch_warnings():
+        # The tracer warns about every data-dependent Python branch of the model; parity checks the result.
+        warnings.simplefilter("ignore")
+        main_export(str(model_dir), output=str(out), task="text-generation-with-past",
+                    device="cuda" if fp16 else "cpu", dtype="fp16" if fp16 else "fp32",
+                    do_validation=False, local_files_only=True)
+    if not (out / "model.onnx").is_file():
+        raise InputError(f"optimum wrote no model.onnx (files: {sorted(p.name for p in out.iterdir())})",
+                         file=str(model_dir))
+
+
+def _quantize_int8(fp32_dir: Path, out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out.mkdir(parents=True)
+    large = (fp32_dir / "model.onnx_data").exists()
+    quantize_dynamic(str(fp32_dir / "model.onnx"), str(out / "model.onnx"), weight_type=QuantType.QInt8,
+                     use_external_data_format=large)
+    _copy_aux(fp32_dir, out)
+
+
+def _cuda_reason() -> str | None:
+    """None when fp16 can be exported and run here, else why not."""
+    import onnxruntime as ort
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False); fp16 export runs on GPU runners"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "onnxruntime has no CUDAExecutionProvider (install the gpu extra)"
+    return None
+
+
+# ---- parity ------------------------------------------------------------------------------------
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def token_agreement(reference: Sequence[Sequence[int]], candidate: Sequence[Sequence[int]]) -> float:
+    """% of tokens that agree: per prompt the common prefix over the longer sequence (tokens after
+    the first divergence count as disagreeing, since they continue a different text). 100 iff equal."""
+    agreed = sum(_common_prefix(r, c) for r, c in zip(reference, candidate, strict=True))
+    total = sum(max(len(r), len(c)) for r, c in zip(reference, candidate, strict=True))
+    return 100.0 if total == 0 else 100.0 * agreed / total
+
+
+def torch_reference(model_dir: Path, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], Any]:
+    """Greedy token ids of torch `generate`, one prompt at a time (no padding), and the torch generator."""
+    from serving.runtime import SamplingParams, TorchGenerator, hf_generate
+
+    torch_gen = TorchGenerator(model_dir)
+    params = SamplingParams(max_new_tokens=max_new_tokens)
+    ids = [hf_generate(torch_gen.model, torch_gen.tokenizer, [torch_gen.encode(p)], params)[0] for p in prompts]
+    return ids, torch_gen
+
+
+def parity_check(reference: Sequence[Sequence[int]], onnx_dir: Path, prompts: Sequence[str],
+                 max_new_tokens: int, torch_gen: Any = None, threads: int | None = None) -> dict[str, Any]:
+    """Run the ORT loop greedily on each prompt and compare its ids with `reference`.
+
+    Returns {"agreement": %, "mismatches": [{index, position, torch, onnx}], "max_abs_logit_diff"}.
+    """
+    import numpy as np
+
+    from serving.runtime import OrtGenerator, SamplingParams
+
+    gen = OrtGenerator(onnx_dir, threads=threads)
+    params = SamplingParams(max_new_tokens=max_new_tokens)
+    got = [gen.generate([p], params)[0].token_ids for p in prompts]
+    mismatches = []
+    for i, (ref, cand) in enumerate(zip(reference, got, strict=True)):
+        if list(ref) != list(cand):
+            pos = _common_prefix(ref, cand)
+            mismatches.append({"index": i, "position": pos, "torch": list(ref[pos:pos + 4]),
+                               "onnx": list(cand[pos:pos + 4])})
+    logit_diff = None
+    if torch_gen is not None:
+        # First-step logits of every prompt: how far the graph is from torch, before argmax hides it.
+        diffs = []
+        for p in prompts:
+            ids = np.array([gen.encode(p)], dtype=np.int64)
+            mask = np.ones_like(ids)
+            pos = np.arange(ids.shape[1], dtype=np.int64)[None, :]
+            ort_logits, _ = gen._prefill(ids, mask, pos)
+            torch_logits, _ = torch_gen._prefill(ids, mask, pos)
+            diffs.append(float(np.max(np.abs(ort_logits.astype(np.float32) - torch_logits))))
+        logit_diff = max(diffs)
+    return {"agreement": token_agreement(reference, got), "mismatches": mismatches,
+            "max_abs_logit_diff": logit_diff, "outputs": got}
+
+
+def build_parity_report(model_dir: Path, results: dict[str, dict[str, Any]], skipped: dict[str, str],
+                        prompts: Sequence[str], max_new_tokens: int, info: dict[str, Any]) -> Report:
+    report = Report(kind=PARITY_KIND, info={"model": str(model_dir), "prompts": len(prompts),
+                                            "max_new_tokens": max_new_tokens, "skipped": skipped, **info})
+    for dtype, res in results.items():
+        gated = dtype == "fp32"
+        findings = [Finding(message=f"prompt {m['index']}: first divergence at generated token {m['position']}: "
+                                    f"torch {m['torch']} vs onnx {m['onnx']}",
+                            field=f"{dtype}/prompt[{m['index']}]", severity="error" if gated else "warning")
+                    for m in res["mismatches"]]
+        report.add_check(f"{dtype} greedy token parity" + ("" if gated else " (reported, not gated)"), findings,
+                         summary=f"{res['agreement']:.2f}% tokens agree")
+        report.metrics[f"{dtype}.token_agreement_pct"] = Metric(
+            head=res["agreement"], threshold=100.0 if gated else None,
+            passed=(res["agreement"] == 100.0) if gated else None)
+        if res.get("max_abs_logit_diff") is not None:
+            report.metrics[f"{dtype}.max_abs_logit_diff"] = Metric(head=res["max_abs_logit_diff"], higher_is_better=False)
+    for dtype, reason in skipped.items():
+        report.add_check(f"{dtype} export", [Finding(message=f"skipped: {reason}", field=dtype, severity="warning")])
+    reference = results["fp32"]["reference"]
+    for i, p in enumerate(prompts):
+        report.cases.append({
+            "id": f"parity-{i}", "suite": "parity", "passed": results["fp32"]["outputs"][i] == reference[i],
+            "prompt": p, "assertions": [],
+            "output": json.dumps({"torch": reference[i][:16], **{d: r["outputs"][i][:16] for d, r in results.items()}}),
+        })
+    return report
+
+
+# ---- the stage ---------------------------------------------------------------------------------
+def export_model(model_dir: str | Path, out_dir: str | Path, dtypes: Sequence[str] = ("fp32", "int8"),
+                 prompts: Sequence[str] | None = None, *, prompt: Prompt | None = None,
+                 parity_n: int = 16, max_new_tokens: int = 32, threads: int | None = None) -> ExportResult:
+    """Export `model_dir` (a merged HF causal LM) to OUT/<dtype>/ and gate fp32 on token parity.
+
+    `prompts` are rendered prompt texts; when None they come from the serving prompt's examples.
+    Raises InputError (bad model folder, unknown dtype, OUT exists) or GateFailed (fp32 parity).
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if not (model_dir / "config.json").is_file():
+        raise InputError("not a Hugging Face model folder (no config.json)", file=str(model_dir))
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown:
+        raise InputError(f"unknown dtype(s) {unknown}; choose from {list(DTYPES)}", field="dtypes")
+    if out_dir.exists():
+        raise InputError("output folder already exists; exports are written once", file=str(out_dir))
+    wanted = ["fp32", *[d for d in DTYPES[1:] if d in dtypes]]  # fp32 is always built: it is gated
+    prompt = prompt or serving_prompt(model_dir)
+    prompts = list(prompts) if prompts is not None else parity_prompts(prompt, None, parity_n)
+    prompts = prompts[:parity_n]
+    skipped: dict[str, str] = {}
+    results: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
+    with atomic_dir(out_dir) as tmp:
+        t0 = time.perf_counter()
+        _export_optimum(model_dir, tmp / "fp32")
+        timings["export_fp32_s"] = time.perf_counter() - t0
+        prompt_yaml = (prompt.path.read_text(encoding="utf-8") if prompt.path
+                       else prompt.model_dump_json())
+        atomic_write_text(tmp / "fp32" / "prompt.yaml", prompt_yaml)
+        if "int8" in wanted:
+            t0 = time.perf_counter()
+            _quantize_int8(tmp / "fp32", tmp / "int8")
+            timings["quantize_int8_s"] = time.perf_counter() - t0
+        if "fp16" in wanted:
+            reason = _cuda_reason()
+            if reason:
+                skipped["fp16"] = reason
+            else:
+                _export_optimum(model_dir, tmp / "fp16", fp16=True)
+                _copy_aux(tmp / "fp32", tmp / "fp16")
+        variants = [d for d in wanted if (tmp / d / "model.onnx").is_file()]
+
+        t0 = time.perf_counter()
+        reference, torch_gen = torch_reference(model_dir, prompts, max_new_tokens)
+        for dtype in variants:
+            results[dtype] = parity_check(reference, tmp / dtype, prompts, max_new_tokens,
+                                          torch_gen=torch_gen if dtype == "fp32" else None, threads=threads)
+        results["fp32"]["reference"] = reference
+        timings["parity_s"] = time.perf_counter() - t0
+        info = {"timings": timings, "sha256": {d: sha256_file(tmp / d / "model.onnx") for d in variants},
+                "torch_tokens": sum(len(r) for r in reference)}
+        report = build_parity_report(model_dir, results, skipped, prompts, max_new_tokens, info)
+        for res in results.values():
+            res.pop("outputs", None)
+            res.pop("reference", None)
+        if not report.passed:
+            failed = out_dir.with_name(out_dir.name + ".parity-failed.json")
+            atomic_write_json(failed, report.to_dict())
+            atomic_write_text(failed.with_suffix(".md"), render_markdown(report))
+            raise GateFailed(f"export parity: fp32 ONNX greedy tokens agree {results['fp32']['agreement']:.2f}% "
+                             f"with torch (need 100%); report: {failed}")
+        atomic_write_json(tmp / "parity.json", report.to_dict())
+        atomic_write_text(tmp / "report.md", render_markdown(report))
+    return ExportResult(out_dir=out_dir, variants={d: out_dir / d for d in variants},
+                        agreement={d: results[d]["agreement"] for d in variants}, skipped=skipped,
+                        passed=True, report=report, report_path=out_dir / "parity.json")

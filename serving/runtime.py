@@ -1,0 +1,491 @@
+"""Text generation on ONNX Runtime with the project's own KV-cache loop, plus torch and optimum backends.
+
+    python -c "from serving.runtime import load_generator, SamplingParams; \
+g = load_generator('exports/v1/fp32'); print(g.generate(['def f():'], SamplingParams(max_new_tokens=16))[0].text)"
+
+Every backend shares one decode loop (`Generator`): left-padded batches, greedy or sampled
+(temperature, top_p, seed) decoding, max_new_tokens, stop strings, eos, and streaming of text
+deltas. A backend only supplies two model calls, `_prefill` (the whole prompt, empty past) and
+`_decode` (one token per row, reusing the cache), each returning the last position's logits.
+
+- `OrtGenerator`: a raw `onnxruntime.InferenceSession` over an optimum `text-generation-with-past`
+  export. It feeds `past_key_values.*` (empty, (batch, kv_heads, 0, head_dim), on the first step)
+  and feeds each step's `present.*` back in. This is the serving runtime.
+- `TorchGenerator`: the merged Hugging Face model in torch eager, the parity and speed baseline.
+- `OptimumGenerator`: optimum's `ORTModelForCausalLM.generate`, for the bench only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmops.errors import InputError
+
+REPLACEMENT_CHAR = "\ufffd"  # what a byte-level BPE decode shows for an incomplete UTF-8 sequence
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to decode one request (or one batch)."""
+
+    max_new_tokens: int = 64
+    """Most tokens to generate; fewer when the context window runs out."""
+    temperature: float = 0.0
+    """0 means greedy (argmax); otherwise logits are divided by it before sampling."""
+    top_p: float = 1.0
+    """Nucleus sampling: sample from the smallest set of tokens whose probability reaches top_p."""
+    seed: int | None = None
+    """Seed of the sampler, so a sampled request can be replayed."""
+    stop: tuple[str, ...] = ()
+    """Generation ends at the first of these strings; the returned text excludes it."""
+    ignore_eos: bool = False
+    """Keep generating after eos (benchmarks that need a fixed length)."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise InputError("max_new_tokens must be >= 1", field="max_new_tokens")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise InputError("temperature must be in [0, 2]", field="temperature")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InputError("top_p must be in (0, 1]", field="top_p")
+        object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
+
+
+@dataclass
+class Completion:
+    text: str
+    """Generated text, without special tokens, cut before the first stop string."""
+    token_ids: list[int]
+    """Every generated token id, eos included when it was generated."""
+    prompt_tokens: int
+    finish_reason: str
+    """"stop" (eos or a stop string) or "length" (max_new_tokens or the context window)."""
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class StreamChunk:
+    text: str
+    """New text since the previous chunk (may be empty)."""
+    completion: Completion | None = None
+    """Set on the last chunk only."""
+
+
+@dataclass
+class _Row:
+    """Decoding state of one sequence of a batch."""
+
+    prompt_tokens: int
+    budget: int  # tokens this row may still generate: min(max_new_tokens, context left)
+    rng: np.random.Generator
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    text_ids: int = 0  # how many of `ids` `text` was decoded from
+    finish_reason: str | None = None
+    emitted: str = ""  # text already streamed
+
+
+class Generator:
+    """The shared decode loop. Subclasses implement `_prefill` and `_decode`."""
+
+    backend = "abstract"
+
+    def __init__(self, model_dir: Path, tokenizer: Any, max_positions: int | None) -> None:
+        self.model_dir = Path(model_dir)
+        self.tokenizer = tokenizer
+        self.max_positions = max_positions
+        eos = tokenizer.eos_token_id
+        self.eos_ids: set[int] = set() if eos is None else {int(eos)}
+        gen_cfg = self.model_dir / "generation_config.json"
+        if gen_cfg.is_file():
+            import json
+
+            cfg_eos = json.loads(gen_cfg.read_text()).get("eos_token_id")
+            self.eos_ids |= set(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos] if cfg_eos is not None else [])
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0))
+        # One generation at a time per generator: sessions and torch modules are shared state.
+        self.lock = threading.Lock()
+
+    # ---- backend hooks -------------------------------------------------------------------------
+    def _prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                 position_ids: np.ndarray) -> tuple[np.ndarray, Any]:
+        """(batch, seq) int64 each -> last-position logits (batch, vocab) float32 and the cache."""
+        raise NotImplementedError
+
+    def _decode(self, cache: Any, next_ids: np.ndarray, attention_mask: np.ndarray,
+                position_ids: np.ndarray) -> tuple[np.ndarray, Any]:
+        """next_ids, position_ids (batch, 1); attention_mask (batch, past + 1)."""
+        raise NotImplementedError
+
+    # ---- public API ----------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        # No clean-up of spaces: it rewrites earlier text, which would break streaming deltas.
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
+        """Generate for a batch of raw prompt texts (left-padded into one batch)."""
+        return self.generate_ids([self.encode(p) for p in prompts], params)
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        rows: list[_Row] = []
+        for step_rows in self._loop(prompt_ids, params, live_text=False):
+            rows = step_rows  # the same list every step; the last yield has every row finished
+        return [self._completion(r) for r in rows]
+
+    def stream(self, prompt: str, params: SamplingParams) -> Iterator[StreamChunk]:
+        """Yield text deltas of one prompt; the last chunk carries the Completion.
+
+        A delta never ends inside a UTF-8 character (byte-level BPE can split one over tokens)
+        nor inside what may become a stop string, so the deltas concatenate to `Completion.text`.
+        """
+        return self.stream_ids(self.encode(prompt), params)
+
+    def stream_ids(self, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[StreamChunk]:
+        """`stream` for an already encoded prompt."""
+        row: _Row | None = None
+        for (row,) in self._loop([prompt_ids], params, live_text=True):
+            if row.finish_reason is None:
+                safe = self._stream_safe(row.text, params.stop)
+                if len(safe) > len(row.emitted) and safe.startswith(row.emitted):
+                    delta, row.emitted = safe[len(row.emitted):], safe
+                    yield StreamChunk(delta)
+        assert row is not None
+        done = self._completion(row)
+        tail = done.text[len(row.emitted):] if done.text.startswith(row.emitted) else ""
+        yield StreamChunk(tail, completion=done)
+
+    # ---- the loop ------------------------------------------------------------------------------
+    @staticmethod
+    def _stream_safe(text: str, stops: tuple[str, ...]) -> str:
+        """The part of unfinished text that can no longer change: hold back a partial character
+        and any suffix that is a prefix of a stop string."""
+        text = text.rstrip(REPLACEMENT_CHAR)
+        hold = 0
+        for stop in stops:
+            for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:k]):
+                    hold = max(hold, k)
+                    break
+        return text[: len(text) - hold]
+
+    def _completion(self, row: _Row) -> Completion:
+        if row.text_ids != len(row.ids):  # text is decoded lazily when no stop string needs it
+            row.text, row.text_ids = self.decode(row.ids), len(row.ids)
+        return Completion(text=row.text, token_ids=list(row.ids), prompt_tokens=row.prompt_tokens,
+                          finish_reason=row.finish_reason or "length")
+
+    def _loop(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
+              live_text: bool) -> Iterator[list[_Row]]:
+        """Run prefill then decode steps; yield the rows after every step until all are finished.
+
+        `row.text` is kept current every step only when `live_text` (streaming) or stop strings
+        need it; decoding every row every step is the loop's main Python cost otherwise.
+        """
+        live_text = live_text or bool(params.stop)
+        if not prompt_ids:
+            return
+        lengths = [len(p) for p in prompt_ids]
+        if min(lengths) == 0:
+            raise InputError("empty prompt: it encodes to no tokens", field="prompt")
+        longest = max(lengths)
+        if self.max_positions is not None and longest >= self.max_positions:
+            raise InputError(f"prompt has {longest} tokens; the model's context window is {self.max_positions}",
+                             field="prompt")
+        batch = len(prompt_ids)
+        rows = []
+        for i, n in enumerate(lengths):
+            room = params.max_new_tokens if self.max_positions is None else min(
+                params.max_new_tokens, self.max_positions - longest)
+            seed = None if params.seed is None else params.seed + i
+            rows.append(_Row(prompt_tokens=n, budget=room, rng=np.random.default_rng(seed)))
+        # Left padding: every row's last prompt token sits at the same column, so one (batch, 1)
+        # step serves all rows.
+        input_ids = np.full((batch, longest), self.pad_id, dtype=np.int64)
+        attention = np.zeros((batch, longest), dtype=np.int64)
+        for i, ids in enumerate(prompt_ids):
+            input_ids[i, longest - len(ids):] = ids
+            attention[i, longest - len(ids):] = 1
+        # Positions count real tokens only, so a padded row sees the same positions as unpadded.
+        positions = np.clip(np.cumsum(attention, axis=1) - 1, 0, None)
+        with self.lock:
+            logits, cache = self._prefill(input_ids, attention, positions)
+            next_pos = positions[:, -1:] + 1  # (batch, 1)
+            while True:
+                next_ids = np.full((batch, 1), self.pad_id, dtype=np.int64)
+                greedy = logits.argmax(axis=-1) if params.temperature <= 0.0 else None  # (batch,)
+                for i, row in enumerate(rows):
+                    if row.finish_reason is not None:
+                        continue
+                    token = int(greedy[i]) if greedy is not None else self._choose(logits[i], params, row.rng)
+                    next_ids[i, 0] = token
+                    self._advance(row, token, params, live_text)
+                yield rows
+                if all(r.finish_reason is not None for r in rows):
+                    return
+                attention = np.concatenate([attention, np.ones((batch, 1), dtype=np.int64)], axis=1)
+                logits, cache = self._decode(cache, next_ids, attention, next_pos)
+                next_pos = next_pos + 1
+
+    def _advance(self, row: _Row, token: int, params: SamplingParams, live_text: bool) -> None:
+        row.ids.append(token)
+        if token in self.eos_ids and not params.ignore_eos:
+            row.finish_reason = "stop"
+            return
+        if live_text:
+            row.text, row.text_ids = self.decode(row.ids), len(row.ids)
+        if params.stop:
+            cut = min((i for i in (row.text.find(s) for s in params.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                row.text = row.text[:cut]
+                row.text_ids = len(row.ids)  # the cut text is final
+                row.finish_reason = "stop"
+                return
+        if len(row.ids) >= row.budget:
+            row.finish_reason = "length"
+
+    @staticmethod
+    def _choose(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+        """Next token from last-position logits (vocab,)."""
+        if params.temperature <= 0.0:
+            return int(np.argmax(logits))
+        scaled = logits.astype(np.float64) / params.temperature
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        if params.top_p < 1.0:
+            order = np.argsort(-probs)
+            cumulative = np.cumsum(probs[order])
+            # Keep tokens up to and including the one that crosses top_p.
+            keep = order[: int(np.searchsorted(cumulative, params.top_p)) + 1]
+            mask = np.zeros_like(probs)
+            mask[keep] = probs[keep]
+            probs = mask / mask.sum()
+        return int(rng.choice(len(probs), p=probs))
+
+
+# ---- ONNX Runtime ------------------------------------------------------------------------------
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def find_onnx_dir(model_dir: Path, variant: str | None = None) -> Path:
+    """The folder holding model.onnx: `model_dir` itself, or `model_dir/<variant>` of an export
+    (fp32 when no variant is named)."""
+    model_dir = Path(model_dir)
+    if variant is None and (model_dir / "model.onnx").is_file():
+        return model_dir
+    sub = model_dir / (variant or "fp32")
+    if (sub / "model.onnx").is_file():
+        return sub
+    raise InputError(f"no model.onnx in {model_dir}" + (f" or {sub}" if sub != model_dir else "")
+                     + "; run `llmops export --model MERGED_MODEL --out DIR` first", file=str(model_dir))
+
+
+def _max_positions(config_dir: Path) -> int | None:
+    import json
+
+    cfg_path = Path(config_dir) / "config.json"
+    if not cfg_path.is_file():
+        return None
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
+    return None
+
+
+def _load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load a tokenizer: {exc}", file=str(model_dir)) from None
+
+
+class OrtGenerator(Generator):
+    """The serving runtime: a raw ORT session and the shared KV-cache loop."""
+
+    backend = "onnx"
+
+    def __init__(self, model_dir: Path, *, threads: int | None = None, providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        onnx_dir = find_onnx_dir(model_dir)
+        super().__init__(onnx_dir, _load_tokenizer(onnx_dir), _max_positions(onnx_dir))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or int(os.environ.get("LLMOPS_ORT_THREADS", 0)) or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if providers is None:
+            available = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        try:
+            self.session = ort.InferenceSession(str(onnx_dir / "model.onnx"), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise InputError(f"onnxruntime cannot load the model: {exc}", file=str(onnx_dir / "model.onnx")) from None
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.input_names = set(inputs)
+        self.past_names = sorted((n for n in inputs if n.startswith("past_key_values.")), key=_layer_order)
+        if "input_ids" not in inputs or not self.past_names:
+            raise InputError("model.onnx is not a text-generation-with-past export (needs input_ids and "
+                             "past_key_values.* inputs)", file=str(onnx_dir / "model.onnx"))
+        first = inputs[self.past_names[0]]
+        # past shape (batch, kv_heads, past_seq, head_dim); kv_heads and head_dim are fixed ints.
+        self.kv_heads, self.head_dim = int(first.shape[1]), int(first.shape[3])
+        self.kv_dtype = _ORT_TYPES.get(first.type, np.float32)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.present_to_past = {n: n.replace("present.", "past_key_values.", 1)
+                                for n in self.output_names if n.startswith("present.")}
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        outputs = self.session.run(None, feeds)
+        cache: dict[str, np.ndarray] = {}
+        logits = None
+        for name, value in zip(self.output_names, outputs, strict=True):
+            if name == "logits":
+                logits = value
+            elif name in self.present_to_past:
+                cache[self.present_to_past[name]] = value
+        assert logits is not None
+        return np.asarray(logits[:, -1, :], dtype=np.float32), cache  # (batch, vocab)
+
+    def _feeds(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
+               first: bool) -> dict[str, np.ndarray]:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "position_ids" in self.input_names:
+            feeds["position_ids"] = position_ids
+        if "use_cache_branch" in self.input_names:  # older merged decoders switch branches on it
+            feeds["use_cache_branch"] = np.array([not first])
+        return feeds
+
+    def _prefill(self, input_ids, attention_mask, position_ids):
+        feeds = self._feeds(input_ids, attention_mask, position_ids, first=True)
+        empty = np.zeros((input_ids.shape[0], self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
+        for name in self.past_names:
+            feeds[name] = empty
+        return self._run(feeds)
+
+    def _decode(self, cache, next_ids, attention_mask, position_ids):
+        feeds = self._feeds(next_ids, attention_mask, position_ids, first=False)
+        feeds.update(cache)
+        return self._run(feeds)
+
+
+def _layer_order(name: str) -> tuple[int, str]:
+    parts = name.split(".")  # past_key_values.<layer>.<key|value>
+    return (int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0, name)
+
+
+# ---- torch -------------------------------------------------------------------------------------
+class TorchGenerator(Generator):
+    """The merged Hugging Face model in torch eager, through the same loop: the parity baseline."""
+
+    backend = "torch"
+
+    def __init__(self, model_dir: Path, *, threads: int | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise InputError("not a Hugging Face model folder (no config.json)", file=str(model_dir))
+        if threads:
+            torch.set_num_threads(threads)
+        super().__init__(model_dir, _load_tokenizer(model_dir), _max_positions(model_dir))
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+
+    def _forward(self, input_ids, attention_mask, position_ids, cache):
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
+                             position_ids=torch.from_numpy(position_ids), past_key_values=cache, use_cache=True)
+        return out.logits[:, -1, :].float().numpy(), out.past_key_values
+
+    def _prefill(self, input_ids, attention_mask, position_ids):
+        from transformers import DynamicCache
+
+        return self._forward(input_ids, attention_mask, position_ids, DynamicCache())
+
+    def _decode(self, cache, next_ids, attention_mask, position_ids):
+        return self._forward(next_ids, attention_mask, position_ids, cache)
+
+
+# ---- optimum (bench only) ----------------------------------------------------------------------
+class OptimumGenerator:
+    """optimum's ORTModelForCausalLM.generate: what the bench compares the project's loop with."""
+
+    backend = "optimum"
+
+    def __init__(self, model_dir: Path, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        from optimum.onnxruntime import ORTModelForCausalLM
+
+        onnx_dir = find_onnx_dir(model_dir)
+        self.tokenizer = _load_tokenizer(onnx_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        self.model = ORTModelForCausalLM.from_pretrained(str(onnx_dir), session_options=options, use_cache=True,
+                                                         use_io_binding=False)
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
+        """Greedy token ids per prompt (eos kept), via `generate` on a left-padded batch."""
+        return hf_generate(self.model, self.tokenizer, prompt_ids, params)
+
+
+def hf_generate(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]],
+                params: SamplingParams) -> list[list[int]]:
+    """Greedy `model.generate` on a left-padded batch; returns the new ids per row, cut after eos."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    longest = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), longest), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompt_ids):
+        ids[i, longest - len(p):] = torch.tensor(list(p))
+        mask[i, longest - len(p):] = 1
+    eos = None if params.ignore_eos else tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_new_tokens,
+                             do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos,
+                             temperature=None, top_p=None, top_k=None)
+    rows = []
+    for row in out[:, longest:].tolist():
+        if eos is not None and eos in row:
+            row = row[: row.index(eos) + 1]
+        rows.append(row)
+    return rows
+
+
+def load_generator(model_dir: str | Path, backend: str = "onnx", *, threads: int | None = None,
+                   variant: str | None = None) -> Generator:
+    """The generator for `backend` ("onnx" or "torch") over `model_dir`.
+
+    onnx: `model_dir` holds model.onnx, or is an export root (then `variant`, default fp32).
+    torch: `model_dir` is a Hugging Face model folder.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InputError("model folder not found", file=str(model_dir))
+    if backend == "onnx":
+        return OrtGenerator(find_onnx_dir(model_dir, variant), threads=threads)
+    if backend == "torch":
+        return TorchGenerator(model_dir, threads=threads)
+    raise InputError(f"unknown backend {backend!r} (onnx or torch)", field="backend")

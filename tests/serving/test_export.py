@@ -1,0 +1,116 @@
+"""Export and its parity gate.
+
+    .venv/bin/pytest tests/serving/test_export.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llmops.cli import main
+from llmops.errors import GateFailed, InputError
+from llmops.report import Report
+
+
+def corrupt_onnx(src_dir: Path, dst_dir: Path, scale: float = 0.5) -> Path:
+    """Copy an export variant and corrupt its weights: seeded noise of `scale` x std on every float
+    initializer, and the largest one (the (vocab, hidden) embedding) shifted by one row, as a
+    mis-mapped checkpoint would be. Noise alone does not move the trained micro model's argmax."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    shutil.copytree(src_dir, dst_dir)
+    model = onnx.load(str(dst_dir / "model.onnx"))
+    rng = np.random.default_rng(0)
+    largest = max(model.graph.initializer, key=lambda i: int(np.prod(i.dims))).name
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.size > 1:
+            noisy = arr + rng.normal(0, scale * (arr.std() + 1e-3), arr.shape).astype(np.float32)
+            if init.name == largest:
+                noisy = np.roll(noisy, 1, axis=0)
+            init.CopyFrom(numpy_helper.from_array(noisy, init.name))
+    onnx.save(model, str(dst_dir / "model.onnx"))
+    return dst_dir
+
+
+def test_export_writes_fp32_int8_and_passes_parity(exported):
+    for dtype in ("fp32", "int8"):
+        folder = exported.variants[dtype]
+        # Self-contained: graph, config, tokenizer and the serving prompt.
+        for name in ("model.onnx", "config.json", "tokenizer.json", "prompt.yaml"):
+            assert (folder / name).is_file(), f"{dtype}/{name}"
+    assert exported.passed
+    assert exported.agreement["fp32"] == 100.0
+    assert 0.0 <= exported.agreement["int8"] <= 100.0
+    assert "fp16" in exported.skipped and "CUDA" in exported.skipped["fp16"]
+    assert (exported.variants["int8"] / "model.onnx").stat().st_size < (
+        exported.variants["fp32"] / "model.onnx").stat().st_size
+    report = Report.load(exported.out_dir / "parity.json")
+    assert report.kind == "export-parity" and report.verdict == "pass"
+    assert report.metrics["fp32.token_agreement_pct"].head == 100.0
+    assert report.metrics["fp32.max_abs_logit_diff"].head < 1e-3
+    assert (exported.out_dir / "report.md").read_text().count("export-parity") >= 1
+    # parity_n=4, but prompts/answer.yaml has 2 examples (no --prompts-from): one case per prompt.
+    assert len(report.cases) == 2 and all(c["passed"] for c in report.cases)
+
+
+def test_untied_export_passes_parity_on_varied_tokens(untied_export):
+    report = Report.load(untied_export.parent / "parity.json")
+    assert report.metrics["fp32.token_agreement_pct"].head == 100.0
+    outputs = [json.loads(c["output"])["torch"] for c in report.cases]
+    assert all(len(set(o)) > 1 for o in outputs)  # not a single repeated token: the gate saw real text
+
+
+def test_corrupted_model_fails_parity(exported, micro_model, tmp_path):
+    from serving.export import parity_check, parity_prompts, serving_prompt, torch_reference
+
+    prompts = parity_prompts(serving_prompt(micro_model), None, 4)
+    reference, _ = torch_reference(micro_model, prompts, 16)
+    good = parity_check(reference, exported.variants["fp32"], prompts, 16)
+    bad = parity_check(reference, corrupt_onnx(exported.variants["fp32"], tmp_path / "bad"), prompts, 16)
+    assert good["agreement"] == 100.0 and not good["mismatches"]
+    assert bad["agreement"] < 100.0 and bad["mismatches"]
+
+
+def test_export_gate_fails_and_leaves_nothing(micro_model, tmp_path, monkeypatch):
+    import serving.export as export
+
+    real = export._export_optimum
+
+    def export_then_corrupt(model_dir, out, fp16=False):
+        real(model_dir, out, fp16=fp16)
+        good = out.with_name(out.name + "-good")
+        out.rename(good)
+        corrupt_onnx(good, out)
+
+    monkeypatch.setattr(export, "_export_optimum", export_then_corrupt)
+    out = tmp_path / "v2"
+    with pytest.raises(GateFailed, match="need 100%"):
+        export.export_model(micro_model, out, ["fp32"], parity_n=2, max_new_tokens=16)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v2.parity-failed.json", "v2.parity-failed.md"]
+    failed = json.loads((tmp_path / "v2.parity-failed.json").read_text())
+    assert failed["verdict"] == "fail" and failed["metrics"]["fp32.token_agreement_pct"]["passed"] is False
+
+
+def test_export_bad_input(micro_model, tmp_path, exported):
+    from serving.export import export_model
+
+    with pytest.raises(InputError, match="no config.json"):
+        export_model(tmp_path, tmp_path / "out")
+    with pytest.raises(InputError, match="unknown dtype"):
+        export_model(micro_model, tmp_path / "out", ["bf16"])
+    with pytest.raises(InputError, match="already exists"):
+        export_model(micro_model, exported.out_dir)
+    assert main(["export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    bad = tmp_path / "eval.jsonl"
+    bad.write_text('{"question": "ok"}\n{"nope": 1}\n')
+    assert main(["export", "--model", str(micro_model), "--out", str(tmp_path / "o"),
+                 "--prompts-from", str(bad)]) == 2
+    assert not (tmp_path / "o").exists()

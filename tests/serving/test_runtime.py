@@ -1,0 +1,126 @@
+"""The ORT KV-cache loop against torch: greedy tokens, batching, stop strings, streaming, sampling.
+
+    .venv/bin/pytest tests/serving/test_runtime.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from llmops.errors import InputError
+from serving.runtime import Generator, SamplingParams, hf_generate
+
+PROMPTS = ["def f(x):\n    return", "What is a lambda? é", "import os", "A much longer prompt about classes and methods:"]
+
+
+def test_ort_greedy_equals_torch_and_hf_generate(ort_untied, torch_untied):
+    params = SamplingParams(max_new_tokens=16, ignore_eos=True)  # random weights may emit eos early
+    for prompt in PROMPTS[:3]:
+        ids = ort_untied.encode(prompt)
+        ort = ort_untied.generate([prompt], params)[0]
+        ours_torch = torch_untied.generate([prompt], params)[0]
+        hf = hf_generate(torch_untied.model, torch_untied.tokenizer, [ids], params)[0]
+        assert ort.token_ids == ours_torch.token_ids == hf
+        assert len(set(ort.token_ids)) > 3  # varied tokens: positions and cache really matter
+        assert ort.prompt_tokens == len(ids) and ort.completion_tokens == 16 and ort.finish_reason == "length"
+
+
+def test_batched_left_padded_equals_unbatched(ort_untied, torch_untied):
+    params = SamplingParams(max_new_tokens=12, ignore_eos=True)
+    lengths = {len(ort_untied.encode(p)) for p in PROMPTS}
+    assert len(lengths) > 1  # the batch really is padded
+    for gen in (ort_untied, torch_untied):
+        single = [gen.generate([p], params)[0] for p in PROMPTS]
+        batched = gen.generate(PROMPTS, params)
+        assert [c.token_ids for c in batched] == [c.token_ids for c in single]
+        assert [c.text for c in batched] == [c.text for c in single]
+
+
+def test_stop_strings_cut_text_and_finish(ort_untied):
+    full = ort_untied.generate([PROMPTS[2]], SamplingParams(max_new_tokens=30))[0]
+    visible = [ch for ch in full.text[3:] if ch.isalpha()]
+    stop = visible[0]  # a character the model emits after a few tokens
+    cut = ort_untied.generate([PROMPTS[2]], SamplingParams(max_new_tokens=30, stop=(stop,)))[0]
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.index(stop)]
+    assert stop not in cut.text
+    assert cut.completion_tokens < full.completion_tokens
+    assert full.token_ids[: cut.completion_tokens] == cut.token_ids
+
+
+def test_eos_ends_generation(ort_untied):
+    prompt_ids = ort_untied.encode(PROMPTS[0])
+    first = ort_untied.generate_ids([prompt_ids], SamplingParams(max_new_tokens=1))[0].token_ids[0]
+    ort_untied.eos_ids.add(first)  # pretend the first greedy token is eos
+    try:
+        done = ort_untied.generate_ids([prompt_ids], SamplingParams(max_new_tokens=10))[0]
+        ignored = ort_untied.generate_ids([prompt_ids], SamplingParams(max_new_tokens=10, ignore_eos=True))[0]
+    finally:
+        ort_untied.eos_ids.discard(first)
+    assert done.token_ids == [first] and done.finish_reason == "stop"
+    assert ignored.completion_tokens == 10 and ignored.finish_reason == "length"
+
+
+@pytest.mark.parametrize("stop", [(), ("e",), ("ti", "un")])
+def test_stream_deltas_concatenate_to_text(ort_untied, stop):
+    for prompt in PROMPTS:
+        params = SamplingParams(max_new_tokens=30, stop=stop, ignore_eos=True)
+        chunks = list(ort_untied.stream(prompt, params))
+        final = ort_untied.generate([prompt], params)[0]
+        assert chunks[-1].completion is not None and all(c.completion is None for c in chunks[:-1])
+        assert "".join(c.text for c in chunks) == final.text == chunks[-1].completion.text
+        assert chunks[-1].completion.token_ids == final.token_ids
+        if not stop:
+            assert len(chunks) > 2  # really incremental
+
+
+def test_stream_holds_back_partial_characters_and_stop_prefixes():
+    assert Generator._stream_safe("abc\ufffd", ()) == "abc"
+    assert Generator._stream_safe("answer #", ("###",)) == "answer "
+    assert Generator._stream_safe("answer ##", ("###",)) == "answer "
+    assert Generator._stream_safe("answer", ("###",)) == "answer"
+
+
+def test_sampling_is_seeded_and_differs_from_greedy(ort_untied):
+    sampled = SamplingParams(max_new_tokens=20, temperature=1.0, top_p=0.9, seed=7)
+    a = ort_untied.generate(PROMPTS, sampled)
+    b = ort_untied.generate(PROMPTS, sampled)
+    c = ort_untied.generate(PROMPTS, SamplingParams(max_new_tokens=20, temperature=1.0, top_p=0.9, seed=8))
+    greedy = ort_untied.generate(PROMPTS, SamplingParams(max_new_tokens=20))
+    assert [x.token_ids for x in a] == [x.token_ids for x in b]
+    assert [x.token_ids for x in a] != [x.token_ids for x in c]
+    assert [x.token_ids for x in a] != [x.token_ids for x in greedy]
+
+
+def test_top_p_keeps_the_nucleus_only():
+    import numpy as np
+
+    logits = np.log(np.array([0.6, 0.3, 0.05, 0.05]))
+    rng = np.random.default_rng(0)
+    picks = {Generator._choose(logits, SamplingParams(temperature=1.0, top_p=0.8), rng) for _ in range(200)}
+    assert picks == {0, 1}
+
+
+def test_context_window_and_bad_params(ort_untied):
+    window = ort_untied.max_positions
+    with pytest.raises(InputError, match="context window"):
+        ort_untied.generate_ids([[5] * window], SamplingParams(max_new_tokens=1))
+    near = ort_untied.generate_ids([[5] * (window - 3)], SamplingParams(max_new_tokens=50))[0]
+    assert near.completion_tokens == 3 and near.finish_reason == "length"
+    with pytest.raises(InputError, match="empty prompt"):
+        ort_untied.generate_ids([[]], SamplingParams())
+    with pytest.raises(InputError, match="top_p"):
+        SamplingParams(top_p=0.0)
+    with pytest.raises(InputError, match="temperature"):
+        SamplingParams(temperature=-1.0)
+
+
+def test_int8_runs_through_the_same_loop(exported):
+    from serving.runtime import OrtGenerator, load_generator
+
+    int8 = load_generator(exported.out_dir, "onnx", variant="int8")
+    assert isinstance(int8, OrtGenerator) and int8.model_dir == exported.variants["int8"]
+    out = int8.generate(["def f():"], SamplingParams(max_new_tokens=5))[0]
+    assert out.completion_tokens == 5
+    with pytest.raises(InputError, match="no model.onnx"):
+        load_generator(exported.out_dir, "onnx", variant="fp16")
