@@ -77,8 +77,15 @@ def encode_example(tok, prompt: Prompt, row: dict[str, Any], max_length: int) ->
         values["context"] = row["context"]
     prompt_ids = tok(prompt.render(**values), add_special_tokens=False).input_ids
     answer_ids = tok(" " + row["answer"], add_special_tokens=False).input_ids + [tok.eos_token_id]
-    ids = (prompt_ids + answer_ids)[:max_length]
-    labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
+    if len(prompt_ids) + len(answer_ids) > max_length:
+        # Keep at least a quarter of the window for the answer: an example whose answer is cut away
+        # entirely has no loss at all (every label -100) and makes the eval loss NaN. The prompt is
+        # cut from the left so that the question and "### Answer:" stay next to the answer.
+        min_answer = min(len(answer_ids), max(1, max_length // 4))
+        prompt_ids = prompt_ids[-(max_length - min_answer):]
+        answer_ids = answer_ids[: max_length - len(prompt_ids)]
+    ids = prompt_ids + answer_ids
+    labels = [-100] * len(prompt_ids) + answer_ids
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
 

@@ -78,17 +78,19 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
         prompts = [prompt.render(question=r["question"]) for r in eval_rows[:16]]
         return export_model(trained.merged_dir, job.job_dir / "onnx", dtypes=["fp32", "int8"], prompts=prompts)
 
-    exported = stage("export ONNX + parity gate", export)
-    echo(f"    parity: {exported.summary()}")
+    exported = stage("export ONNX + parity gate", export)  # raises GateFailed below 100% fp32 agreement
+    parity = {"agreement_pct": exported.agreement, "skipped": exported.skipped, "passed": exported.passed}
+    echo("    parity (greedy tokens agreeing with torch): " + ", ".join(
+        f"{k} {v:.1f}%" if v is not None else f"{k} n/a" for k, v in exported.agreement.items()))
     if not exported.passed:
-        raise GateFailed(f"export parity gate failed; not registered (see {job.job_dir / 'onnx'})")
+        raise GateFailed(f"export parity gate failed; not registered (see {exported.report_path})")
 
     def register() -> str:
         lineage = build_lineage(
             root=settings.root, datasets=[dataset_dir], prompts={prompt.id: prompt.sha256},
             config=json.loads(json.dumps(cfg.model_dump())), base_model={**base_info, "path": str(base_path)},
-            metrics={**trained.metrics, **exported.metrics()},
-            gates={"data-check": "passed", "export-parity": exported.metrics()},
+            metrics={**trained.metrics, **{f"parity_{k}_pct": v for k, v in exported.agreement.items()}},
+            gates={"data-check": "passed", "export-parity": parity},
         )
         reg = Registry(settings.registry_dir)
         mv = reg.register({"model": trained.merged_dir, "adapter": trained.adapter_dir,
