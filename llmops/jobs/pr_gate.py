@@ -217,7 +217,16 @@ def run_gate_evals(settings: Settings, changes: Changes | None, model: ModelUnde
     pending_cases, results = [], {}
     for case in cases:
         prompt = prompts[case.prompt]
-        key = cache_key(prompt.render(**case.vars), case, model.version, prompt.params.model_dump())
+        try:
+            rendered = prompt.render(**case.vars)
+        except Exception as exc:  # noqa: BLE001 - any template error fails the case, with its message
+            results[case.id] = {"id": case.id, "suite": case.suite, "tags": list(case.tags), "prompt_id": case.prompt,
+                                "file": case.file, "line": case.line, "prompt": prompt.template, "output": "",
+                                "passed": False, "cached": False,
+                                "assertions": [{"type": "render", "passed": False,
+                                                "message": f"prompt {case.prompt!r} does not render: {exc}"}]}
+            continue
+        key = cache_key(rendered, case, model.version, prompt.params.model_dump())
         hit = cache.get(key)
         if hit is not None:
             results[case.id] = {**hit, "cached": True}
@@ -227,7 +236,11 @@ def run_gate_evals(settings: Settings, changes: Changes | None, model: ModelUnde
     pending_rows, row_results = [], {}
     for row in eval_rows:
         values = {"question": row["question"], **({"context": row["context"]} if row.get("context") else {})}
-        rendered = answer.render(**values)
+        try:
+            rendered = answer.render(**values)
+        except Exception:  # noqa: BLE001 - the row scores 0, like an unanswered one; lint names the cause
+            row_results[row["id"]] = ""
+            continue
         row_prompts[row["id"]] = rendered
         key = _row_key(rendered, model.version, params)
         hit = cache.get(key)

@@ -1,0 +1,201 @@
+"""Gate integrity: seeded defects applied to a copy of the repo fail `llmops gate pr`; a clean change passes.
+
+The model under test is a real micro Llama trained (once per session, tests/instruction_model.py)
+to follow this repo's prompts: it refuses with the refusal instruction and answers in JSON with
+the JSON instruction. Main's baseline is made with it by `llmops gate baseline` and committed,
+exactly as on main; each test then edits a branch the way a contributor would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llmops.cli import main
+from tests.instruction_model import break_json_instruction, build_instruction_model, remove_refusal_instruction
+
+pytestmark = pytest.mark.slow
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="session")
+def instruction_model(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Path:
+    return build_instruction_model(tmp_path_factory.mktemp("instruction-model"), repo_root)
+
+
+@pytest.fixture(scope="session")
+def main_repo(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, instruction_model: Path) -> Path:
+    """A copy of the working tree as a git repo on `main`, with a committed baseline."""
+    repo = tmp_path_factory.mktemp("gate") / "repo"
+    files = git(repo_root, "ls-files", "--cached", "--others", "--exclude-standard").split("\n")
+    for rel in filter(None, files):
+        src = repo_root / rel
+        if src.is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / rel)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "main")
+    home = repo.parent / "home"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LLMOPS_ROOT", str(repo))
+    mp.setenv("LLMOPS_HOME", str(home))
+    try:
+        assert main(["gate", "baseline", "--model", str(instruction_model)]) == 0
+    finally:
+        mp.undo()
+    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "baseline")
+    return repo
+
+
+@pytest.fixture
+def pr_repo(main_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh clone of main on a `pr` branch; the gate's result cache is shared across tests."""
+    repo = tmp_path / "repo"
+    shutil.copytree(main_repo, repo)
+    git(repo, "checkout", "-q", "-b", "pr")
+    monkeypatch.setenv("LLMOPS_ROOT", str(repo))
+    monkeypatch.setenv("LLMOPS_HOME", str(main_repo.parent / "home"))
+    return repo
+
+
+def run_gate(repo: Path, model: Path, *extra: str) -> tuple[int, dict]:
+    code = main(["gate", "pr", "--base", "main", "--model", str(model), "--out", str(repo / "out"), *extra])
+    return code, json.loads((repo / "out" / "report.json").read_text())
+
+
+def failed(report: dict) -> dict[str, list[dict]]:
+    return {c["name"]: c["findings"] for c in report["checks"] if not c["passed"]}
+
+
+def edit(path: Path, fn) -> None:
+    path.write_text(fn(path.read_text()))
+
+
+def refresh_card(repo: Path) -> None:
+    """What a contributor does after editing a split: record the new sha256s in the card."""
+    from llmops.dataset import load_card, write_card
+    from llmops.files import sha256_file
+
+    folder = repo / "datasets" / "python-faq"
+    card = load_card(folder)
+    for name, entry in card.files.items():
+        entry.sha256 = sha256_file(folder / name)
+        entry.rows = sum(1 for line in (folder / name).read_text().splitlines() if line.strip())
+    write_card(folder, card)
+
+
+def test_baseline_model_follows_the_prompts(main_repo: Path) -> None:
+    base = json.loads((main_repo / "evals" / "baseline" / "report.json").read_text())
+    rates = {name: m["head"] for name, m in base["metrics"].items()}
+    # The defects below are only detectable if the model passes these suites on main.
+    assert rates["pass_rate.refusal"] >= 0.8 and rates["pass_rate.json"] >= 0.8
+    assert rates["dataset.rouge_l"] > 0.3
+
+
+def test_clean_change_passes(pr_repo: Path, instruction_model: Path) -> None:
+    edit(pr_repo / "prompts" / "answer.yaml", lambda t: t.replace("description: Answer a question",
+                                                                  "description: Answers a question"))
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 0, failed(report)
+    assert report["verdict"] == "pass"
+    assert "prompts/answer.yaml" in report["info"]["changed"]
+    assert all(m["passed"] is not False for m in report["metrics"].values())
+    assert all(m["base"] is not None for name, m in report["metrics"].items() if name.startswith("pass_rate."))
+
+
+def test_unchanged_rerun_is_served_from_the_cache(pr_repo: Path, instruction_model: Path) -> None:
+    run_gate(pr_repo, instruction_model)
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 0
+    assert report["info"]["eval"]["cache_misses"] == 0 and report["info"]["eval"]["cache_hits"] > 0
+
+
+def test_prompt_edit_breaking_json_output_fails(pr_repo: Path, instruction_model: Path) -> None:
+    edit(pr_repo / "prompts" / "answer_json.yaml", break_json_instruction)
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 1
+    assert report["metrics"]["pass_rate.json"]["passed"] is False
+    assert any("pass_rate.json" in f["message"] for f in failed(report)["eval regressions"])
+    json_failures = [c for c in report["cases"] if c["suite"] == "json" and not c["passed"]]
+    assert json_failures and any(a["type"] in ("is-json", "json-schema") and not a["passed"]
+                                 for a in json_failures[0]["assertions"])
+    md = (pr_repo / "out" / "report.md").read_text()
+    assert md.startswith("<!-- llmops-eval-report -->") and "FAIL" in md and json_failures[0]["id"] in md
+
+
+def test_removing_the_refusal_instruction_fails(pr_repo: Path, instruction_model: Path) -> None:
+    edit(pr_repo / "prompts" / "answer.yaml", remove_refusal_instruction)
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 1
+    assert report["metrics"]["pass_rate.refusal"]["passed"] is False
+    refusals = [c for c in report["cases"] if c["suite"] == "refusal"]
+    assert any(a["type"] == "must-refuse" and not a["passed"] for c in refusals for a in c["assertions"])
+
+
+@pytest.mark.parametrize("pii, kind", [("write to jane.doe@corp-mail.org for help", "email"),
+                                       ("pay with 4111 1111 1111 1111 today", "credit_card")])
+def test_dataset_row_with_pii_fails(pr_repo: Path, instruction_model: Path, pii: str, kind: str) -> None:
+    train = pr_repo / "datasets" / "python-faq" / "train.jsonl"
+    row = {"id": "contrib:new-row", "question": "How do I get help with Python packaging?",
+           "answer": f"Ask on the forum, or {pii}.", "source": "contributor"}
+    with open(train, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    refresh_card(pr_repo)
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 1
+    [finding] = failed(report)["data:python-faq:pii"]
+    assert finding["file"].endswith("train.jsonl") and finding["field"] == "answer"
+    assert finding["line"] == len(train.read_text().splitlines())
+    assert kind.split("_")[0] in finding["message"].lower()
+
+
+def test_eval_row_copied_into_train_fails(pr_repo: Path, instruction_model: Path) -> None:
+    folder = pr_repo / "datasets" / "python-faq"
+    first_eval = json.loads((folder / "eval.jsonl").read_text().splitlines()[0])
+    first_eval["id"] = "contrib:copied"
+    with open(folder / "train.jsonl", "a") as handle:
+        handle.write(json.dumps(first_eval) + "\n")
+    refresh_card(pr_repo)
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 1
+    [finding] = failed(report)["data:python-faq:overlap"]
+    new_line = len((folder / "train.jsonl").read_text().splitlines())
+    assert finding["file"].endswith("eval.jsonl") and finding["line"] == 1
+    assert f"train.jsonl:{new_line}" in finding["message"] and "overlap" in finding["message"]
+
+
+def test_edited_split_without_card_update_fails_the_checksum(pr_repo: Path, instruction_model: Path) -> None:
+    train = pr_repo / "datasets" / "python-faq" / "train.jsonl"
+    train.write_text(train.read_text().replace("Python", "Pithon", 1))
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 1 and "data:python-faq:sha256" in failed(report)
+
+
+def test_undeclared_template_variable_fails_lint(pr_repo: Path, instruction_model: Path) -> None:
+    edit(pr_repo / "prompts" / "answer.yaml", lambda t: t.replace("{{ question }}", "{{ question }} ({{ audience }})"))
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 1
+    lint = failed(report)["prompt lint"]
+    assert any("'audience' is used in the template but not declared" in f["message"]
+               and f["file"] == "prompts/answer.yaml" and f["line"] for f in lint)
+
+
+def test_model_regressing_rouge_fails(pr_repo: Path, micro_model: Path) -> None:
+    code, report = run_gate(pr_repo, micro_model)
+    assert code == 1
+    rouge = report["metrics"]["dataset.rouge_l"]
+    assert rouge["passed"] is False and rouge["head"] < rouge["base"] - 0.02
+
+
+def test_bad_base_ref_exits_2(pr_repo: Path, instruction_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gate", "pr", "--base", "no-such-branch", "--model", str(instruction_model)]) == 2
+    assert "no-such-branch" in capsys.readouterr().err
