@@ -38,3 +38,18 @@ def serve_bench(model_dir: Path | None, n_prompts: int, max_new_tokens: int, bat
     click.echo(markdown_table(result))
     write_bench(result, out_path)
     click.echo(f"\nwritten: {out_path}")
+
+
+@bench.command("gate")
+def gate_bench() -> None:
+    """Time `llmops gate pr` on a typical change (a prompt edit): cold cache, then an unchanged re-run."""
+    import os
+
+    from llmops.jobs.pr_gate import bench_gate
+    from llmops.settings import Settings
+
+    result = bench_gate(Settings.load(), echo=click.echo)
+    click.echo(f"\n| run | seconds | goal |\n|---|---|---|\n| cold (empty result cache) | {result['cold']} | ≤ 60 |\n"
+               f"| unchanged re-run (cached) | {result['cached']} | ≤ 10 |\n")
+    click.echo(f"model under test: {result['model']} (ready in {result['model_ready_s']} s, built once and cached); "
+               f"{result['cases']} cases + {result['rows']} rows; {os.cpu_count()} CPUs")

@@ -61,7 +61,6 @@ def pr(base: str, out_dir: Path, baseline_path: Path | None, model_dir: Path | N
 @model_options
 def baseline(out_path: Path, model_dir: Path | None, endpoint: str | None, rows: int) -> None:
     """Run every case and the gate's eval rows on the model under test and store them as the baseline."""
-    import shutil
     import tempfile
 
     from llmops.files import atomic_write_bytes
@@ -74,7 +73,7 @@ def baseline(out_path: Path, model_dir: Path | None, endpoint: str | None, rows:
                              all_cases=True, rows=rows, echo=click.echo)
         target = out_path if out_path.is_absolute() else settings.root / out_path
         atomic_write_bytes(target, (Path(tmp) / "report.json").read_bytes())
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write_bytes(target.with_suffix(".md"), (Path(tmp) / "report.md").read_bytes())
     _summary(report, target.parent)
     click.echo(f"baseline written: {target} (commit it on main)")
 

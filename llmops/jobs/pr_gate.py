@@ -273,6 +273,9 @@ def run_gate_evals(settings: Settings, changes: Changes | None, model: ModelUnde
         echo(f"    all {len(cases)} cases and {len(eval_rows)} rows from cache; no model call")
 
     case_records = [results[c.id] for c in cases]
+    for record in case_records:  # repo-relative paths: the report is committed and posted
+        if record.get("file") and Path(record["file"]).is_absolute() and Path(record["file"]).is_relative_to(settings.root):
+            record["file"] = Path(record["file"]).relative_to(settings.root).as_posix()
     row_records = []
     for row in eval_rows:
         out = row_results[row["id"]].strip()
@@ -370,3 +373,49 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
     }
     report.write(out_dir)
     return report
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def bench_gate(settings: Settings, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Time the gate on a typical change (a prompt edit) in a scratch clone: cold cache, then unchanged re-run.
+
+    The model under test is built first and timed apart: it is built once per machine (CI caches it).
+    """
+    import os
+    import shutil
+    import tempfile
+
+    files = _git(settings.root, "ls-files", "--cached", "--others", "--exclude-standard").split("\n")
+    with tempfile.TemporaryDirectory(prefix="llmops-bench-gate-") as tmp:
+        repo = Path(tmp) / "repo"
+        for rel in filter(None, files):
+            if (settings.root / rel).is_file():
+                (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(settings.root / rel, repo / rel)
+        ident = ["-c", "user.email=bench@llmops", "-c", "user.name=bench"]
+        _git(repo, "init", "-q", "-b", "main")
+        _git(repo, *ident, "add", "-A")
+        _git(repo, *ident, "commit", "-qm", "main")
+        _git(repo, "checkout", "-q", "-b", "change")
+        prompt = repo / "prompts" / "answer.yaml"
+        prompt.write_text(prompt.read_text().replace("You answer questions about the Python programming language.",
+                                                     "You answer questions about the Python programming language "
+                                                     "concisely."))
+        scratch = Settings(root=repo, home=Path(tmp) / "home")
+        # Share the built default model, not the result cache: the cold run must call the model.
+        (scratch.home).mkdir(parents=True)
+        start = time.perf_counter()
+        model = resolve_model(settings, echo=lambda _: None)
+        model_seconds = time.perf_counter() - start
+        if settings.model_store.is_dir():
+            os.symlink(settings.model_store, scratch.model_store)
+        timings = {}
+        for run in ("cold", "cached"):
+            start = time.perf_counter()
+            report = run_pr_gate(scratch, base="main", out_dir=Path(tmp) / run, echo=lambda _: None)
+            timings[run] = round(time.perf_counter() - start, 2)
+            echo(f"{run:6}: {timings[run]:6.2f} s  verdict {report.verdict}, {report.info['eval']}")
+    return {"model": model.description, "model_ready_s": round(model_seconds, 2), **timings,
+            "cases": report.info["eval"]["cases"], "rows": report.info["eval"]["rows"]}
