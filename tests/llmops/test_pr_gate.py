@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 
 from llmops.cli import main
-from tests.instruction_model import break_json_instruction, build_instruction_model, remove_refusal_instruction
+from tests.instruction_model import (
+    break_json_instruction,
+    build_instruction_model,
+    remove_refusal_instruction,
+)
 
 pytestmark = pytest.mark.slow
 
