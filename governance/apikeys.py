@@ -143,7 +143,8 @@ class KeyStore:
                 self._stamp = None  # another process may have written since our last read
                 records = dict(self._read())
                 yield records
-                atomic_write_json(self.path, {"schema": 1, "keys": [r.model_dump() for r in records.values()]})
+                atomic_write_json(self.path, {"schema": 1, "keys": [r.model_dump() for r in records.values()]},
+                                  mode=0o600)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
