@@ -64,12 +64,6 @@ def resolve_base_model(cfg: TrainConfig, settings: Settings, *, progress: bool =
     return cfg.base_model, {"id": cfg.base_model, "license": None}
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    from llmops.dataset import read_jsonl
-
-    return [row for _, row in read_jsonl(path)]
-
-
 def encode_example(tok, prompt: Prompt, row: dict[str, Any], max_length: int) -> dict[str, list[int]]:
     """input_ids = prompt tokens + answer tokens + eos; labels mask the prompt with -100."""
     values = {"question": row["question"]}
@@ -145,8 +139,6 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
     prompt = load_prompt(cfg.prompt, settings.prompts_dir)
     base_path, base_info = resolve_base_model(cfg, settings, progress=progress)
     dataset_license = check_licenses(cfg, settings, base_info)
-    train_rows = read_rows(dataset_dir / "train.jsonl")
-    eval_rows = read_rows(dataset_dir / "eval.jsonl")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
@@ -162,8 +154,11 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
 
-    train_ds = [encode_example(tok, prompt, r, cfg.max_length) for r in train_rows]
-    eval_ds = [encode_example(tok, prompt, r, cfg.max_length) for r in eval_rows]
+    from training.tokenise import tokenise
+
+    tokenised = tokenise(dataset_dir, cfg.prompt, settings.prompts_dir, Path(base_path) if Path(base_path).is_dir()
+                         else base_path, cfg.max_length, settings.cache_dir / "tokenised")
+    train_ds, eval_ds = tokenised.rows("train"), tokenised.rows("eval")
     train_tokens = sum(len(e["input_ids"]) for e in train_ds)
 
     run_dir = Path(run_dir) if run_dir else settings.runs_dir / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -205,7 +200,7 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
             "train_tokens_per_second": round(train_tokens * epochs_done / seconds, 1),
             "trainable_parameters": trainable, "total_parameters": total,
             "train_rows": len(train_ds), "eval_rows": len(eval_ds), "precision": precision,
-            "steps": trainer.state.global_step,
+            "steps": trainer.state.global_step, "tokenised_cache": tokenised.key,
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (tmp / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")

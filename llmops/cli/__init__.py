@@ -52,6 +52,11 @@ COMMANDS = {
     "loadtest": "llmops.cli.loadtest:loadtest",
     "audit": "llmops.cli.governance:audit",
     "keys": "llmops.cli.governance:keys",
+    "release": "llmops.cli.release:release",
+    "rollback": "llmops.cli.release:rollback",
+    "status": "llmops.cli.release:status",
+    "gateway": "llmops.cli.release:gateway",
+    "tokenise": "llmops.cli.model:tokenise",
 }
 
 

@@ -66,3 +66,23 @@ def train(config_path: Path, run_dir: Path | None, quiet: bool, overrides: tuple
     click.echo(f"run: {result.run_dir}")
     click.echo(f"merged model: {result.merged_dir}")
     click.echo(f"loss curve: {result.run_dir / 'loss_curve.png'}")
+
+
+@click.command("tokenise")
+@CONFIG_OPTION
+@click.argument("overrides", nargs=-1)
+def tokenise(config_path: Path, overrides: tuple[str, ...]) -> None:
+    """Tokenise the dataset in the prompt's format into the content-hashed Parquet cache (train and eval)."""
+    from llmops.settings import Settings
+    from training.config import load_config
+    from training.finetune import resolve_base_model
+    from training.tokenise import tokenise as run_tokenise
+
+    settings = Settings.load()
+    cfg = load_config(settings.root / config_path if not config_path.is_absolute() else config_path, overrides)
+    base_path, _ = resolve_base_model(cfg, settings)
+    tokenizer = Path(base_path) if Path(base_path).is_dir() else base_path
+    data = run_tokenise(settings.root / cfg.dataset, cfg.prompt, settings.prompts_dir, tokenizer, cfg.max_length,
+                        settings.cache_dir / "tokenised")
+    click.echo(f"{'cache hit' if data.cached else 'tokenised'}: {data.path}")
+    click.echo(json.dumps(data.meta["splits"], indent=2))

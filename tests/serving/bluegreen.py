@@ -1,0 +1,109 @@
+"""Fixtures of the blue/green tests: a registry with three versions of the micro model, API keys,
+a short rollout config and one gateway (a real process with real workers) shared by the module.
+
+    .venv/bin/pytest tests/serving/test_gateway.py tests/serving/test_rollout.py tests/serving/test_reliability.py -q
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+# Short bakes so a release takes seconds: 2 steps x 1.5 s, a measurement every 0.5 s.
+FAST_ROLLOUT: dict[str, Any] = {
+    "strategy": "canary", "canary_percent": 50, "bake_seconds": 1.5,
+    "analysis": {"interval_seconds": 0.5, "failure_limit": 0, "min_requests": 2},
+    "thresholds": {"max_error_rate": 0.02, "max_p95_latency_ms": 1500, "max_guard_flag_rate": 1.0},
+    "pre_promotion": {"golden_tags": ["smoke"], "safety_tags": ["safety"], "ready_timeout_seconds": 120},
+    "scale_down_delay_seconds": 300,
+}
+
+
+@dataclass
+class BlueGreen:
+    home: Path
+    url: str
+    proc: Any
+    keys: dict[str, str]
+    config: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def client(self) -> Any:
+        from serving.gateway import GatewayClient
+
+        return GatewayClient(self.url)
+
+    def status(self) -> dict[str, Any]:
+        client = self.client()
+        try:
+            return client.status()
+        finally:
+            client.close()
+
+    def wait_up(self, colour: str, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status["colours"][colour]["up"]:
+                return status
+            time.sleep(0.2)
+        raise AssertionError(f"{colour} not up within {timeout} s: {self.status()}")
+
+
+def make_home(root: Path, model_dir: Path, versions: int = 3) -> tuple[Path, dict[str, str]]:
+    """A store with `versions` registered copies of one servable ONNX folder, production=1,
+    candidate=2, and an admin, a release-manager and a user key."""
+    import os
+
+    from governance.apikeys import create_key
+    from llmops.registry import Registry
+    from llmops.settings import Settings
+
+    home = root / "home"
+    os.environ["LLMOPS_HOME"] = str(home)  # for create_key's Settings; the caller restores it
+    settings = Settings.load()
+    registry = Registry(settings.registry_dir)
+    for i in range(versions):
+        registry.register({"onnx/fp32": model_dir}, {"note": f"test copy {i + 1}"})
+    registry.set_alias("production", "1", reason="test setup")
+    registry.set_alias("candidate", "2", reason="test setup")
+    keys = {role: create_key(role, f"test-{role}", settings=settings)
+            for role in ("admin", "release-manager", "user")}
+    return home, keys
+
+
+@pytest.fixture(scope="module")
+def bluegreen(exported: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One gateway with blue = version 1 at 100 % (bootstrapped from `production`), faults allowed."""
+    import os
+
+    from serving.gateway import running_gateway
+
+    root = tmp_path_factory.mktemp("bluegreen")
+    saved = os.environ.get("LLMOPS_HOME")
+    try:
+        home, keys = make_home(root, exported.variants["fp32"])
+        config = root / "rollout.yaml"
+        config.write_text(yaml.safe_dump(FAST_ROLLOUT), encoding="utf-8")
+        with running_gateway(home, allow_faults=True) as (url, proc):
+            bg = BlueGreen(home, url, proc, keys, config)
+            bg.wait_up("blue")
+            yield bg
+            bg.proc = None
+    finally:
+        if saved is None:
+            os.environ.pop("LLMOPS_HOME", None)
+        else:
+            os.environ["LLMOPS_HOME"] = saved
+
+
+def audit_actions(home: Path) -> list[dict[str, Any]]:
+    import json
+
+    path = home / "audit" / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,155 @@
+"""The rollout config, the metrics analysis and the release/rollback guards (no workers needed).
+
+    .venv/bin/pytest tests/serving/test_rollout.py -q
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmops.errors import InputError
+from serving.rollout import (
+    ColourSample,
+    RolloutConfig,
+    Thresholds,
+    histogram_quantile,
+    load_config,
+    measure,
+    parse_metrics,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_repo_rollout_yaml_is_valid_and_documents_every_field():
+    cfg = load_config()
+    assert cfg.steps()[-1] == 100
+    lines = (REPO / "serving" / "rollout.yaml").read_text(encoding="utf-8").splitlines()
+    for name in [*RolloutConfig.model_fields, "interval_seconds", "count", "failure_limit", "min_requests",
+                 "max_error_rate", "max_p95_latency_ms", "max_guard_flag_rate", "golden_tags", "safety_tags"]:
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
+        assert lines[at - 1].strip().startswith("#"), f"{name} has no comment above it"
+
+
+@pytest.mark.parametrize(("strategy", "steps"), [("all-at-once", [100]), ("canary", [10, 100]),
+                                                 ("linear", [25, 50, 75, 100])])
+def test_steps_per_strategy(strategy, steps):
+    assert RolloutConfig(strategy=strategy).steps() == steps
+
+
+def test_linear_step_that_does_not_divide_100_still_ends_at_100():
+    assert RolloutConfig(strategy="linear", linear_step_percent=30).steps() == [30, 60, 90, 100]
+
+
+@pytest.mark.parametrize(("yaml_text", "field", "message"), [
+    ("strategy: blue-green\n", "strategy", "unknown value"),
+    ("bake_seconds: 30\nanalysis:\n  intervall_seconds: 5\n", "analysis.intervall_seconds", "unknown key"),
+    ("thresholds:\n  max_error_rate: 2\n", "thresholds.max_error_rate", "less than or equal to 1"),
+    ("bake_seconds: 10\nanalysis:\n  interval_seconds: 5\n  count: 3\n", "", "exceeds bake_seconds"),
+])
+def test_bad_config_names_file_line_and_field(tmp_path, yaml_text, field, message):
+    path = tmp_path / "rollout.yaml"
+    path.write_text(yaml_text, encoding="utf-8")
+    with pytest.raises(InputError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    if field:
+        assert info.value.field == field and info.value.line is not None
+
+
+METRICS = """\
+# TYPE llmops_gateway_requests_total counter
+llmops_gateway_requests_total{colour="green",status="200"} 95.0
+llmops_gateway_requests_total{colour="green",status="500"} 5.0
+llmops_gateway_requests_total{colour="blue",status="200"} 1000.0
+# TYPE llmops_gateway_upstream_errors_total counter
+llmops_gateway_upstream_errors_total{colour="green",kind="http_500"} 5.0
+# TYPE llmops_gateway_responses_total counter
+llmops_gateway_responses_total{colour="green"} 95.0
+# TYPE llmops_gateway_guard_flags_total counter
+llmops_gateway_guard_flags_total{colour="green",kind="pii"} 1.0
+# TYPE llmops_gateway_upstream_latency_seconds histogram
+llmops_gateway_upstream_latency_seconds_bucket{colour="green",le="0.1"} 50.0
+llmops_gateway_upstream_latency_seconds_bucket{colour="green",le="1.0"} 100.0
+llmops_gateway_upstream_latency_seconds_bucket{colour="green",le="+Inf"} 100.0
+llmops_gateway_upstream_latency_seconds_count{colour="green"} 100.0
+llmops_gateway_upstream_latency_seconds_sum{colour="green"} 30.0
+"""
+
+
+def test_parse_metrics_reads_only_the_colour_asked_for():
+    green = parse_metrics(METRICS, "green")
+    assert (green.requests, green.errors, green.responses, green.guard_flags) == (100, 5, 95, 1)
+    assert parse_metrics(METRICS, "blue").requests == 1000
+
+
+def test_histogram_quantile_interpolates_like_prometheus():
+    # 95th of 100: rank 95, in the (0.1, 1.0] bucket holding ranks 51..100 -> 0.1 + 0.9 * 45/50
+    assert histogram_quantile(0.95, {0.1: 50, 1.0: 100, float("inf"): 100}) == pytest.approx(0.91)
+    assert histogram_quantile(0.95, {0.1: 0, float("inf"): 0}) is None
+
+
+def test_measurement_fails_on_each_breached_threshold_and_passes_within():
+    empty = ColourSample()
+    after = parse_metrics(METRICS, "green")  # 5 % errors, p95 910 ms, 1/95 flagged
+    loose = Thresholds(max_error_rate=0.1, max_p95_latency_ms=1000, max_guard_flag_rate=0.05)
+    assert measure(empty, after, loose, min_requests=5).verdict == "pass"
+    for tight, word in ((loose.model_copy(update={"max_error_rate": 0.01}), "error rate"),
+                        (loose.model_copy(update={"max_p95_latency_ms": 500}), "p95 latency"),
+                        (loose.model_copy(update={"max_guard_flag_rate": 0.0}), "guard-flag rate")):
+        m = measure(empty, after, tight, min_requests=5)
+        assert m.verdict == "fail" and len(m.reasons) == 1 and word in m.reasons[0]
+
+
+def test_measurement_over_a_window_uses_deltas_and_is_inconclusive_with_few_requests():
+    after = parse_metrics(METRICS, "green")
+    assert measure(after, after, Thresholds(), min_requests=5).verdict == "inconclusive"
+
+
+def test_corrupted_artifact_is_refused_before_the_gateway_is_touched(llmops_home, exported):
+    from llmops.registry import IntegrityError
+    from serving.rollout import release
+    from tests.serving.bluegreen import make_home
+
+    home, _ = make_home(llmops_home.parent, exported.variants["fp32"], versions=2)
+    model = home / "registry" / "versions" / "2" / "files" / "onnx" / "fp32" / "model.onnx"
+    with open(model, "r+b") as handle:  # flip one byte
+        first = handle.read(1)
+        handle.seek(0)
+        handle.write(bytes([first[0] ^ 1]))
+    with pytest.raises(IntegrityError, match="model.onnx"):
+        release("2", gateway_url="http://127.0.0.1:9")  # nothing listens there: never contacted
+    assert not (home / "gateway" / "release.lock").exists()
+
+
+@pytest.mark.parametrize("action", ["release", "rollback"])
+def test_user_key_cannot_release_or_roll_back(llmops_home, exported, monkeypatch, action):
+    from governance.policy import PermissionDenied
+    from serving.rollout import release, rollback
+    from tests.serving.bluegreen import audit_actions, make_home
+
+    home, keys = make_home(llmops_home.parent, exported.variants["fp32"], versions=2)
+    monkeypatch.setenv("LLMOPS_API_KEY", keys["user"])
+    with pytest.raises(PermissionDenied, match=f"may not '{action}'"):
+        if action == "release":
+            release("1", gateway_url="http://127.0.0.1:9")
+        else:
+            rollback(reason="x", gateway_url="http://127.0.0.1:9")
+    denied = [e for e in audit_actions(home) if e["action"] == "role.denied"]
+    assert denied and denied[-1]["role"] == "user" and denied[-1]["details"]["permission"] == action
+
+
+def test_tag_releases_the_candidate_and_unknown_refs_are_input_errors(llmops_home, exported):
+    from llmops.registry import Registry
+    from serving.rollout import resolve_release_ref
+    from tests.serving.bluegreen import make_home
+
+    home, _ = make_home(llmops_home.parent, exported.variants["fp32"], versions=2)
+    registry = Registry(home / "registry")
+    assert resolve_release_ref(registry, "v1.3.0") == ("2", "v1.3.0")
+    assert resolve_release_ref(registry, "1") == ("1", None)
+    assert resolve_release_ref(registry, "production") == ("1", None)
+    with pytest.raises(InputError, match="no model version or alias 'nightly'"):
+        resolve_release_ref(registry, "nightly")
