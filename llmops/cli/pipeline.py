@@ -37,3 +37,20 @@ def main_job(config_path: Path, eval_limit: int, quiet: bool, overrides: tuple[s
     click.echo(f"\nmain job done in {total:.0f}s: registered version {job.version} (alias candidate)")
     click.echo(f"eval report: {job.eval_report}")
     click.echo(f"job folder:  {job.job_dir}")
+
+
+@pipeline.command("merge")
+@click.option("--force", is_flag=True, help="Run every stage, even those whose inputs are unchanged.")
+@click.option("--neutral", is_flag=True, help="The change is meant to be neutral: register on a tie with production.")
+def merge(force: bool, neutral: bool) -> None:
+    """Run pipeline.yaml: data check, tokenise, train, evaluate, safety, export + parity, load test, register.
+
+    Unchanged stages are skipped; after a failure, fix it and run again to resume.
+    """
+    from llmops.jobs.pipeline import run_pipeline
+    from llmops.settings import Settings
+
+    run = run_pipeline(Settings.load(), "merge", force=force, neutral=neutral, echo=click.echo)
+    ran = [r.name for r in run.results if r.status == "ran"]
+    click.echo(f"\npipeline done: ran {ran or 'nothing'}, skipped {len(run.results) - len(ran)}; "
+               f"summary {run.folder / 'summary.md'}")

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -71,3 +72,18 @@ def history() -> None:
     """The alias history, oldest first."""
     for entry in _registry().alias_history():
         click.echo(f"{entry['time']}  {entry['alias']:10} {entry['from']} -> {entry['to']}  {entry['reason']}")
+
+
+@registry.command("register-candidate")
+@click.option("--pipeline-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="The merge pipeline's folder (stage outputs).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Where the report goes.")
+@click.option("--neutral", is_flag=True, envvar="LLMOPS_PROMOTE_NEUTRAL",
+              help="The change is meant to be neutral: a tie with production within tolerance is enough.")
+def register_candidate(pipeline_dir: Path, out_dir: Path, neutral: bool) -> None:
+    """Register the pipeline's candidate if every gate passed and it beats production (promote-if-better)."""
+    from llmops.jobs.register import register_candidate as run
+    from llmops.settings import Settings
+
+    report = run(Settings.load(), pipeline_dir, out_dir, neutral=neutral)
+    click.echo(f"registered version {report.info['registered']} (alias candidate)")

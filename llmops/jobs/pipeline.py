@@ -1,0 +1,172 @@
+"""Run a declared pipeline (`pipeline.yaml`): hash each stage's inputs, skip what is unchanged, resume after a failure.
+
+    llmops pipeline merge [--force] [--neutral] [--only STAGE]
+
+Each stage runs as its own `llmops` process (the command line in pipeline.yaml), so a stage is
+exactly what a person would type, and a crash in one cannot leave another half-initialised.
+The lock file (`<home>/pipeline/<name>/lock.json`) records, per stage, the hash of
+(command, deps' contents, params' values, upstream stages' hashes) of its last successful run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmops.errors import GateFailed, InputError
+from llmops.files import atomic_write_json, sha256_file
+from llmops.settings import Settings
+
+
+class Stage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cmd: str = Field(description="An llmops command line; {out}, {pipeline} and {<stage>} are substituted.")
+    deps: list[str] = Field(default_factory=list, description="Files/folders (repo-relative) whose contents it reads.")
+    params: list[str] = Field(default_factory=list, description="Keys of training/config.yaml it reads.")
+    after: list[str] = Field(default_factory=list, description="Stages whose outputs it reads.")
+    report: str | None = Field(None, description="Its report.json (relative to {out}); a failed verdict stops the run.")
+    metrics: str | None = Field(None, description="A JSON file of metrics (relative to {out}).")
+
+
+class PromoteIfBetter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tolerance: float = Field(0.005, ge=0)
+    metrics: dict[str, Literal["higher", "lower"]]
+
+
+class PipelineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stages: dict[str, Stage]
+    promote_if_better: PromoteIfBetter
+
+
+def load_pipeline(path: Path) -> PipelineSpec:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("pipeline declaration not found", file=str(path)) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"invalid YAML: {exc}", file=str(path)) from None
+    try:
+        spec = PipelineSpec(**(data or {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise InputError(msg, file=str(path), field=".".join(map(str, err["loc"]))) from None
+    seen: list[str] = []
+    for name, stage in spec.stages.items():
+        for ref in stage.after:
+            if ref not in seen:
+                raise InputError(f"stage {name!r} runs after {ref!r}, which is not declared above it",
+                                 file=str(path), field=f"stages.{name}.after")
+        seen.append(name)
+    return spec
+
+
+def hash_paths(root: Path, paths: list[str]) -> str:
+    digest = hashlib.sha256()
+    for rel in sorted(paths):
+        target = root / rel
+        if not target.exists():
+            raise InputError(f"declared dependency {rel!r} does not exist", file="pipeline.yaml", field="deps")
+        files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file()
+                                                             and "__pycache__" not in p.parts)
+        for f in files:
+            digest.update(f"{f.relative_to(root).as_posix()}\0{sha256_file(f)}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # ran | skipped | failed
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class PipelineRun:
+    folder: Path
+    results: list[StageResult] = field(default_factory=list)
+
+
+def run_pipeline(settings: Settings, name: str = "merge", *, spec_path: Path | None = None, force: bool = False,
+                 neutral: bool = False, config_path: Path | None = None,
+                 echo: Callable[[str], None] = print) -> PipelineRun:
+    from training.config import load_config
+
+    spec = load_pipeline(spec_path or settings.root / "pipeline.yaml")
+    config = load_config(config_path or settings.root / "training" / "config.yaml").model_dump()
+    folder = settings.home / "pipeline" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / "lock.json"
+    lock: dict[str, Any] = json.loads(lock_path.read_text()) if lock_path.is_file() else {}
+    run = PipelineRun(folder=folder)
+    hashes: dict[str, str] = {}
+    places = {"pipeline": str(folder), **{s: str(folder / s) for s in spec.stages}}
+    env = {**os.environ, "LLMOPS_ROOT": str(settings.root), "LLMOPS_HOME": str(settings.home)}
+    if neutral:
+        env["LLMOPS_PROMOTE_NEUTRAL"] = "1"
+    for stage_name, stage in spec.stages.items():
+        out = folder / stage_name
+        unknown = [p for p in stage.params if p not in config]
+        if unknown:
+            raise InputError(f"stage {stage_name!r} reads unknown config keys {unknown}", file="pipeline.yaml",
+                             field=f"stages.{stage_name}.params")
+        material = {"cmd": stage.cmd, "deps": hash_paths(settings.root, stage.deps),
+                    "params": {p: config[p] for p in stage.params}, "after": {a: hashes[a] for a in stage.after},
+                    "neutral": neutral if stage_name == "register" else None}
+        hashes[stage_name] = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+        if not force and lock.get(stage_name, {}).get("hash") == hashes[stage_name] and out.is_dir():
+            echo(f"==> {stage_name}: unchanged since {lock[stage_name]['finished']}, skipped")
+            run.results.append(StageResult(stage_name, "skipped", note="inputs unchanged"))
+            continue
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        argv = stage.cmd.format(out=out, **places).split()
+        echo(f"==> {stage_name}: llmops {' '.join(argv)}")
+        start = time.perf_counter()
+        with open(out / "stage.log", "w") as log:
+            proc = subprocess.run([sys.executable, "-m", "llmops", *argv], cwd=settings.root, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        seconds = round(time.perf_counter() - start, 1)
+        tail = (out / "stage.log").read_text(errors="replace").strip().splitlines()[-6:]
+        verdict = None
+        if stage.report and (out / stage.report).is_file():
+            verdict = json.loads((out / stage.report).read_text()).get("verdict")
+        if proc.returncode != 0 or verdict == "fail":
+            run.results.append(StageResult(stage_name, "failed", seconds, f"exit {proc.returncode}"))
+            lock.pop(stage_name, None)
+            atomic_write_json(lock_path, lock)
+            _write_summary(run, spec)
+            message = "\n    ".join(tail)
+            err = InputError if proc.returncode == 2 else GateFailed
+            raise err(f"stage {stage_name!r} failed (exit {proc.returncode}, verdict {verdict}); "
+                      f"log {out / 'stage.log'}:\n    {message}")
+        echo(f"    done in {seconds}s" + (f", verdict {verdict}" if verdict else ""))
+        run.results.append(StageResult(stage_name, "ran", seconds))
+        lock[stage_name] = {"hash": hashes[stage_name], "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "seconds": seconds}
+        atomic_write_json(lock_path, lock)
+    _write_summary(run, spec)
+    return run
+
+
+def _write_summary(run: PipelineRun, spec: PipelineSpec) -> None:
+    lines = ["| stage | status | seconds | note |", "|---|---|---|---|"]
+    for r in run.results:
+        lines.append(f"| {r.name} | {r.status} | {r.seconds} | {r.note} |")
+    (run.folder / "summary.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,125 @@
+"""The last stage of the merge pipeline: register the candidate if every gate passed and it beats production.
+
+    llmops registry register-candidate --pipeline-dir .llmops/pipeline/merge --out DIR [--neutral]
+
+Gates: every earlier stage that declares a report must have verdict "pass". Promote-if-better
+(`promote_if_better` in pipeline.yaml): against the current `production` version's lineage
+metrics, no metric may be worse by more than the tolerance, and at least one must be better by
+more than it, unless the change is declared neutral (then ties within tolerance are enough).
+The report says which metric decided. On success the version gets the `candidate` alias and an
+audit entry; otherwise nothing is registered and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from llmops.errors import GateFailed, InputError
+from llmops.jobs.pipeline import load_pipeline
+from llmops.report import Finding, Metric, Report
+from llmops.settings import Settings
+
+
+def compare_with_production(candidate: dict[str, float], production: dict[str, float],
+                            rules: dict[str, str], tolerance: float, neutral: bool) -> tuple[bool, list[Finding], dict[str, Metric]]:
+    findings: list[Finding] = []
+    metrics: dict[str, Metric] = {}
+    better = worse = 0
+    for name, direction in rules.items():
+        head, base = candidate.get(name), production.get(name)
+        if head is None:
+            findings.append(Finding(f"candidate has no metric {name!r}", field=name))
+            worse += 1
+            continue
+        if base is None:
+            findings.append(Finding(f"production has no metric {name!r}; not compared", field=name, severity="warning"))
+            metrics[name] = Metric(head=head, higher_is_better=direction == "higher")
+            continue
+        gain = (head - base) if direction == "higher" else (base - head)
+        verdict = "better" if gain > tolerance else "worse" if gain < -tolerance else "tie"
+        better += verdict == "better"
+        worse += verdict == "worse"
+        metrics[name] = Metric(head=head, base=base, threshold=tolerance, passed=verdict != "worse",
+                               higher_is_better=direction == "higher")
+        findings.append(Finding(f"{name}: {head:.4f} vs production {base:.4f} ({direction} is better): {verdict} "
+                                f"(tolerance {tolerance})", field=name,
+                                severity="error" if verdict == "worse" else "warning"))
+    ok = worse == 0 and (better > 0 or neutral)
+    if worse == 0 and better == 0 and not neutral:
+        findings.append(Finding("ties production on every metric; register it only with --neutral "
+                                "(a change meant to be neutral)", field="promote_if_better"))
+    return ok, findings, metrics
+
+
+def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *, neutral: bool = False) -> Report:
+    from governance.audit import audit_event
+    from llmops.lineage import build_lineage
+    from llmops.prompts import load_prompt
+    from llmops.registry import Registry
+
+    spec = load_pipeline(settings.root / "pipeline.yaml")
+    report = Report(kind="register")
+    for name, stage in spec.stages.items():
+        if name == "register" or not stage.report:
+            continue
+        path = pipeline_dir / name / stage.report
+        if not path.is_file():
+            report.add_check(f"gate {name}", [Finding("no report: the stage did not run", file=str(path))])
+            continue
+        verdict = json.loads(path.read_text()).get("verdict")
+        report.add_check(f"gate {name}", [] if verdict == "pass" else [Finding(f"verdict {verdict}", file=str(path))])
+
+    run_dir = pipeline_dir / "train" / "run"
+    if not (run_dir / "metrics.json").is_file():
+        raise InputError("no trained model in the pipeline folder", file=str(run_dir))
+    train_metrics = json.loads((run_dir / "metrics.json").read_text())
+    candidate = {k: v for k, v in train_metrics.items() if isinstance(v, int | float)}
+    eval_path = pipeline_dir / "evaluate" / "report.json"
+    if eval_path.is_file():
+        candidate.update({n: m.head for n, m in Report.load(eval_path).metrics.items() if m.head is not None})
+    safety_path = pipeline_dir / "safety" / "report.json"
+    if safety_path.is_file():
+        candidate.update({f"safety.{n}": m.head for n, m in Report.load(safety_path).metrics.items()
+                          if m.head is not None})
+
+    reg = Registry(settings.registry_dir)
+    production = reg.aliases().get("production")
+    if production:
+        prod_metrics = reg.get(production).lineage.get("metrics", {})
+        ok, findings, metrics = compare_with_production(candidate, prod_metrics, spec.promote_if_better.metrics,
+                                                        spec.promote_if_better.tolerance, neutral)
+        report.metrics.update(metrics)
+        report.add_check(f"promote-if-better vs production (version {production})", findings)
+    else:
+        report.add_check("promote-if-better", [Finding("no production model yet: nothing to beat",
+                                                       severity="warning")])
+    report.info = {"candidate_metrics": candidate, "production": production, "neutral": neutral}
+    if report.passed:
+        resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        extra = resolved.pop("_resolved", {})
+        prompt = load_prompt(resolved["prompt"], settings.prompts_dir)
+        gates = {name: "pass" for name, s in spec.stages.items() if s.report and name != "register"}
+        lineage = build_lineage(root=settings.root, datasets=[settings.root / resolved["dataset"]],
+                                prompts={prompt.id: prompt.sha256}, config=resolved,
+                                base_model={**extra.get("base_model", {}), "path": extra.get("base_model_path")},
+                                metrics=candidate, gates=gates)
+        reports = pipeline_dir / "register" / "gate-reports"
+        for name in gates:
+            src = pipeline_dir / name / spec.stages[name].report
+            (reports / name).mkdir(parents=True, exist_ok=True)
+            (reports / name / "report.json").write_bytes(src.read_bytes())
+        mv = reg.register({"model": run_dir / "merged", "adapter": run_dir / "adapter",
+                           "onnx": pipeline_dir / "export" / "onnx", "loss_curve.png": run_dir / "loss_curve.png",
+                           "reports": reports}, lineage)
+        reg.set_alias("candidate", mv.version, reason="merge pipeline: all gates passed, promote-if-better")
+        audit_event("registry.register", target=f"version {mv.version}",
+                    details={"alias": "candidate", "git": lineage["git"], "neutral": neutral}, settings=settings)
+        report.info["registered"] = mv.version
+    report.write(out_dir)
+    if not report.passed:
+        why = [f"{c.name}: {f.message}" for c in report.checks for f in c.findings if f.severity == "error"]
+        raise GateFailed("candidate not registered:\n  " + "\n  ".join(why))
+    return report

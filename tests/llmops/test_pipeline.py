@@ -1,0 +1,111 @@
+"""The declared pipeline: validation, skip-if-unchanged, resume after a failure, promote-if-better."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llmops.errors import GateFailed, InputError
+from llmops.jobs.pipeline import load_pipeline, run_pipeline
+from llmops.jobs.register import compare_with_production, register_candidate
+from llmops.settings import Settings
+
+SPEC = """\
+stages:
+  lint:
+    cmd: prompts lint prompts/answer.yaml
+    deps: [prompts/answer.yaml]
+  check:
+    cmd: data check python-faq --out {out}
+    deps: [datasets/python-faq]
+    params: [dataset]
+    after: [lint]
+    report: report.json
+promote_if_better:
+  metrics: {dataset.rouge_l: higher}
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path, repo_root: Path) -> Path:
+    root = tmp_path / "repo"
+    for rel in ("prompts", "datasets", "training/config.yaml", "pyproject.toml", "governance", "evals/thresholds.yaml"):
+        src = repo_root / rel
+        if src.is_dir():
+            shutil.copytree(src, root / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, root / rel)
+    (root / "pipeline.yaml").write_text(SPEC)
+    return root
+
+
+def test_repo_pipeline_declaration_is_valid(repo_root: Path) -> None:
+    spec = load_pipeline(repo_root / "pipeline.yaml")
+    assert list(spec.stages) == ["data-check", "tokenise", "train", "evaluate", "safety", "export", "loadtest",
+                                 "register"]
+    for stage in spec.stages.values():
+        for dep in stage.deps:
+            assert (repo_root / dep).exists(), dep
+
+
+def test_bad_declarations_name_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(SPEC.replace("after: [lint]", "after: [train]"))
+    with pytest.raises(InputError, match=r"stages.check.after"):
+        load_pipeline(path)
+    path.write_text(SPEC.replace("report: report.json", "reprot: report.json"))
+    with pytest.raises(InputError, match="unknown key"):
+        load_pipeline(path)
+
+
+def test_unchanged_stages_are_skipped_and_a_failure_resumes(repo: Path, tmp_path: Path) -> None:
+    settings = Settings(root=repo, home=tmp_path / "home")
+    log: list[str] = []
+    first = run_pipeline(settings, echo=log.append)
+    assert [r.status for r in first.results] == ["ran", "ran"]
+    second = run_pipeline(settings, echo=log.append)
+    assert [r.status for r in second.results] == ["skipped", "skipped"]
+
+    # A changed dep re-runs its stage and everything after it.
+    prompt = repo / "prompts" / "answer.yaml"
+    prompt.write_text(prompt.read_text().replace("Answer a question", "Answers a question"))
+    assert [r.status for r in run_pipeline(settings, echo=log.append).results] == ["ran", "ran"]
+
+    # A failing stage stops the run; after the fix, the stages before it are skipped.
+    train = repo / "datasets" / "python-faq" / "train.jsonl"
+    good = train.read_text()
+    train.write_text(good.replace("Python", "Pithon", 1))  # sha256 no longer matches the card
+    with pytest.raises(GateFailed, match="stage 'check' failed"):
+        run_pipeline(settings, echo=log.append)
+    train.write_text(good)
+    resumed = run_pipeline(settings, echo=log.append)
+    assert [r.status for r in resumed.results] == ["skipped", "ran"]
+
+
+def test_promote_if_better_rules() -> None:
+    rules = {"dataset.rouge_l": "higher", "perplexity": "lower"}
+    ok, findings, metrics = compare_with_production({"dataset.rouge_l": 0.20, "perplexity": 40.0},
+                                                    {"dataset.rouge_l": 0.18, "perplexity": 41.0}, rules, 0.005, False)
+    assert ok and metrics["dataset.rouge_l"].passed
+    ok, findings, _ = compare_with_production({"dataset.rouge_l": 0.15, "perplexity": 30.0},
+                                              {"dataset.rouge_l": 0.18, "perplexity": 41.0}, rules, 0.005, False)
+    assert not ok
+    assert any("dataset.rouge_l: 0.1500 vs production 0.1800" in f.message and "worse" in f.message for f in findings)
+    tie = ({"dataset.rouge_l": 0.18, "perplexity": 41.0}, {"dataset.rouge_l": 0.182, "perplexity": 41.001})
+    assert not compare_with_production(*tie, rules, 0.005, False)[0]
+    assert compare_with_production(*tie, rules, 0.005, True)[0]
+
+
+def test_register_refuses_when_a_gate_report_failed(repo: Path, tmp_path: Path) -> None:
+    settings = Settings(root=repo, home=tmp_path / "home")
+    shutil.copy(Path(__file__).parents[2] / "pipeline.yaml", repo / "pipeline.yaml")
+    pipe = tmp_path / "pipe"
+    (pipe / "train" / "run").mkdir(parents=True)
+    (pipe / "train" / "run" / "metrics.json").write_text('{"perplexity": 10.0}')
+    with pytest.raises(GateFailed, match="gate data-check: no report"):
+        register_candidate(settings, pipe, tmp_path / "out")
+    assert not (tmp_path / "home" / "registry" / "versions").exists()
+    assert '"verdict": "fail"' in (tmp_path / "out" / "report.json").read_text()
