@@ -10,6 +10,7 @@ of everything that determines it (config, text, library versions), so a second c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -101,6 +102,11 @@ def pretrain(cfg: BootstrapConfig, texts: list[str], out: Path, *, progress: boo
     )
     model = LlamaForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    data = data.to(device)
+    # bf16 autocast on CUDA (weights and optimiser state stay fp32); plain fp32 on CPU.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.95), weight_decay=0.1)
     warmup = max(1, cfg.max_steps // 20)
 
@@ -116,11 +122,12 @@ def pretrain(cfg: BootstrapConfig, texts: list[str], out: Path, *, progress: boo
     start = time.perf_counter()
     bar = tqdm(range(cfg.max_steps), desc="pre-train", disable=not progress, mininterval=2)
     for step in bar:
-        rows = torch.randint(0, n_blocks, (cfg.batch_size,), generator=gen)
+        rows = torch.randint(0, n_blocks, (cfg.batch_size,), generator=gen).to(device)
         batch = data[rows]  # (batch, block)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        loss = model(input_ids=batch, labels=batch).loss
+        with autocast:
+            loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -130,6 +137,7 @@ def pretrain(cfg: BootstrapConfig, texts: list[str], out: Path, *, progress: boo
             bar.set_postfix(loss=f"{loss.item():.3f}")
     seconds = time.perf_counter() - start
     model.eval()
+    model.to("cpu")
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
@@ -137,6 +145,6 @@ def pretrain(cfg: BootstrapConfig, texts: list[str], out: Path, *, progress: boo
     return {
         "config": cfg.model_dump(), "parameters": n_params, "corpus_tokens": len(ids),
         "train_tokens": tokens, "seconds": round(seconds, 1), "tokens_per_second": round(tokens / seconds),
-        "final_loss": losses[-1][1], "loss_curve": losses, "license": "PSF-2.0",
+        "final_loss": losses[-1][1], "loss_curve": losses, "device": device, "license": "PSF-2.0",
         "license_note": "weights derived only from Python documentation text (PSF licence)",
     }
