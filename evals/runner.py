@@ -192,6 +192,9 @@ class Thresholds(BaseModel):
     default_suite: Gate = Field(default_factory=Gate, description="Gate of a suite not listed in suites.")
     suites: dict[str, Gate] = Field(default_factory=dict, description="suite name -> gate on its pass rate.")
     metrics: dict[str, Gate] = Field(default_factory=dict, description="dataset metric -> gate.")
+    # Sections of other suites, validated by their own loaders (evals/deepeval_metrics.py, evals/safety_runner.py).
+    deepeval: dict[str, Any] = Field(default_factory=dict, description="DeepEval suite thresholds.")
+    safety: dict[str, Any] = Field(default_factory=dict, description="Safety suite thresholds.")
 
     def for_metric(self, name: str) -> Gate:
         if name.startswith("pass_rate."):
@@ -291,27 +294,23 @@ def parallel(fn, items: Sequence[Any], workers: int) -> list[Any]:
 
 def read_eval_rows(dataset_dir: Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Rows of `dataset_dir/eval.jsonl` (id, question, answer, optional context), first `limit` rows."""
+    from llmops.dataset import read_jsonl  # the project's one JSONL reader: errors name file and line
+
     path = Path(dataset_dir) / "eval.jsonl"
     if not path.is_file():
         raise InputError("dataset eval split not found", file=str(path))
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", file=str(path), line=lineno) from None
-            for name in ("id", "question", "answer"):
-                if not isinstance(row.get(name), str) or not row[name].strip():
-                    raise InputError(f"row needs a non-empty string {name!r}", file=str(path), line=lineno,
-                                     field=name)
-            if row.get("context") is not None and not isinstance(row["context"], str):
-                raise InputError("context must be a string", file=str(path), line=lineno, field="context")
-            rows.append(row)
-            if limit is not None and len(rows) >= limit:
-                break
+    for lineno, row in read_jsonl(path):
+        if not isinstance(row, dict):
+            raise InputError("a row must be a JSON object", file=str(path), line=lineno)
+        for name in ("id", "question", "answer"):
+            if not isinstance(row.get(name), str) or not row[name].strip():
+                raise InputError(f"row needs a non-empty string {name!r}", file=str(path), line=lineno, field=name)
+        if row.get("context") is not None and not isinstance(row["context"], str):
+            raise InputError("context must be a string", file=str(path), line=lineno, field="context")
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
     if not rows:
         raise InputError("the eval split has no rows", file=str(path))
     return rows

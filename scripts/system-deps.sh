@@ -2,10 +2,13 @@
 # Debian packages the project uses when it can install them (root or sudo), else it says what is missing:
 #   python3.11-doc  the real Python FAQ HTML that `llmops data ingest python-faq` reads
 #   shellcheck      lets actionlint check the `run:` scripts of the workflows
+#   chromium chromium-driver  the headless browser of the chat-page test (tests/serving/test_chat_page.py)
 set -uo pipefail
 need=()
 [ -d /usr/share/doc/python3.11/html/faq ] || need+=(python3.11-doc)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=$(command -v sudo || true)

@@ -59,7 +59,8 @@ from serving.schemas import (
     Usage,
 )
 
-ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/healthz", "/readyz", "/metrics")
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/feedback", "/chat", "/healthz", "/readyz",
+          "/metrics")
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}}
 
 
@@ -345,7 +346,7 @@ def default_model_id(model_dir: Path) -> str:
 
 def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None, *, backend: str = "onnx",
                model_id: str | None = None, threads: int | None = None, limits: ServeLimits | None = None,
-               generator: Any = None) -> FastAPI:
+               generator: Any = None, operate: bool | None = None, guards: bool | None = None) -> FastAPI:
     """Load the model (InputError if it cannot be), warm it up, and return the FastAPI app.
 
     `model_dir`: an export root (serves fp32), an export variant folder, or, with backend="torch",
@@ -369,7 +370,17 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
 
     app = FastAPI(title="llmops serving", version="1", docs_url=None, redoc_url=None)
     app.state.serving = state
+    if guards if guards is not None else os.environ.get("LLMOPS_GUARDS", "1") != "0":
+        # Input guards (size, injection, PII requests, toxicity) and output guards (HTML escaping,
+        # PII redaction) share their detectors with the safety suite (governance/detectors.py).
+        # Added before the metrics middleware so that one stays outermost and counts blocked requests.
+        from serving.guards import GuardConfig, GuardMiddleware, check_request
+
+        app.add_middleware(GuardMiddleware, config=GuardConfig(), registry=metrics.registry)
+        check_request(["warm up"])  # load the embedding model now, not on the first user's request
     app.add_middleware(MetricsMiddleware, metrics=metrics, max_body_bytes=limits.max_body_bytes)
+    if operate if operate is not None else os.environ.get("LLMOPS_OPERATE", "1") != "0":
+        mount_operations(app)
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -446,6 +457,32 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
                                    for i, d in enumerate(done)])
 
     return app
+
+
+def mount_operations(app: FastAPI) -> None:
+    """The operating side: whylogs profiles of chat traffic per window, the chat page at /chat and
+    the feedback API at /v1/feedback (role `user`). Off with LLMOPS_OPERATE=0 (the test suite's
+    many short-lived workers) or create_app(operate=False)."""
+    from governance.apikeys import KeyStore, key_file
+    from llmops.settings import Settings
+    from serving.feedback import FeedbackStore, chat_router, feedback_router
+    from serving.monitoring.drift import load_config
+    from serving.monitoring.profiles import ChatProfileMiddleware, ProfileWriter
+
+    settings = Settings.load()
+    writer = ProfileWriter(settings.home, window_minutes=load_config().window_minutes)
+    app.add_middleware(ChatProfileMiddleware, writer=writer)
+    app.include_router(feedback_router(FeedbackStore.default(), KeyStore(key_file(settings))))
+    app.include_router(chat_router())
+    previous = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(inner: Any) -> AsyncIterator[Any]:
+        async with previous(inner) as state:
+            yield state
+        writer.close()  # flush the last window's profile on a graceful stop
+
+    app.router.lifespan_context = lifespan
 
 
 # ---- a real server in a subprocess -------------------------------------------------------------

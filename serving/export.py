@@ -69,13 +69,9 @@ def parity_prompts(prompt: Prompt, eval_path: Path | None = None, n: int = 16) -
         eval_path = Path(eval_path)
         if not eval_path.is_file():
             raise InputError("eval file not found", file=str(eval_path))
-        for lineno, line in enumerate(eval_path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", file=str(eval_path), line=lineno) from None
+        from llmops.dataset import read_jsonl  # the project's one JSONL reader: errors name file and line
+
+        for lineno, row in read_jsonl(eval_path):
             if not isinstance(row, dict) or not isinstance(row.get("question"), str):
                 raise InputError("a row needs a string 'question'", file=str(eval_path), line=lineno, field="question")
             rows.append({k: row[k] for k in ("question", "context") if isinstance(row.get(k), str)})

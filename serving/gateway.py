@@ -919,6 +919,13 @@ def create_gateway(settings: Settings | None = None, options: GatewayOptions | N
 
     Auth = Header(default=None)
 
+    # The chat page and the feedback API live at the front door, next to the proxy.
+    from governance.apikeys import KeyStore, key_file
+    from serving.feedback import FeedbackStore, chat_router, feedback_router
+
+    app.include_router(feedback_router(FeedbackStore.default(), KeyStore(key_file(gw.settings))))
+    app.include_router(chat_router())
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "up": {c: bool(w and w.up) for c, w in gw.workers.items()}}
@@ -977,7 +984,7 @@ class ProxyFirst:
         self.app, self.gw, self.state = app, gw, app.state
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+        if scope["type"] == "http" and scope["path"].startswith("/v1/") and scope["path"] != "/v1/feedback":
             response = await self.gw.proxy(Request(scope, receive))
             await response(scope, receive, send)
             return

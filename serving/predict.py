@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops.dataset import read_jsonl
 from llmops.errors import InputError
 from llmops.prompts import Prompt
 
@@ -44,13 +45,7 @@ def read_input(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError("input file not found", file=str(path))
     rows, seen = [], set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", file=str(path), line=lineno) from None
+    for lineno, row in read_jsonl(path):  # the project's one JSONL reader: errors name file and line
         if not isinstance(row, dict):
             raise InputError("a row must be a JSON object", file=str(path), line=lineno)
         if not isinstance(row.get("id"), str | int) or isinstance(row.get("id"), bool):

@@ -11,6 +11,10 @@ from llmops.settings import apply_offline_env
 
 apply_offline_env()
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Workers started by tests skip the operating side (profiles load MiniLM); tests that need it ask.
+os.environ.setdefault("LLMOPS_OPERATE", "0")
+# Likewise the guards (they load MiniLM): tests/serving/test_guards.py and the wiring tests turn them on.
+os.environ.setdefault("LLMOPS_GUARDS", "0")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

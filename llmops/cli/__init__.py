@@ -57,6 +57,10 @@ COMMANDS = {
     "status": "llmops.cli.release:status",
     "gateway": "llmops.cli.release:gateway",
     "tokenise": "llmops.cli.model:tokenise",
+    "monitor": "llmops.cli.monitor:monitor",
+    "feedback": "llmops.cli.feedback:feedback",
+    "safety": "llmops.cli.safety:safety",
+    "deepeval-suite": "llmops.cli.deepeval_cmd:deepeval_suite",
 }
 
 

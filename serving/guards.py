@@ -1,0 +1,368 @@
+"""Runtime guards of the worker API: input guards (size, injection, PII requests, toxicity, smuggling)
+and output guards (redact PII, escape HTML), built on governance/detectors.py.
+
+    .venv/bin/pytest tests/serving/test_guards.py
+
+The safety suite (evals/safety_runner.py) measures these same detectors, so its block and
+false-alarm rates are what production enforces. Plain functions (`check_request`,
+`guard_output`) plus an ASGI middleware that serving/app.py mounts:
+
+    from serving.guards import GuardConfig, GuardMiddleware
+    app.add_middleware(GuardMiddleware, config=GuardConfig(), registry=metrics.registry)
+    app.add_middleware(MetricsMiddleware, ...)   # added after, so it is outermost and counts blocks
+
+A blocked request gets an OpenAI-shaped answer (block_status 200, the default): a chat
+completion (or text completion) whose content is the refusal sentence and whose finish_reason is
+"content_filter", as OpenAI answers filtered content; with block_status 400 it is an error
+{"error": {"type": "invalid_request_error", "code": "content_filter", ...}}. Either way the header
+`x-llmops-guard-flag: input:<kinds>` is set (the gateway counts it as a "worker" guard flag) and
+`llmops_guard_flags_total{direction,kind}` is incremented once per flagged kind.
+
+Output guards: a JSON completion is rewritten before it is sent (PII -> "[EMAIL]", "<" -> "&lt;"),
+with the header `x-llmops-guard-flag: output:<kinds>`. A streamed completion is rewritten event by
+event: HTML escaping is per character, so it applies to each delta as is; PII redaction holds back
+the last `stream_holdback` characters of each choice, so that a match split across deltas is
+still seen whole (an item longer than the holdback can slip through; 64 characters covers
+emails, phones, cards and IBANs).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from governance.detectors import Detection, DetectorConfig, detect_html, scan_inputs
+from governance.pii import find_pii, redact
+
+GUARDED_PATHS = ("/v1/chat/completions", "/v1/completions")
+GUARD_HEADER = "x-llmops-guard-flag"
+REFUSAL = "I can only help with questions about Python."  # prompts/answer.yaml's refusal sentence
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """What the guards check and how a block is answered."""
+
+    max_input_chars: int = 8000
+    """Characters of user-controlled text (all messages or prompts together) a request may carry."""
+    block_kinds: tuple[str, ...] = ("size", "injection", "pii_request", "toxicity", "malformed")
+    """Input detections that block a request; others are only counted."""
+    redact_pii: bool = True
+    """Replace PII in outputs with [KIND] (governance.pii.redact)."""
+    escape_html: bool = True
+    """HTML-escape outputs that hold any tag, so a page that renders them runs nothing."""
+    block_status: int = 200
+    """200: a completion with finish_reason "content_filter"; 400: an OpenAI error with code "content_filter"."""
+    refusal: str = REFUSAL
+    """The text of a blocked request's completion."""
+    stream_holdback: int = 64
+    """Characters of a streamed choice held back so PII split across deltas is redacted whole."""
+    detectors: DetectorConfig = field(default_factory=DetectorConfig)
+    """Thresholds of the shared detectors."""
+    raw_completions: str = "size_only"
+    """/v1/completions takes a caller-built prompt, template headers ("### System:") included: the eval
+    runner and parity checks send exactly that. "size_only" applies only the size cap there (output
+    guards still run); "full" runs every input detector, which blocks any templated prompt."""
+
+    def __post_init__(self) -> None:
+        if self.block_status not in (200, 400):
+            raise ValueError("block_status must be 200 or 400")
+        if self.raw_completions not in ("size_only", "full"):
+            raise ValueError("raw_completions must be 'size_only' or 'full'")
+
+
+@dataclass(frozen=True)
+class InputVerdict:
+    detections: list[Detection]
+    blocked_by: list[str]
+    """Kinds (in config.block_kinds) that block the request; empty: it may pass."""
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.blocked_by)
+
+
+# ---------------------------------------------------------------- plain functions
+
+
+def _content_text(content: Any) -> str:
+    """A message's content as text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def request_texts(body: Any) -> list[str]:
+    """The user-controlled texts of a chat or completion request: every message's content, every prompt.
+
+    All roles count: through the API the caller writes system messages too.
+    """
+    if not isinstance(body, dict):
+        return []
+    texts = [_content_text(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)]
+    prompt = body.get("prompt")
+    texts += [prompt] if isinstance(prompt, str) else [p for p in prompt or [] if isinstance(p, str)]
+    return [t for t in texts if t.strip()]
+
+
+def check_request(texts: list[str], config: GuardConfig | None = None, *, size_only: bool = False) -> InputVerdict:
+    """Size cap first (no model time is spent on oversized input), then the shared input detectors."""
+    config = config or GuardConfig()
+    chars = sum(len(t) for t in texts)
+    if chars > config.max_input_chars:
+        size = Detection("size", True, float(chars), f"{chars} characters; the limit is {config.max_input_chars}")
+        return InputVerdict([size], ["size"] if "size" in config.block_kinds else [])
+    if size_only:
+        return InputVerdict([], [])
+    detections = [d for found in scan_inputs(texts, config.detectors) for d in found] if texts else []
+    kinds = list(dict.fromkeys(d.kind for d in detections))
+    return InputVerdict(detections, [k for k in kinds if k in config.block_kinds])
+
+
+def guard_output(text: str, config: GuardConfig | None = None) -> tuple[str, list[str]]:
+    """(the text made safe, the kinds found): PII redacted to [KIND], then HTML escaped if it holds a tag."""
+    config = config or GuardConfig()
+    kinds = []
+    if config.redact_pii and find_pii(text):
+        text = redact(text)
+        kinds.append("pii")
+    if config.escape_html and detect_html(text).flagged:
+        text = html.escape(text, quote=False)
+        kinds.append("html")
+    return text, kinds
+
+
+def blocked_body(path: str, request: Any, kinds: list[str], config: GuardConfig) -> tuple[int, dict[str, Any]]:
+    """(status, JSON body) of a blocked request, in OpenAI's shape (see the module docstring)."""
+    import time
+    import uuid
+
+    reason = f"the request was blocked by the input guard ({', '.join(kinds)})"
+    if config.block_status == 400:
+        return 400, {"error": {"message": reason, "type": "invalid_request_error", "param": "messages",
+                               "code": "content_filter"}}
+    model = request.get("model") if isinstance(request, dict) else None
+    guard = {"blocked": True, "kinds": kinds, "message": reason}
+    if path.endswith("/chat/completions"):
+        return 200, {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                     "model": model or "guarded", "llmops_guard": guard,
+                     "choices": [{"index": 0, "finish_reason": "content_filter", "logprobs": None,
+                                  "message": {"role": "assistant", "content": config.refusal}}],
+                     "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+    return 200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                 "model": model or "guarded", "llmops_guard": guard,
+                 "choices": [{"index": 0, "text": config.refusal, "finish_reason": "content_filter", "logprobs": None}],
+                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+
+
+def _sse_from(body: dict[str, Any]) -> bytes:
+    """A blocked completion as a one-chunk SSE stream, for requests that asked for "stream": true."""
+    choice = body["choices"][0]
+    if body["object"] == "chat.completion":
+        chunk = {**body, "object": "chat.completion.chunk",
+                 "choices": [{"index": 0, "delta": choice["message"], "finish_reason": "content_filter"}]}
+    else:
+        chunk = body
+    return f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+
+
+class StreamGuard:
+    """Output guard of one streamed choice: feed deltas, get safe text now, flush the rest at the end."""
+
+    def __init__(self, config: GuardConfig) -> None:
+        self.config, self.pending, self.kinds = config, "", set()
+
+    def _safe(self, text: str) -> str:
+        if self.config.redact_pii and find_pii(text):
+            text = redact(text)
+            self.kinds.add("pii")
+        if self.config.escape_html and ("<" in text or ">" in text):
+            # Escaping each delta is exact: it is a per-character substitution.
+            self.kinds.add("html")
+            text = html.escape(text, quote=False)
+        return text
+
+    def feed(self, delta: str) -> str:
+        if not self.config.redact_pii:
+            return self._safe(delta)
+        self.pending += delta
+        cut = max(0, len(self.pending) - self.config.stream_holdback)
+        for m in find_pii(self.pending):  # never cut through a match: hold it back whole
+            if m.start < cut < m.end:
+                cut = m.start
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return self._safe(out)
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return self._safe(out)
+
+
+# ---------------------------------------------------------------- metrics and middleware
+
+
+class GuardMetrics:
+    """`llmops_guard_flags_total{direction,kind}` in the given registry (the app's own, so /metrics shows it)."""
+
+    def __init__(self, registry: Any = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.flags = Counter("llmops_guard_flags", "Requests (input) or responses (output) flagged by a guard",
+                             ["direction", "kind"], registry=self.registry)
+
+    def count(self, direction: str, kinds: list[str]) -> None:
+        for kind in kinds:
+            self.flags.labels(direction, kind).inc()
+
+
+Send = Callable[[dict[str, Any]], Any]
+
+
+class GuardMiddleware:
+    """ASGI middleware: input guards before the app sees a completion request, output guards on its answer."""
+
+    def __init__(self, app: Any, config: GuardConfig | None = None, registry: Any = None,
+                 metrics: GuardMetrics | None = None) -> None:
+        self.app, self.config = app, config or GuardConfig()
+        self.metrics = metrics or GuardMetrics(registry)
+
+    async def __call__(self, scope: dict, receive: Any, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope["path"] not in GUARDED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        try:
+            request = json.loads(raw)
+        except ValueError:
+            request = None  # not JSON: the app answers 400 in its own words
+        if isinstance(request, dict):
+            from starlette.concurrency import run_in_threadpool
+
+            # The detectors are CPU work (an embedding per text): off the event loop.
+            size_only = scope["path"] == "/v1/completions" and self.config.raw_completions == "size_only"
+            verdict = await run_in_threadpool(lambda: check_request(request_texts(request), self.config,
+                                                                    size_only=size_only))
+            flagged = list(dict.fromkeys(d.kind for d in verdict.detections))
+            self.metrics.count("input", flagged)
+            if verdict.blocked:
+                await self._send_blocked(scope, send, request, verdict.blocked_by)
+                return
+        await self.app(scope, replay, self._output_guard(send))
+
+    async def _send_blocked(self, scope: dict, send: Send, request: dict, kinds: list[str]) -> None:
+        status, body = blocked_body(scope["path"], request, kinds, self.config)
+        stream = status == 200 and bool(request.get("stream"))
+        data = _sse_from(body) if stream else json.dumps(body).encode()
+        media = b"text/event-stream" if stream else b"application/json"
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", media), (b"content-length", str(len(data)).encode()),
+                                (GUARD_HEADER.encode(), f"input:{','.join(kinds)}".encode())]})
+        await send({"type": "http.response.body", "body": data, "more_body": False})
+
+    def _output_guard(self, send: Send) -> Send:
+        config, metrics = self.config, self.metrics
+        state: dict[str, Any] = {"mode": None, "start": None, "body": b"", "buf": b"", "guards": {}}
+
+        def edit_choices(payload: dict[str, Any], stream: bool) -> list[str]:
+            kinds: list[str] = []
+            for choice in payload.get("choices") or []:
+                if not isinstance(choice, dict):
+                    continue
+                holder, key = ((choice.get("delta") or {}), "content") if stream and "delta" in choice else (
+                    (choice.get("message") or {}), "content") if "message" in choice else (choice, "text")
+                text = holder.get(key)
+                if stream:
+                    guard = state["guards"].setdefault(choice.get("index", 0), StreamGuard(config))
+                    safe = guard.feed(text) if isinstance(text, str) else ""
+                    if choice.get("finish_reason") is not None:
+                        safe += guard.flush()
+                    if isinstance(text, str) or safe:
+                        holder[key] = safe
+                        if "delta" in choice:
+                            choice["delta"] = holder
+                elif isinstance(text, str):
+                    holder[key], found = guard_output(text, config)
+                    kinds += found
+            return kinds
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                ctype = headers.get(b"content-type", b"").decode()
+                ok = message["status"] == 200
+                state["mode"] = ("json" if ok and ctype.startswith("application/json") else
+                                 "sse" if ok and ctype.startswith("text/event-stream") else "pass")
+                if state["mode"] != "json":
+                    await send(message)
+                else:
+                    state["start"] = message  # sent with the rewritten body and its new length
+                return
+            if message["type"] != "http.response.body" or state["mode"] == "pass":
+                await send(message)
+                return
+            more = message.get("more_body", False)
+            if state["mode"] == "json":
+                state["body"] += message.get("body", b"")
+                if more:
+                    return
+                data, kinds = state["body"], []
+                try:
+                    payload = json.loads(data)
+                    kinds = edit_choices(payload, stream=False)
+                    if kinds:
+                        data = json.dumps(payload).encode()
+                except ValueError:
+                    pass
+                metrics.count("output", kinds)
+                start = state["start"]
+                headers = [(k, v) for k, v in start.get("headers") or [] if k.lower() != b"content-length"]
+                headers.append((b"content-length", str(len(data)).encode()))
+                if kinds:
+                    headers.append((GUARD_HEADER.encode(), f"output:{','.join(kinds)}".encode()))
+                await send({**start, "headers": headers})
+                await send({"type": "http.response.body", "body": data, "more_body": False})
+                return
+            # SSE: rewrite whole events ("data: ...\n\n"); a partial event waits for its end.
+            state["buf"] += message.get("body", b"")
+            *events, state["buf"] = state["buf"].split(b"\n\n")
+            out = []
+            for event in events:
+                line = event.decode("utf-8", "replace")
+                if line.startswith("data: ") and line[6:].strip() != "[DONE]":
+                    try:
+                        payload = json.loads(line[6:])
+                        edit_choices(payload, stream=True)
+                        line = "data: " + json.dumps(payload, ensure_ascii=False)
+                    except ValueError:
+                        pass
+                out.append(line.encode() + b"\n\n")
+            if not more:
+                out.append(state["buf"])
+                kinds = sorted({k for g in state["guards"].values() for k in g.kinds})
+                metrics.count("output", kinds)
+            await send({"type": "http.response.body", "body": b"".join(out), "more_body": more})
+
+        return guarded_send

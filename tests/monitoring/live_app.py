@@ -1,0 +1,65 @@
+"""A real worker app (serving/app.py, micro model, torch) with the feedback and chat routers and the
+profile middleware mounted, served by uvicorn on loopback in a thread: what the lead wires into
+create_app, assembled here so the monitoring, feedback and browser tests exercise the real thing."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+@dataclass
+class LiveApp:
+    url: str
+    home: Path
+    writer: object  # ProfileWriter
+    store: object  # FeedbackStore
+    user_key: str
+    developer_key: str
+
+
+@contextlib.contextmanager
+def live_app(model_dir: Path, home: Path, *, window_minutes: int = 60) -> Iterator[LiveApp]:
+    import uvicorn
+
+    from governance.apikeys import KeyStore
+    from serving.app import ServeLimits, create_app, free_port
+    from serving.feedback import FeedbackStore, chat_router, feedback_router
+    from serving.monitoring.profiles import ChatProfileMiddleware, ProfileWriter
+
+    keystore = KeyStore(home / "apikeys.json")
+    user_key, _ = keystore.create("user", "chat-page-test")
+    developer_key, _ = keystore.create("developer", "dev")
+    store = FeedbackStore(home / "feedback" / "feedback.jsonl")
+    writer = ProfileWriter(home, window_minutes=window_minutes, background=False)
+    app = create_app(model_dir, backend="torch", threads=1, model_id="micro-v1",
+                     limits=ServeLimits(max_tokens_cap=64), operate=False)
+    app.include_router(feedback_router(store, keystore))
+    app.include_router(chat_router())
+    app.add_middleware(ChatProfileMiddleware, writer=writer)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test app did not start")
+        time.sleep(0.05)
+    try:
+        yield LiveApp(url, home, writer, store, user_key, developer_key)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,191 @@
+"""POST /v1/feedback (role-checked, capped, append-only store) and `llmops feedback export` (rated
+answers -> a dataset folder that passes the data checks; PII and eval-overlap rows held back).
+
+    .venv/bin/pytest tests/serving/test_feedback.py -q
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from governance.apikeys import KeyStore
+from serving.feedback import FeedbackStore, chat_router, feedback_router
+from serving.feedback_export import export_feedback
+
+GOOD = {"prompt": "What is a lambda?", "response": "A small anonymous function.", "rating": "up",
+        "model": "v3", "colour": "blue"}
+
+
+@pytest.fixture
+def api(tmp_path: Path):
+    keys = KeyStore(tmp_path / "apikeys.json")
+    user, _ = keys.create("user", "app")
+    store = FeedbackStore(tmp_path / "feedback" / "feedback.jsonl")
+    app = FastAPI()
+    app.include_router(feedback_router(store, keys))
+    app.include_router(chat_router())
+    with TestClient(app) as client:
+        yield client, store, keys, user
+
+
+def test_feedback_is_stored_with_who_and_what(api) -> None:
+    client, store, keys, user = api
+    r = client.post("/v1/feedback", json={**GOOD, "comment": "clear"}, headers={"Authorization": f"Bearer {user}"})
+    assert r.status_code == 201, r.text
+    (entry,) = list(store.read())
+    assert entry["id"] == r.json()["id"] and entry["rating"] == "up" and entry["colour"] == "blue"
+    assert entry["key_id"] == user.split("_")[1] and entry["actor"] == "app" and entry["comment"] == "clear"
+    assert oct(store.path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_feedback_needs_a_key_and_the_permission(api, tmp_path: Path) -> None:
+    from governance.policy import load_policy
+
+    client, store, keys, user = api
+    assert client.post("/v1/feedback", json=GOOD).status_code == 401
+    assert client.post("/v1/feedback", json=GOOD, headers={"Authorization": "Bearer llm_000000000000_nope"
+                                                           + "x" * 30}).status_code == 401
+    # a policy where `user` lacks `feedback` refuses the same key with 403
+    policy = load_policy()
+    policy.roles["user"].permissions.remove("feedback")
+    app = FastAPI()
+    app.include_router(feedback_router(store, keys, policy))
+    with TestClient(app) as strict:
+        assert strict.post("/v1/feedback", json=GOOD, headers={"Authorization": f"Bearer {user}"}).status_code == 403
+    revoked = keys.revoke(user.split("_")[1])
+    assert revoked.revoked
+    assert client.post("/v1/feedback", json=GOOD, headers={"Authorization": f"Bearer {user}"}).status_code == 401
+    assert list(store.read()) == []
+
+
+@pytest.mark.parametrize("change", [{"rating": "meh"}, {"prompt": ""}, {"prompt": "x" * 16_001},
+                                    {"response": "y" * 20_001}, {"comment": "z" * 2_001}, {"colour": "red"},
+                                    {"extra": 1}, {"model": 3}])
+def test_bad_bodies_are_refused(api, change: dict) -> None:
+    client, store, _, user = api
+    r = client.post("/v1/feedback", json={**GOOD, **change}, headers={"Authorization": f"Bearer {user}"})
+    assert r.status_code == 422
+    assert list(store.read()) == []
+
+
+def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "f.jsonl")
+    big = "word " * 4000  # 20 kB lines: larger than a pipe buffer, so O_APPEND alone is not the guarantee
+
+    def writer(n: int) -> None:
+        for i in range(25):
+            store.append({"id": f"{n}-{i}", "prompt": big, "response": "r", "rating": "up"})
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = store.path.read_text().splitlines()
+    assert len(lines) == 100 and all(json.loads(line)["prompt"] == big for line in lines)
+
+
+def test_chat_page_is_served_with_a_strict_csp(api) -> None:
+    client = api[0]
+    page = client.get("/chat")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert '<script src="/chat/chat.js"' in page.text
+    js = client.get("/chat/chat.js").text
+    assert "getReader()" in js and "/v1/feedback" in js
+    assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", js)  # textContent only
+    assert client.get("/chat/index.html").status_code == 404  # an allowlist, not a folder
+    assert client.get("/chat/..%2Ffeedback.py").status_code == 404
+
+
+# ---- export -------------------------------------------------------------------------------------
+def _entry(i: int, prompt: str, response: str, rating: str = "up") -> dict:
+    return {"id": f"{i:032x}", "created": "2026-11-22T10:00:00+00:00", "prompt": prompt, "response": response,
+            "rating": rating, "model": "v3", "colour": "green", "comment": None}
+
+
+def _datasets(tmp_path: Path, repo_root: Path) -> Path:
+    """A datasets/ folder holding the real python-faq dataset (its eval file is the overlap reference)."""
+    import shutil
+
+    out = tmp_path / "datasets"
+    shutil.copytree(repo_root / "datasets" / "python-faq", out / "python-faq")
+    return out
+
+
+def test_export_writes_rows_that_pass_the_data_checks(tmp_path: Path, repo_root: Path) -> None:
+    from governance.datacheck import check_dataset
+
+    datasets = _datasets(tmp_path, repo_root)
+    eval_q = json.loads((datasets / "python-faq/eval.jsonl").open().readline())
+    entries = [
+        _entry(1, "How do I reverse a list in Python?", "Use reversed(xs) or xs[::-1] for a reversed copy."),
+        _entry(2, "What does the with statement do?", "It runs a context manager's enter and exit code."),
+        _entry(3, "Email me at jane.doe@gmail.com about decorators", "Decorators wrap functions."),  # PII
+        _entry(4, eval_q["question"], eval_q["answer"]),  # would leak an eval row into training
+        _entry(5, "Why is my loop slow?", "Because.", rating="down"),
+        _entry(6, "Call 415-555-0142 please", "No.", rating="down"),  # PII in a review item
+    ]
+    result = export_feedback(entries, datasets, today=dt.date(2026, 11, 22))
+    folder = datasets / "feedback-2026-11-22"
+    assert result.folder == folder and result.report.passed
+    rows = [json.loads(line) for line in (folder / "train.jsonl").open()]
+    assert [r["source"] for r in rows] == [f"feedback:{1:032x}", f"feedback:{2:032x}"]
+    held = dict(result.rejected)
+    assert set(held) == {f"{3:032x}", f"{4:032x}"}
+    assert any("email" in f.message for f in held[f"{3:032x}"])
+    assert any("overlap" in f.message for f in held[f"{4:032x}"])
+    # the gate's own check on the written folder passes (card sha256 included)
+    assert all(c.passed for c in check_dataset(folder)), [c for c in check_dataset(folder) if not c.passed]
+    review = [json.loads(line) for line in (folder / "review/review.jsonl").open()]
+    assert {r["feedback_id"] for r in review} == {f"{i:032x}" for i in (3, 4, 5, 6)}
+    text = (folder / "review/review.jsonl").read_text()
+    assert "jane.doe@gmail.com" not in text and "415-555-0142" not in text
+    # running it again proposes nothing twice
+    again = export_feedback(entries, datasets, today=dt.date(2026, 11, 23))
+    assert again.folder is None and again.skipped == len(entries)
+
+
+def test_the_checks_would_really_fail_an_unscreened_pii_row(tmp_path: Path, repo_root: Path) -> None:
+    """The screen is the data gate's check: the same row written unscreened fails check_dataset."""
+    from governance.datacheck import check_dataset
+    from serving import feedback_export
+
+    datasets = _datasets(tmp_path, repo_root)
+    entries = [_entry(1, "Email me at jane.doe@gmail.com about decorators", "Decorators wrap functions.")]
+    original = feedback_export.screen_rows
+    try:
+        feedback_export.screen_rows = lambda rows, d: {}
+        result = export_feedback(entries, datasets, today=dt.date(2026, 11, 22))
+    finally:
+        feedback_export.screen_rows = original
+    assert result.folder is None and not result.report.passed  # the final check caught it, nothing left
+    assert not (datasets / "feedback-2026-11-22").exists()
+    failed = [c.name for c in result.report.checks if not c.passed]
+    assert failed == ["data:feedback-2026-11-22:pii"]
+    assert check_dataset(datasets / "python-faq")  # the real dataset is untouched
+
+
+def test_export_cli(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.cli import COMMANDS, main
+
+    monkeypatch.setitem(COMMANDS, "feedback", "llmops.cli.feedback:feedback")  # until the lead registers it
+    datasets = _datasets(tmp_path, repo_root)
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    monkeypatch.setenv("LLMOPS_ROOT", str(tmp_path))
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
+    store = FeedbackStore(tmp_path / "home" / "feedback" / "feedback.jsonl")
+    store.append(_entry(1, "How do I reverse a list in Python?", "Use reversed(xs)."))
+    assert main(["feedback", "list"]) == 0
+    assert main(["feedback", "export", "--name", "feedback-test", "--out", str(tmp_path / "rep")]) == 0
+    assert (datasets / "feedback-test" / "README.md").is_file()
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["verdict"] == "pass"
