@@ -77,13 +77,12 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
         raise InputError("no trained model in the pipeline folder", file=str(run_dir))
     train_metrics = json.loads((run_dir / "metrics.json").read_text())
     candidate = {k: v for k, v in train_metrics.items() if isinstance(v, int | float)}
-    eval_path = pipeline_dir / "evaluate" / "report.json"
-    if eval_path.is_file():
-        candidate.update({n: m.head for n, m in Report.load(eval_path).metrics.items() if m.head is not None})
-    safety_path = pipeline_dir / "safety" / "report.json"
-    if safety_path.is_file():
-        candidate.update({f"safety.{n}": m.head for n, m in Report.load(safety_path).metrics.items()
-                          if m.head is not None})
+    for name, stage in spec.stages.items():  # every gate report's metrics, namespaced on a clash
+        path = pipeline_dir / name / (stage.report or "")
+        if stage.report and name != "register" and path.is_file():
+            for metric, m in Report.load(path).metrics.items():
+                if m.head is not None:
+                    candidate[metric if metric not in candidate else f"{name}.{metric}"] = m.head
 
     reg = Registry(settings.registry_dir)
     production = reg.aliases().get("production")
