@@ -45,8 +45,9 @@ def export(model_dir: Path, out_dir: Path, dtypes: str, prompts_from: Path | Non
 
 
 @click.command()
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
-              help="Export folder (serves fp32/ unless --variant), a folder with model.onnx, or an HF folder for torch.")
+@click.option("--model", "model_dir", default=None, type=click.Path(path_type=Path),
+              help="Export folder (serves fp32/ unless --variant), a folder with model.onnx, or an HF folder for torch. "
+                   "Without it: the blue/green gateway and its two worker processes (as `llmops gateway run`).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True)
@@ -55,9 +56,15 @@ def export(model_dir: Path, out_dir: Path, dtypes: str, prompts_from: Path | Non
               help="Prompt id or file for chat requests (default: MODEL/prompt.yaml, else prompts/answer.yaml).")
 @click.option("--model-id", default=None, help="Name shown by /v1/models (default: the model folder's name).")
 @click.option("--threads", default=None, type=int, help="ORT intra-op / torch threads (default: all cores).")
-def serve(model_dir: Path, host: str, port: int, backend: str, variant: str | None, prompt_ref: str | None,
+def serve(model_dir: Path | None, host: str, port: int, backend: str, variant: str | None, prompt_ref: str | None,
           model_id: str | None, threads: int | None) -> None:
-    """Serve MODEL over an OpenAI-compatible HTTP API with uvicorn (one process)."""
+    """Serve MODEL over an OpenAI-compatible HTTP API with uvicorn (one process), or, without --model,
+    the blue/green topology: a gateway that routes /v1/* by weight to a blue and a green worker."""
+    if model_dir is None:
+        from serving.gateway import GatewayOptions, run_gateway
+
+        run_gateway(options=GatewayOptions(host=host, port=port, worker_threads=threads))
+        return
     import uvicorn
 
     from serving.app import create_app, default_model_id
