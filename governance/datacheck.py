@@ -274,6 +274,16 @@ def check_overlap(files: list[DataFile]) -> list[Finding]:
     return findings
 
 
+def _license_findings(dataset_dir: Path, root: Path | None) -> list[Finding]:
+    from governance.licenses import check_dataset_license
+
+    findings = check_dataset_license(dataset_dir)
+    for f in findings:
+        if f.file:
+            f.file = _display(Path(f.file), root)
+    return findings
+
+
 def check_dataset(path: Path | str, *, root: Path | None = None) -> list[Check]:
     """Run every data check on one dataset folder. Check names are `data:<name>:<check>`."""
     dataset_dir = Path(path)
@@ -289,6 +299,7 @@ def check_dataset(path: Path | str, *, root: Path | None = None) -> list[Check]:
         ("duplicates", check_duplicates(files), f"exact and near (Jaccard >= {NEAR_DUPLICATE_JACCARD})"),
         ("pii", check_pii(files), "email, phone, credit card, IBAN, API key, IP in " + "/".join(TEXT_FIELDS)),
         ("overlap", check_overlap(files), "train vs held-out files, exact and near"),
+        ("license", _license_findings(dataset_dir, root), "card licence against governance/licenses.yaml"),
     ]
     checks = []
     for check_name, findings, summary in runs:

@@ -63,7 +63,9 @@ def bootstrap(cfg: BootstrapConfig, train_jsonl: Path, store: Path, *, force: bo
     key = cache_key(cfg, texts)
     target = Path(store) / f"default-{key}"
     if (target / "bootstrap.json").is_file() and not force:
-        return BootstrapResult(target, key, True, json.loads((target / "bootstrap.json").read_text()))
+        info = json.loads((target / "bootstrap.json").read_text())
+        write_model_card(target, info)
+        return BootstrapResult(target, key, True, info)
     if target.exists():
         import shutil
 
@@ -72,7 +74,24 @@ def bootstrap(cfg: BootstrapConfig, train_jsonl: Path, store: Path, *, force: bo
         info = pretrain(cfg, texts, tmp, progress=progress)
         info["key"] = key
         (tmp / "bootstrap.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        write_model_card(tmp, info)
     return BootstrapResult(target, key, False, info)
+
+
+def write_model_card(folder: Path, info: dict) -> None:
+    """A Hugging Face model card (README.md with YAML front matter) so the licence check can read it."""
+    if (folder / "README.md").is_file():
+        return
+    cfg = info.get("config", {})
+    (folder / "README.md").write_text(
+        "---\nlicense: PSF-2.0\nlibrary_name: transformers\npipeline_tag: text-generation\n"
+        "tags: [llama, offline, llmops-default]\n---\n\n"
+        f"# llmops default base model ({info.get('key', '')})\n\n"
+        f"A {info.get('parameters', 0):,}-parameter Llama-architecture causal LM pre-trained from a seeded init "
+        f"for {cfg.get('max_steps')} steps on Python's own reference text (`pydoc_data.topics`) and the "
+        "Python FAQ training split, with a byte-level BPE tokenizer trained on the same text. Built by "
+        "`llmops model bootstrap`; PSF licence, like its training text. It is a test-scale model: it "
+        "does not follow instructions reliably.\n")
 
 
 def pretrain(cfg: BootstrapConfig, texts: list[str], out: Path, *, progress: bool = True) -> dict:

@@ -62,9 +62,6 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(5, ge=1, description="Steps between loss logs (the loss curve).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default.")
-    license_allowlist: list[str] = Field(default_factory=lambda: ["PSF-2.0", "Apache-2.0", "MIT", "CC-BY-4.0",
-                                                                    "CC-BY-SA-4.0", "BSD-3-Clause"],
-                                         description="SPDX licences a dataset or base model may carry.")
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig,
                                        description="The offline default base model (used when base_model is local:default).")
 

@@ -106,18 +106,19 @@ def plot_loss_curve(log_history: list[dict[str, Any]], out_png: Path) -> None:
     plt.close(fig)
 
 
-def check_licenses(cfg: TrainConfig, settings: Settings, base_info: dict[str, Any]) -> str:
+def check_licenses(cfg: TrainConfig, settings: Settings, base_path: str) -> str:
+    """The dataset's and the base model's licences against governance/licenses.yaml (the one allowlist)."""
+    from governance.licenses import check_dataset_license, check_model_license
     from llmops.dataset import load_card
 
-    card = load_card(settings.root / cfg.dataset)
-    if card.license not in cfg.license_allowlist:
-        raise InputError(f"dataset licence {card.license!r} is not in license_allowlist {cfg.license_allowlist}",
-                         file=str(settings.root / cfg.dataset / "README.md"), field="license")
-    base_license = base_info.get("license")
-    if base_license is not None and base_license not in cfg.license_allowlist:
-        raise InputError(f"base model licence {base_license!r} is not in license_allowlist",
-                         field="base_model")
-    return card.license
+    dataset_dir = settings.root / cfg.dataset
+    findings = check_dataset_license(dataset_dir)
+    if Path(base_path).is_dir():
+        findings += check_model_license(base_path)
+    if findings:
+        f = findings[0]
+        raise InputError(f.message, file=f.file, line=f.line, field=f.field)
+    return load_card(dataset_dir).license
 
 
 def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path | None = None,
@@ -138,7 +139,7 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
     dataset_dir = settings.root / cfg.dataset
     prompt = load_prompt(cfg.prompt, settings.prompts_dir)
     base_path, base_info = resolve_base_model(cfg, settings, progress=progress)
-    dataset_license = check_licenses(cfg, settings, base_info)
+    dataset_license = check_licenses(cfg, settings, base_path)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)

@@ -48,4 +48,6 @@ def build_micro_model(out_dir: str | Path, *, vocab_size: int = 512, hidden: int
         model.eval()
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
+    (out / "README.md").write_text("---\nlicense: PSF-2.0\n---\n\n# micro test model\n\nRandom init plus a few "
+                                   "steps on Python's reference text (pydoc_data.topics, PSF licence).\n")
     return out

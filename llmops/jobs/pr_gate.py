@@ -165,11 +165,6 @@ def static_checks(settings: Settings, changes: Changes, report: Report) -> None:
             report.checks.extend(check_dataset(folder))
         except InputError as exc:  # unreadable data fails the gate with the reason, not the run
             report.add_check(f"data:{name}", [Finding(str(exc), file=exc.file, line=exc.line, field=exc.field)])
-        try:
-            from governance.licenses import check_dataset_license
-        except ImportError:
-            continue
-        report.add_check(f"data:{name}:license", check_dataset_license(folder))
     prompt_files = sorted(settings.prompts_dir.glob("*.yaml"))
     counter = find_token_counter(None)
     findings = lint_prompts(prompt_files, counter, default_context_length())

@@ -65,7 +65,7 @@ def test_a_clean_dataset_passes_every_check(tmp_path: Path, rows) -> None:
     folder = write_dataset(tmp_path, *rows)
     checks = check_dataset(folder, root=tmp_path)
     assert [c.name for c in checks] == [f"data:demo:{n}" for n in ("schema", "sha256", "duplicates", "pii",
-                                                                  "overlap")]
+                                                                  "overlap", "license")]
     assert all(c.passed and not c.findings for c in checks)
 
 
@@ -225,7 +225,7 @@ def test_cli_passes_a_clean_dataset_and_writes_the_report(repo: Path, rows, caps
     out = capsys.readouterr().out
     assert "PASS data:demo:pii" in out and "data check: PASS" in out
     report = Report.load(repo / ".llmops" / "reports" / "data-check" / "report.json")
-    assert report.kind == "data-check" and report.verdict == "pass" and len(report.checks) == 5
+    assert report.kind == "data-check" and report.verdict == "pass" and len(report.checks) == 6
     assert (repo / ".llmops" / "reports" / "data-check" / "report.md").is_file()
 
 
@@ -257,3 +257,12 @@ def test_cli_exits_2_on_bad_json_missing_card_or_unknown_dataset(repo: Path, row
 
 def test_cli_without_datasets_is_an_input_error(repo: Path) -> None:
     assert main(["data", "check"]) == 2
+
+
+def test_a_dataset_with_a_non_commercial_licence_fails(tmp_path: Path, rows) -> None:
+    folder = write_dataset(tmp_path, *rows)
+    card = folder / "README.md"
+    card.write_text(card.read_text().replace("license: MIT", "license: CC-BY-NC-4.0", 1))
+    [check] = [c for c in check_dataset(folder, root=tmp_path) if c.name.endswith(":license")]
+    assert not check.passed and check.findings[0].field == "license"
+    assert check.findings[0].file.endswith("README.md")
