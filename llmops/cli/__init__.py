@@ -61,6 +61,9 @@ COMMANDS = {
     "feedback": "llmops.cli.feedback:feedback",
     "safety": "llmops.cli.safety:safety",
     "deepeval-suite": "llmops.cli.deepeval_cmd:deepeval_suite",
+    "card": "llmops.cli.cards:card",
+    "compare": "llmops.cli.cards:compare",
+    "publish": "llmops.cli.cards:publish",
 }
 
 

@@ -53,3 +53,14 @@ def gate_bench() -> None:
                f"| unchanged re-run (cached) | {result['cached']} | ≤ 10 |\n")
     click.echo(f"model under test: {result['model']} (ready in {result['model_ready_s']} s, built once and cached); "
                f"{result['cases']} cases + {result['rows']} rows; {os.cpu_count()} CPUs")
+
+
+def _register_gateway_benches() -> None:
+    """`llmops bench gateway` and `llmops bench rollback` are the gateway group's benches, under bench too."""
+    from llmops.cli.release import gateway_bench, gateway_bench_rollback
+
+    bench.add_command(gateway_bench, "gateway")
+    bench.add_command(gateway_bench_rollback, "rollback")
+
+
+_register_gateway_benches()

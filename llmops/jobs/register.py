@@ -117,6 +117,9 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
         audit_event("registry.register", target=f"version {mv.version}",
                     details={"alias": "candidate", "git": lineage["git"], "neutral": neutral}, settings=settings)
         report.info["registered"] = mv.version
+        from governance.cards import write_cards
+
+        report.info["cards"] = [str(p) for p in write_cards(reg, mv.version, repo_root=settings.root)]
     report.write(out_dir)
     if not report.passed:
         why = [f"{c.name}: {f.message}" for c in report.checks for f in c.findings if f.severity == "error"]

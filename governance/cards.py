@@ -1,0 +1,96 @@
+"""Hugging Face model and dataset cards for a registered version, from its lineage record.
+
+    llmops card VERSION [--out DIR]
+
+The model card is a README.md with YAML front matter (licence, base_model, datasets, tags, and
+metrics in model-index form) and sections for intended use, limitations, training data, evaluation
+and safety results. The dataset card is the dataset's own README.md, copied. Both are written under
+the registry's per-version reports folder (`registry/reports/<n>/card/`), since a version's files
+are immutable once registered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SAFETY_PREFIXES = ("safety.", "block_rate", "false_alarm")
+
+
+def model_index(name: str, metrics: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
+    results = [{"type": key, "value": round(float(value), 4), "name": key}
+               for key, value in sorted(metrics.items()) if isinstance(value, int | float) and not isinstance(value, bool)]
+    return [{"name": name, "results": [{"task": {"type": "text-generation", "name": "Question answering"},
+                                        "dataset": {"type": dataset, "name": dataset, "split": "eval"},
+                                        "metrics": results}]}]
+
+
+def render_model_card(version: str, lineage: dict[str, Any], repo_id: str | None = None) -> str:
+    datasets = lineage.get("datasets", [])
+    dataset_id = datasets[0]["id"] if datasets else "unknown"
+    licence = datasets[0].get("license", "other") if datasets else "other"
+    base = lineage.get("base_model", {})
+    metrics = lineage.get("metrics", {})
+    headline = {k: v for k, v in metrics.items() if k.startswith(("dataset.", "pass_rate.", "deepeval.", "perplexity",
+                                                                  "eval_loss")) or k.startswith(SAFETY_PREFIXES)}
+    front = {
+        "license": licence,
+        "base_model": base.get("id", "unknown"),
+        "datasets": [d["id"] for d in datasets],
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": ["llmops", "lora", "onnx"],
+        "model-index": model_index(repo_id or f"llmops-{version}", headline, dataset_id),
+    }
+    safety = {k: v for k, v in metrics.items() if k.startswith(SAFETY_PREFIXES)}
+    git = lineage.get("git", {})
+    lines = [
+        "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
+        f"# llmops model, registry version {version}", "",
+        f"LoRA fine-tune of `{base.get('id', 'unknown')}` on `{dataset_id}` in the instruction format of "
+        f"prompt(s) {', '.join(f'`{p}`' for p in lineage.get('prompts', {}))}; exported to ONNX (fp32, int8).",
+        "", "## Intended use", "",
+        "Answering questions about the Python programming language, served behind the project's guards "
+        "(injection, PII, toxicity, HTML). Out-of-scope and harmful requests should be refused.",
+        "", "## Limitations", "",
+        "Trained on a small FAQ corpus; answers can be wrong or off-topic. The default base model is a "
+        "test-scale model built offline: it is a pipeline check, not an assistant. int8 greedy outputs "
+        "can differ from fp32.",
+        "", "## Training data", "",
+    ]
+    for d in datasets:
+        lines.append(f"- `{d['id']}` ({d.get('license')}): " + ", ".join(f"{n} sha256 `{s[:12]}…`"
+                                                                         for n, s in d.get("files", {}).items()))
+    lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in sorted(headline.items()) if isinstance(v, int | float)]
+    lines += ["", "## Safety results", ""]
+    if safety:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in sorted(safety.items())]
+    else:
+        lines.append("No safety suite ran for this version (registered by the main job, not the merge pipeline).")
+    lines += ["", "## Lineage", "",
+              f"git `{git.get('sha')}` (dirty: {git.get('dirty')}), gates: {', '.join(lineage.get('gates', {}))}, "
+              f"registered {lineage.get('registered_at')}.", ""]
+    return "\n".join(lines)
+
+
+def write_cards(registry: Any, ref: str, out_dir: Path | None = None, repo_root: Path | None = None) -> list[Path]:
+    """Write README.md (model card) and dataset-<name>.md (dataset cards) for version `ref`."""
+    import shutil
+    import tempfile
+
+    mv = registry.get(ref)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "README.md").write_text(render_model_card(mv.version, mv.lineage))
+        for d in mv.lineage.get("datasets", []):
+            src = (repo_root or Path.cwd()) / d["id"] / "README.md"
+            if src.is_file():
+                shutil.copyfile(src, folder / f"dataset-{Path(d['id']).name}.md")
+        target = registry.attach_report(mv.version, "card", folder)
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            shutil.copytree(folder, out_dir, dirs_exist_ok=True)
+    return sorted(target.iterdir())
