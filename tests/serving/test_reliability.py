@@ -108,6 +108,28 @@ def test_release_whose_version_errors_is_rolled_back_without_client_failures(blu
     assert "error rate" in abort["reason"] and abort["details"]["version"] == "3"
 
 
+def test_release_whose_version_is_slow_is_rolled_back_without_client_failures(bluegreen, tmp_path):  # noqa: F811
+    import yaml
+
+    from serving.rollout import ReleaseAborted, load_config, release
+    from tests.serving.bluegreen import FAST_ROLLOUT
+
+    # The same fast rollout with a p95 ceiling the slowed preview cannot meet (it answers in >= 600 ms).
+    config = tmp_path / "rollout.yaml"
+    config.write_text(yaml.safe_dump({**FAST_ROLLOUT, "thresholds": {**FAST_ROLLOUT["thresholds"],
+                                                                      "max_p95_latency_ms": 300}}))
+    fault = f"latency:600ms,after:{_preview_requests_before_bake()}"
+    with TrafficLoop(bluegreen.url, users=2) as load:
+        with pytest.raises(ReleaseAborted, match="p95"):
+            release("3", config=load_config(config), gateway_url=bluegreen.url, fault=fault)
+        aborted = time.monotonic()
+        time.sleep(1)
+    assert load.failed == 0, load.errors[:3]
+    assert load.all_on("blue", aborted) is not None
+    abort = [e for e in audit_actions(bluegreen.home) if e["action"] == "release.abort"][-1]
+    assert "p95" in abort["reason"]
+
+
 def test_killing_the_preview_mid_bake_aborts_without_client_failures(bluegreen):  # noqa: F811
     from serving.rollout import ReleaseAborted, load_config
 
