@@ -17,6 +17,7 @@ deltas. A backend only supplies two model calls, `_prefill` (the whole prompt, e
 
 from __future__ import annotations
 
+import abc
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -95,7 +96,7 @@ class _Row:
     emitted: str = ""  # text already streamed
 
 
-class Generator:
+class Generator(abc.ABC):
     """The shared decode loop. Subclasses implement `_prefill` and `_decode`."""
 
     backend = "abstract"
@@ -118,15 +119,15 @@ class Generator:
         self.lock = threading.Lock()
 
     # ---- backend hooks -------------------------------------------------------------------------
+    @abc.abstractmethod
     def _prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                  position_ids: np.ndarray) -> tuple[np.ndarray, Any]:
         """(batch, seq) int64 each -> last-position logits (batch, vocab) float32 and the cache."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _decode(self, cache: Any, next_ids: np.ndarray, attention_mask: np.ndarray,
                 position_ids: np.ndarray) -> tuple[np.ndarray, Any]:
         """next_ids, position_ids (batch, 1); attention_mask (batch, past + 1)."""
-        raise NotImplementedError
 
     # ---- public API ----------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
