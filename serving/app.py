@@ -44,6 +44,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmops.errors import InputError
+from llmops.processes import stop_process
 from llmops.prompts import Prompt
 from serving.schemas import (
     ChatChoice,
@@ -539,13 +540,7 @@ def running_server(model_dir: str | Path, port: int = 0, backend: str = "onnx", 
             time.sleep(0.1)
         yield base_url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=10)
         log.close()
         with contextlib.suppress(OSError):
             os.unlink(log.name)

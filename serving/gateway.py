@@ -89,6 +89,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmops.errors import InputError
 from llmops.files import atomic_write_json, atomic_write_text
+from llmops.processes import stop_process
 from llmops.settings import Settings
 
 COLOURS = ("blue", "green")
@@ -1115,13 +1116,7 @@ def running_gateway(home: Path, port: int = 0, *, allow_faults: bool = False, wo
             time.sleep(0.1)
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=20)
         log.close()
         with contextlib.suppress(OSError):
             os.unlink(log.name)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from llmops.processes import stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,12 +52,7 @@ def bad_server() -> Iterator[str]:
             time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")
