@@ -70,12 +70,11 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
     echo(f"    eval loss {trained.metrics['eval_loss']}, perplexity {trained.metrics['perplexity']}")
 
     prompt = load_prompt(cfg.prompt, settings.prompts_dir)
-    eval_rows = [json.loads(line) for line in (dataset_dir / "eval.jsonl").read_text().splitlines() if line.strip()]
 
     def export() -> Any:
-        from serving.export import export_model
+        from serving.export import export_model, parity_prompts
 
-        prompts = [prompt.render(question=r["question"]) for r in eval_rows[:16]]
+        prompts = parity_prompts(prompt, dataset_dir / "eval.jsonl", 16)
         return export_model(trained.merged_dir, job.job_dir / "onnx", dtypes=["fp32", "int8"], prompts=prompts)
 
     exported = stage("export ONNX + parity gate", export)  # raises GateFailed below 100% fp32 agreement
@@ -88,7 +87,7 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
     def register() -> str:
         lineage = build_lineage(
             root=settings.root, datasets=[dataset_dir], prompts={prompt.id: prompt.sha256},
-            config=json.loads(json.dumps(cfg.model_dump())), base_model={**base_info, "path": str(base_path)},
+            config=cfg.model_dump(mode="json"), base_model={**base_info, "path": str(base_path)},
             metrics={**trained.metrics, **{f"parity_{k}_pct": v for k, v in exported.agreement.items()}},
             gates={"data-check": "passed", "export-parity": parity},
         )
