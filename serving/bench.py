@@ -97,6 +97,15 @@ def bench_serve(model_dir: str | Path | None = None, *, n_prompts: int = 8, max_
         ("ORT loop fp32", lambda: run_loop(OrtGenerator(export.variants["fp32"], threads=threads))),
         ("ORT loop int8", lambda: run_loop(OrtGenerator(export.variants["int8"], threads=threads))),
     ]
+    if torch.cuda.is_available():
+        # The GPU baseline: the same HF model and greedy decoding on CUDA (fp32, like the others).
+        import copy
+
+        def run_cuda() -> Callable[[], list[list[int]]]:
+            model = copy.deepcopy(torch_gen.model).to("cuda")
+            return run_hf(model, torch_gen.tokenizer)
+
+        backends.append(("torch eager CUDA (HF generate)", run_cuda))
     results: list[BackendResult] = []
     reference: list[list[int]] = []
     load_before = os.getloadavg()[0]  # other processes on the machine skew absolute numbers
@@ -115,11 +124,14 @@ def bench_serve(model_dir: str | Path | None = None, *, n_prompts: int = 8, max_
         "ORT loop int8 / optimum": speed["ORT loop int8"] / speed["optimum ORTModelForCausalLM"],
         "optimum / torch eager": speed["optimum ORTModelForCausalLM"] / speed["torch eager (HF generate)"],
     }
+    if "torch eager CUDA (HF generate)" in speed:
+        ratios["ORT loop fp32 (CPU) / torch eager CUDA"] = speed["ORT loop fp32"] / speed["torch eager CUDA (HF generate)"]
     n_params = sum(p.numel() for p in torch_gen.model.parameters())
     setup = {"model": str(model_dir), "parameters": n_params, "prompts": n_prompts, "batch_size": batch,
              "prompt_tokens_mean": sum(map(len, ids)) / len(ids), "max_new_tokens": max_new_tokens,
              "threads": threads, "repeats": repeats, "cpu": platform.processor() or platform.machine(),
-             "cores": os.cpu_count(), "torch": torch.__version__, "parity_fp32_pct": export.agreement["fp32"],
+             "cores": os.cpu_count(), "torch": torch.__version__,
+             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "parity_fp32_pct": export.agreement["fp32"],
              "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     tmp.cleanup()
     return {"setup": setup, "results": [asdict(r) for r in results], "ratios": ratios}

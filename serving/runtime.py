@@ -463,6 +463,9 @@ def hf_generate(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]],
         ids[i, longest - len(p):] = torch.tensor(list(p))
         mask[i, longest - len(p):] = 1
     eos = None if params.ignore_eos else tokenizer.eos_token_id
+    device = getattr(model, "device", None)
+    if device is not None and str(device) != "cpu":  # e.g. the CUDA baseline of `llmops bench serve`
+        ids, mask = ids.to(device), mask.to(device)
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_new_tokens,
                              do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos,
