@@ -155,10 +155,15 @@ def render_markdown(report: Report, limit: int = GITHUB_COMMENT_LIMIT) -> str:
         f"{len(report.checks) - len(failed_checks)}/{len(report.checks)} checks passed, "
         f"{len(report.cases) - len(failed_cases)}/{len(report.cases)} cases passed."
     )
-    for key in ("model", "endpoint", "base_ref"):
+    for key in ("model", "endpoint", "base_ref", "baseline"):
         if key in report.info:
             lines.append(f"- {key}: `{_md_cell(report.info[key])}`")
     lines.append("")
+    changed = report.info.get("changed") or []
+    if changed:
+        shown = "".join(f"- `{_md_cell(path)}`\n" for path in changed[:50])
+        more = f"- … and {len(changed) - 50} more\n" if len(changed) > 50 else ""
+        lines += [f"<details><summary>Changed files ({len(changed)})</summary>", "", shown + more, "</details>", ""]
     if report.metrics:
         lines += ["| metric | base | head | delta | threshold | |", "|---|---|---|---|---|---|"]
         for name, m in sorted(report.metrics.items()):
