@@ -57,7 +57,7 @@ _SECRET_NAMES = frozenset({"apikey", "xapikey", "secret", "clientsecret", "passw
                            "accesstoken", "refreshtoken", "authtoken", "hftoken", "githubtoken",
                            "bearertoken", "sessiontoken", "idtoken", "privatekey"})
 # Compared in authenticate() when the key_id is unknown, so a miss costs the same as a wrong secret.
-_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+_ABSENT_KEY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
 class AuthenticationError(InputError):
@@ -172,7 +172,7 @@ class KeyStore:
         match = KEY_PATTERN.fullmatch(key)
         record = self._read().get(match.group(1)) if match else None
         # Always one constant-time comparison, whether or not the id exists.
-        ok = hmac.compare_digest(_hash(key), record.sha256 if record else _DUMMY_HASH)
+        ok = hmac.compare_digest(_hash(key), record.sha256 if record else _ABSENT_KEY_HASH)
         if not ok or record is None or record.revoked:
             raise AuthenticationError("invalid or revoked API key")
         return Principal(name=record.name, role=record.role, key_id=record.key_id)

@@ -196,7 +196,7 @@ def _http_error(resp: Any) -> str | None:
 
 
 class ChatUser(FastHttpUser):
-    """One simulated client: asks eval-set questions, with or without streaming."""
+    """One load-test user: asks eval-set questions, with or without streaming."""
 
     wait_time = between(0, THINK_TIME_S) if THINK_TIME_S > 0 else constant(0)
     # The server queues generations; a stuck request must fail, not hold a user for locust's 60 s default.

@@ -25,7 +25,6 @@ import contextlib
 import csv
 import io
 import ipaddress
-import json
 import math
 import os
 import shutil
@@ -204,14 +203,10 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return []
+    from llmops.dataset import read_jsonl  # the project's one JSONL reader: errors name file and line
+
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON ({exc.msg})", file=str(path), line=number) from None
+    for number, row in read_jsonl(path):
         if not isinstance(row, dict) or "task" not in row or "ok" not in row:
             raise InputError("expected an object with 'task' and 'ok'", file=str(path), line=number)
         out.append(row)

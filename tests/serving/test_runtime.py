@@ -51,7 +51,7 @@ def test_stop_strings_cut_text_and_finish(ort_untied):
 def test_eos_ends_generation(ort_untied):
     prompt_ids = ort_untied.encode(PROMPTS[0])
     first = ort_untied.generate_ids([prompt_ids], SamplingParams(max_new_tokens=1))[0].token_ids[0]
-    ort_untied.eos_ids.add(first)  # pretend the first greedy token is eos
+    ort_untied.eos_ids.add(first)  # treat the first greedy token as eos
     try:
         done = ort_untied.generate_ids([prompt_ids], SamplingParams(max_new_tokens=10))[0]
         ignored = ort_untied.generate_ids([prompt_ids], SamplingParams(max_new_tokens=10, ignore_eos=True))[0]
