@@ -62,6 +62,9 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(5, ge=1, description="Steps between loss logs (the loss curve).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default.")
+    quantization: Literal["none", "4bit"] = Field(
+        "none", description="4bit: QLoRA, the frozen base loaded in NF4 (needs CUDA and the qlora extra); "
+                            "merged/ merges the adapter into an fp32 reload of the base.")
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig,
                                        description="The offline default base model (used when base_model is local:default).")
 

@@ -7,6 +7,12 @@ Each example is the prompt rendered with the row's question (and context), follo
 answer and end-of-sequence; only the answer tokens carry loss. Writes into a fresh run folder:
 adapter/ (peft), merged/ (the adapter merged into the base, ready for export, with the prompt
 file beside it), loss_curve.png, metrics.json and config.yaml (the resolved config).
+
+QLoRA (`quantization: 4bit`, CUDA and `pip install -e '.[qlora]'` only): the frozen base is loaded
+in 4-bit NF4 (bitsandbytes, bf16 compute) and prepared with peft's prepare_model_for_kbit_training;
+the LoRA weights train in higher precision on top. A 4-bit base cannot be merged losslessly, so
+merged/ is built by reloading the base unquantized in fp32 (the dtype of the non-quantized path, so
+export and its parity gate see the same kind of checkpoint) and merging the saved adapter/ into it.
 """
 
 from __future__ import annotations
@@ -121,6 +127,24 @@ def check_licenses(cfg: TrainConfig, settings: Settings, base_path: str) -> str:
     return load_card(dataset_dir).license
 
 
+QLORA_HINT = "4bit QLoRA needs a CUDA GPU and the qlora extra (pip install -e '.[qlora]')"
+
+
+def check_quantization(cfg: TrainConfig) -> None:
+    """Fail fast (before any model is built) when 4-bit QLoRA cannot run here."""
+    if cfg.quantization != "4bit":
+        return
+    import importlib.util
+
+    import torch
+
+    missing = [what for what, ok in (("no CUDA device", torch.cuda.is_available()),
+                                     ("bitsandbytes is not installed",
+                                      importlib.util.find_spec("bitsandbytes") is not None)) if not ok]
+    if missing:
+        raise InputError(f"{QLORA_HINT}; here: {', '.join(missing)}", field="quantization")
+
+
 def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path | None = None,
           progress: bool = True) -> TrainResult:
     import torch
@@ -135,6 +159,7 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
         set_seed,
     )
 
+    check_quantization(cfg)
     settings = settings or Settings.load()
     dataset_dir = settings.root / cfg.dataset
     prompt = load_prompt(cfg.prompt, settings.prompts_dir)
@@ -149,7 +174,17 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
     tok = AutoTokenizer.from_pretrained(base_path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    qlora = cfg.quantization == "4bit"
+    if qlora:
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                 bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(base_path, quantization_config=bnb, device_map={"": 0})
+        model = prepare_model_for_kbit_training(model)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
@@ -180,17 +215,28 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
         out = trainer.train()
         seconds = time.perf_counter() - start
         eval_out = trainer.evaluate()
+        state = trainer.state
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
 
         model.save_pretrained(str(tmp / "adapter"))
         tok.save_pretrained(str(tmp / "adapter"))
-        merged = model.merge_and_unload()
+        if qlora:
+            # Merge into a full-precision reload of the base, not into the NF4 weights.
+            from peft import PeftModel
+
+            del trainer, model
+            if cuda:
+                torch.cuda.empty_cache()
+            base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+            merged = PeftModel.from_pretrained(base, str(tmp / "adapter")).merge_and_unload()
+        else:
+            merged = model.merge_and_unload()
         merged.generation_config.pad_token_id = tok.pad_token_id
         merged.save_pretrained(str(tmp / "merged"))
         tok.save_pretrained(str(tmp / "merged"))
         # The serving runtime renders chat requests with the same prompt file the model learned.
         shutil.copyfile(prompt.path, tmp / "merged" / "prompt.yaml")
-        plot_loss_curve(trainer.state.log_history, tmp / "loss_curve.png")
+        plot_loss_curve(state.log_history, tmp / "loss_curve.png")
 
         epochs_done = float(out.metrics.get("epoch", cfg.epochs))
         metrics = {
@@ -201,10 +247,11 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
             "train_tokens_per_second": round(train_tokens * epochs_done / seconds, 1),
             "trainable_parameters": trainable, "total_parameters": total,
             "train_rows": len(train_ds), "eval_rows": len(eval_ds), "precision": precision,
-            "steps": trainer.state.global_step, "tokenised_cache": tokenised.key,
+            "quantization": cfg.quantization,
+            "steps": state.global_step, "tokenised_cache": tokenised.key,
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (tmp / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+        (tmp / "log_history.json").write_text(json.dumps(state.log_history, indent=2) + "\n")
         resolved = cfg.model_dump()
         resolved["_resolved"] = {"base_model_path": base_path, "base_model": base_info,
                                  "dataset_license": dataset_license, "prompt_sha256": prompt.sha256}

@@ -2,6 +2,7 @@
 
     llmops model bootstrap
     llmops train lora_r=8 epochs=1
+    llmops train --sweep 8          # Optuna over learning_rate, lora_r, epochs
 """
 
 from __future__ import annotations
@@ -46,12 +47,18 @@ def bootstrap_cmd(config_path: Path, force: bool, overrides: tuple[str, ...]) ->
 @CONFIG_OPTION
 @click.option("--run-dir", type=click.Path(path_type=Path), help="Where to write the run (default: .llmops/runs/...).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--sweep", "sweep_trials", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Run N Optuna trials over learning_rate, lora_r and epochs (min eval loss) instead of one run; "
+                   "--run-dir is then the sweep folder.")
 @click.argument("overrides", nargs=-1)
-def train(config_path: Path, run_dir: Path | None, quiet: bool, overrides: tuple[str, ...]) -> None:
+def train(config_path: Path, run_dir: Path | None, quiet: bool, sweep_trials: int | None,
+          overrides: tuple[str, ...]) -> None:
     """LoRA fine-tune the base model on the dataset, in the prompt's instruction format.
 
     OVERRIDES are key=value pairs on the config, e.g. lora_r=8 epochs=1. Prints eval loss and
     perplexity; writes the adapter, the merged model and a loss-curve PNG into the run folder.
+    With --sweep N, runs N trials (seeded by the config's seed), each in <sweep>/trial-<n>, writes
+    <sweep>/sweep.json and prints the best params as overrides.
     """
     from llmops.settings import Settings
     from training.config import load_config
@@ -59,6 +66,27 @@ def train(config_path: Path, run_dir: Path | None, quiet: bool, overrides: tuple
 
     settings = Settings.load()
     cfg = load_config(settings.root / config_path if not config_path.is_absolute() else config_path, overrides)
+    if sweep_trials is not None:
+        import time
+
+        from training.sweep import run_sweep
+
+        out_dir = run_dir or settings.runs_dir / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        summary = run_sweep(cfg, settings, sweep_trials, out_dir, cfg.seed, progress=not quiet)
+        best = summary["best"]
+        click.echo(f"sweep: {out_dir / 'sweep.json'}")
+        if best is None:
+            from llmops.errors import GateFailed
+
+            raise GateFailed("sweep: no trial completed (non-finite eval loss)")
+        click.echo(f"best: trial {best['number']}, eval loss {best['eval_loss']:.4f}, "
+                   + ", ".join(f"{k}={v}" for k, v in best["params"].items()))
+        click.echo(f"best run: {best['run_dir']}")
+        swept = {o.split("=", 1)[0] for o in best["overrides"]}
+        kept = [o for o in overrides if o.split("=", 1)[0].strip() not in swept]
+        config_arg = [] if config_path == Path("training/config.yaml") else ["--config", str(config_path)]
+        click.echo("apply: llmops train " + " ".join([*config_arg, *kept, *best["overrides"]]))
+        return
     result = run_train(cfg, settings, run_dir=run_dir, progress=not quiet)
     m = result.metrics
     click.echo(f"eval loss {m['eval_loss']:.4f}, perplexity {m['perplexity']:.2f}, "
