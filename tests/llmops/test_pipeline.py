@@ -109,3 +109,39 @@ def test_register_refuses_when_a_gate_report_failed(repo: Path, tmp_path: Path) 
         register_candidate(settings, pipe, tmp_path / "out")
     assert not (tmp_path / "home" / "registry" / "versions").exists()
     assert '"verdict": "fail"' in (tmp_path / "out" / "report.json").read_text()
+
+
+def test_a_candidate_that_loses_to_production_is_not_registered(repo: Path, tmp_path: Path, repo_root: Path) -> None:
+    import json
+
+    from llmops.registry import Registry
+    from llmops.report import Metric, Report
+
+    settings = Settings(root=repo, home=tmp_path / "home")
+    spec_path = repo_root / "pipeline.yaml"
+    shutil.copy(spec_path, repo / "pipeline.yaml")
+    pipe = tmp_path / "pipe"
+    for name, stage in load_pipeline(spec_path).stages.items():  # every gate passed...
+        if stage.report and name != "register":
+            rep = Report(kind=name)
+            if name == "rule-evals":
+                rep.metrics["dataset.rouge_l"] = Metric(head=0.10)
+                rep.metrics["dataset.token_f1"] = Metric(head=0.12)
+            rep.add_check(name, [])
+            (pipe / name / Path(stage.report).parent).mkdir(parents=True, exist_ok=True)
+            (pipe / name / stage.report).write_text(json.dumps(rep.to_dict()))
+    (pipe / "train" / "run").mkdir(parents=True)
+    (pipe / "train" / "run" / "metrics.json").write_text('{"perplexity": 500.0}')
+    # ...but production is better on ROUGE-L and perplexity.
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"w")
+    reg = Registry(settings.registry_dir)
+    prod = reg.register({"model": weights}, {"metrics": {"dataset.rouge_l": 0.20, "dataset.token_f1": 0.12,
+                                                        "perplexity": 300.0}})
+    reg.set_alias("production", prod.version)
+    with pytest.raises(GateFailed, match="candidate not registered") as err:
+        register_candidate(settings, pipe, tmp_path / "out")
+    assert "dataset.rouge_l: 0.1000 vs production 0.2000" in str(err.value)
+    assert reg.versions() == [prod.version] and "candidate" not in reg.aliases()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["verdict"] == "fail" and report["metrics"]["perplexity"]["passed"] is False
