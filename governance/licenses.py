@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from governance.policy import load_validated_yaml
+from llmops.config_files import load_validated_yaml
 from llmops.dataset import CARD_FILE, load_card
 from llmops.errors import InputError
 from llmops.report import Finding

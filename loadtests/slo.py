@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmops.errors import InputError
@@ -114,16 +113,7 @@ def validate_slo(data: Any, source: str = "<slo>") -> SLOConfig:
 
 
 def load_slo(path: str | Path) -> SLOConfig:
-    """Read and validate an SLO YAML file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read the SLO file: {exc.strerror or exc}", file=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
-                         line=mark.line + 1 if mark else None) from None
-    return validate_slo(data, str(path))
+    """Read and validate an SLO YAML file (errors name the file, line and key)."""
+    from llmops.config_files import load_validated_yaml
+
+    return load_validated_yaml(Path(path), SLOConfig)

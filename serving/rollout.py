@@ -121,7 +121,7 @@ class RolloutConfig(BaseModel):
 
 def load_config(path: str | Path | None = None) -> RolloutConfig:
     """Read and validate a rollout config (default serving/rollout.yaml); InputError names file, line, key."""
-    from governance.policy import load_validated_yaml
+    from llmops.config_files import load_validated_yaml
 
     return load_validated_yaml(Path(path or DEFAULT_CONFIG), RolloutConfig)
 

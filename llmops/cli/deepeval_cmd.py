@@ -10,12 +10,11 @@ gated metric passes, 1 when one fails (unless --no-gate), 2 for bad input.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
 
-from llmops.errors import GateFailed, InputError
+from llmops.errors import GateFailed
 
 
 @click.command("deepeval-suite")
@@ -51,19 +50,13 @@ def deepeval_suite(endpoint: str | None, model_dir: Path | None, backend: str, p
     from evals.deepeval_runner import run_deepeval
     from evals.judge import OpenAIJudge
     from evals.runner import DEFAULT_THRESHOLDS
+    from llmops.cli.endpoint import endpoint_or_served
     from llmops.settings import Settings
 
-    if (endpoint is None) == (model_dir is None):
-        raise InputError("give exactly one of --endpoint URL or --model DIR", field="--endpoint/--model")
     settings = Settings.load()
     judge = OpenAIJudge(judge_url, judge_model, os.environ.get("LLMOPS_JUDGE_API_KEY")) if judge_url else None
-    with contextlib.ExitStack() as stack:
-        if model_dir is not None:
-            from serving.app import running_server
-
-            endpoint = stack.enter_context(running_server(model_dir, port=0, backend=backend))
-            click.echo(f"serving {model_dir} ({backend}) at {endpoint}", err=True)
-        report = run_deepeval(endpoint, dataset_dir, prompts_dir or settings.prompts_dir, ppl_model, limit=limit,
+    with endpoint_or_served(endpoint, model_dir, backend) as url:
+        report = run_deepeval(url, dataset_dir, prompts_dir or settings.prompts_dir, ppl_model, limit=limit,
                               judge=judge, thresholds_path=thresholds_path or DEFAULT_THRESHOLDS, repeat=repeat,
                               api_key=api_key)
     json_path, md_path = report.write(out_dir or settings.home / "reports" / "deepeval")

@@ -11,7 +11,6 @@ threshold failed (unless --no-gate), 2 for bad input (case files, flags, an unre
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -64,23 +63,16 @@ def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_n
     from llmops.report import Report
     from llmops.settings import Settings
 
-    if (endpoint is None) == (model_dir is None):
-        raise click.UsageError("give exactly one of --endpoint URL or --model DIR")
     settings = Settings.load()
     cases_dir = cases_dir or settings.root / "evals" / "cases"
     prompts_dir = prompts_dir or settings.prompts_dir
     out_dir = out_dir or settings.home / "reports" / "eval"
 
-    with contextlib.ExitStack() as stack:
-        if model_dir is not None:
-            # The only serving import evals need: a launcher that yields a URL. Kept inside the
-            # function so `llmops eval --endpoint` never loads onnxruntime or torch.
-            from serving.app import running_server
+    from llmops.cli.endpoint import endpoint_or_served
 
-            endpoint = stack.enter_context(running_server(model_dir, port=0, backend=backend))
-            click.echo(f"serving {model_dir} ({backend}) at {endpoint}", err=True)
+    with endpoint_or_served(endpoint, model_dir, backend) as url:
         report = run_eval(
-            endpoint, cases_dir, prompts_dir, dataset_dir, model_name,
+            url, cases_dir, prompts_dir, dataset_dir, model_name,
             tags=_split(tags), prompt_ids=_split(prompt_ids), limit=limit,
             thresholds_path=thresholds_path or DEFAULT_THRESHOLDS,
             baseline=Report.load(baseline) if baseline else None,

@@ -11,12 +11,11 @@ holds, 1 when one is breached, 2 for bad input (flags, SLO file, a non-loopback 
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
 
-from llmops.errors import GateFailed, InputError
+from llmops.errors import GateFailed
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -50,22 +49,16 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 def loadtest(target: str | None, model_dir: Path | None, backend: str, users: int | None, duration: float | None,
              slo_path: Path, eval_set: Path | None, api_key: str | None, out_dir: Path) -> None:
     """Load-test a server with locust and gate p95 latency, TTFT, errors, requests/s and tokens/s."""
+    from llmops.cli.endpoint import endpoint_or_served
     from loadtests.runner import check_loopback, run_loadtest
     from loadtests.slo import load_slo
 
-    if (target is None) == (model_dir is None):
-        raise InputError("give exactly one of --target URL or --model DIR", field="--target/--model")
-    if target is not None:
+    if target is not None and model_dir is None:
         check_loopback(target)  # before anything else starts
     slo = load_slo(slo_path)  # a bad SLO file fails before a server is started
-    with contextlib.ExitStack() as stack:
-        if model_dir is not None:
-            from serving.app import running_server
-
-            target = stack.enter_context(running_server(model_dir, backend=backend))
-        assert target is not None
+    with endpoint_or_served(target, model_dir, backend, flags="--target URL or --model DIR") as url:
         info = {"model": str(model_dir), "backend": backend} if model_dir is not None else None
-        report = run_loadtest(target, slo, out_dir, users=users, duration=duration, eval_set=eval_set,
+        report = run_loadtest(url, slo, out_dir, users=users, duration=duration, eval_set=eval_set,
                               api_key=api_key, info=info)
     for name in ("requests_per_s", "error_rate", "p95_latency_ms", "ttft_p95_ms", "tokens_per_s"):
         m = report.metrics[name]

@@ -10,12 +10,11 @@ limits, 1 on a breach (unless --no-gate), 2 for bad input (attack files, flags, 
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
 
-from llmops.errors import GateFailed, InputError
+from llmops.errors import GateFailed
 
 
 @click.command("safety")
@@ -41,19 +40,13 @@ def safety(endpoint: str | None, model_dir: Path | None, backend: str, model_nam
     """Attack an endpoint with the safety sets; gate per-class block rates and the false-alarm rate."""
     from evals.runner import DEFAULT_THRESHOLDS
     from evals.safety_runner import SAFETY_DIR, run_safety, summary_table
+    from llmops.cli.endpoint import endpoint_or_served
     from llmops.settings import Settings
 
-    if (endpoint is None) == (model_dir is None):
-        raise InputError("give exactly one of --endpoint URL or --model DIR", field="--endpoint/--model")
     settings = Settings.load()
     out_dir = out_dir or settings.home / "reports" / "safety"
-    with contextlib.ExitStack() as stack:
-        if model_dir is not None:
-            from serving.app import running_server
-
-            endpoint = stack.enter_context(running_server(model_dir, port=0, backend=backend))
-            click.echo(f"serving {model_dir} ({backend}) at {endpoint}", err=True)
-        report = run_safety(endpoint, safety_dir or SAFETY_DIR, thresholds_path or DEFAULT_THRESHOLDS,
+    with endpoint_or_served(endpoint, model_dir, backend) as url:
+        report = run_safety(url, safety_dir or SAFETY_DIR, thresholds_path or DEFAULT_THRESHOLDS,
                             api_key=api_key, model=model_name, classes=list(classes) or None, workers=workers)
     if model_dir is not None:
         report.info["model_dir"] = str(model_dir)

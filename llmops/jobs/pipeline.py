@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from llmops.errors import GateFailed, InputError
 from llmops.files import atomic_write_json, sha256_file
@@ -53,18 +52,9 @@ class PipelineSpec(BaseModel):
 
 
 def load_pipeline(path: Path) -> PipelineSpec:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("pipeline declaration not found", file=str(path)) from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"invalid YAML: {exc}", file=str(path)) from None
-    try:
-        spec = PipelineSpec(**(data or {}))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise InputError(msg, file=str(path), field=".".join(map(str, err["loc"]))) from None
+    from llmops.config_files import load_validated_yaml
+
+    spec = load_validated_yaml(Path(path), PipelineSpec)
     seen: list[str] = []
     for name, stage in spec.stages.items():
         for ref in stage.after:

@@ -62,7 +62,7 @@ class DriftConfig(BaseModel):
 
 
 def load_config(path: Path | None = None) -> DriftConfig:
-    from governance.policy import load_validated_yaml
+    from llmops.config_files import load_validated_yaml
 
     config = load_validated_yaml(Path(path or DEFAULT_CONFIG), DriftConfig)
     if 1440 % config.window_minutes:

@@ -126,7 +126,7 @@ def test_missing_role_and_bad_yaml_are_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="role 'user' is not defined"):
         load_policy(path)
     path.write_text("roles: [unclosed\n", encoding="utf-8")
-    with pytest.raises(InputError, match="not valid YAML") as info:
+    with pytest.raises(InputError, match="invalid YAML") as info:
         load_policy(path)
     assert info.value.line == 2
 
