@@ -45,7 +45,7 @@ def test_admin_needs_a_key_and_the_role(bluegreen):  # noqa: F811
     entry = audit_actions(bluegreen.home)[-1]
     assert (entry["action"], entry["actor"], entry["reason"]) == ("deploy.weights", "test-release-manager", "no-op")
     log = (bluegreen.home / "audit" / "audit.jsonl").read_text()
-    assert all(key.split("_")[2] not in log for key in bluegreen.keys.values())
+    assert all(key.split("_", 2)[2] not in log for key in bluegreen.keys.values())
 
 
 def test_weights_are_validated(bluegreen):  # noqa: F811
