@@ -55,6 +55,7 @@ class OpenAIClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=root, timeout=timeout, headers=headers)
         self.model = model  # None until resolve_model() asks the server
+        self.chat_format: Any = None  # the served model's chat template, from resolve_model()
 
     def __enter__(self) -> OpenAIClient:
         return self
@@ -94,15 +95,22 @@ class OpenAIClient:
 
         An unreachable server raises here, once, instead of in every parallel request. A server
         without /v1/models is fine when the model name was given.
+        Also settles `chat_format`: the chat template the server lists for the model (our servers
+        do, in /v1/models), so raw prompts are rendered as the model was trained; None: plain format.
         """
+        from llmops.prompts import ChatFormat
+
         try:
-            listed = self.models()
+            cards = self._request("GET", "/v1/models").get("data", [])
         except EndpointError as exc:
             if exc.status is None or self.model is None:
                 raise
             return self.model
         if self.model is None:
-            self.model = listed[0] if listed else "default"
+            self.model = cards[0]["id"] if cards else "default"
+        card = next((c for c in cards if c.get("id") == self.model), cards[0] if cards else {})
+        self.chat_format = ChatFormat.from_dict({"template": card.get("chat_template"),
+                                                 "special_tokens": card.get("special_tokens")})
         return self.model
 
     def models(self) -> list[str]:

@@ -61,11 +61,11 @@ def run_deepeval(base_url: str, dataset_dir: Path, prompts_dir: Path, model_dir:
     rows = read_eval_rows(Path(dataset_dir), limit)
     prompt = load_all(Path(prompts_dir))[DATASET_PROMPT]
     params = prompt.params.model_dump()
-    rendered = [prompt.render(**{"question": r["question"], **({"context": r["context"]} if r.get("context") else {})})
-                for r in rows]
-
     with OpenAIClient(base_url, api_key=api_key, model=model) as client:
         served = client.resolve_model()
+        chat = client.chat_format
+        rendered = [prompt.render(client.chat_format, question=r["question"],
+                                  **({"context": r["context"]} if r.get("context") else {})) for r in rows]
         outputs = parallel(lambda text: client.complete(text, max_tokens=params["max_tokens"],
                                                         temperature=params["temperature"], stop=params["stop"]),
                            rendered, workers)
@@ -113,8 +113,10 @@ def run_deepeval(base_url: str, dataset_dir: Path, prompts_dir: Path, model_dir:
     ppl_info = None
     if model_dir is not None:
         scorer = PerplexityScorer(Path(model_dir))
-        # Training appends " " + answer to the rendered prompt; score the same continuation.
-        ppl, tokens = corpus_perplexity(Path(model_dir), rendered, [" " + r["answer"] for r in rows], scorer)
+        # Training appends the answer to the rendered prompt (after a space in the plain format);
+        # score the same continuation.
+        lead = "" if chat is not None else " "
+        ppl, tokens = corpus_perplexity(Path(model_dir), rendered, [lead + r["answer"] for r in rows], scorer)
         cap = gates.perplexity.max
         report.metrics["deepeval.perplexity"] = Metric(head=ppl, threshold=cap, higher_is_better=False,
                                                        passed=None if cap is None else ppl <= cap)

@@ -4,8 +4,10 @@
 
 Findings (each an llmops.report.Finding with the YAML file and line):
 - a file that is not valid YAML or not a valid prompt (schema),
-- a template with a Jinja2 syntax error,
-- a variable the template uses but does not declare, and a declared variable it never uses,
+- messages that are not an optional system message followed by one user message (schema),
+- a message template with a Jinja2 syntax error,
+- a variable a message uses but does not declare, and a declared variable no message uses,
+- a prompt whose system message is missing or never states the refusal line (warning),
 - an example that fails to render (StrictUndefined: a missing variable is an error),
 - a rendered example whose tokens plus `params.max_tokens` exceed the model's context.
 
@@ -20,6 +22,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -32,6 +35,7 @@ class TokenCounter:
     count: Callable[[str], int]
     context: int
     source: str
+    chat: Any = None  # the model's ChatFormat: examples are counted as the model sees them
 
 
 def _node(text: str, *keys: str | int) -> yaml.Node | None:
@@ -53,9 +57,9 @@ def _value_line(text: str, *keys: str | int) -> int | None:
     return None if node is None else node.start_mark.line + 1
 
 
-def _template_line(text: str, template: str, needle: str) -> int | None:
-    """File line of the first template line containing `needle`."""
-    node = _node(text, "template")
+def _template_line(text: str, template: str, needle: str, index: int) -> int | None:
+    """File line of the first line of message `index`'s content containing `needle`."""
+    node = _node(text, "messages", index, "content")
     if node is None:
         return None
     # A block scalar (`|`, `|-`, `>`) starts on the line after its indicator.
@@ -67,7 +71,8 @@ def _template_line(text: str, template: str, needle: str) -> int | None:
 
 
 def find_token_counter(model_dir: Path | None = None) -> TokenCounter | None:
-    """The tokenizer and context length of --model, production, or the bootstrapped default."""
+    """The tokenizer, context length and chat template of --model, production, the candidate, the default
+    base model (once prepared), or the newest bootstrapped tiny model."""
     candidates: list[Path] = []
     if model_dir is not None:
         candidates.append(Path(model_dir))
@@ -77,8 +82,13 @@ def find_token_counter(model_dir: Path | None = None) -> TokenCounter | None:
 
         settings = Settings.load()
         reg = Registry(settings.registry_dir)
-        if "production" in reg.aliases():
-            candidates.append(reg.versions_dir / reg.aliases()["production"] / "files" / "model")
+        for alias in ("production", "candidate"):
+            if alias in reg.aliases():
+                candidates.append(reg.versions_dir / reg.aliases()[alias] / "files" / "model")
+        from training.base_models import SMOLLM2
+        from training.base_models import model_dir as default_model_dir
+
+        candidates.append(default_model_dir(SMOLLM2))  # the default base model, once prepared
         store = settings.model_store
         if store.is_dir():
             candidates += sorted((p for p in store.iterdir() if (p / "bootstrap.json").is_file()),
@@ -90,7 +100,10 @@ def find_token_counter(model_dir: Path | None = None) -> TokenCounter | None:
             tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
             config = json.loads((folder / "config.json").read_text())
             context = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)
-            return TokenCounter(lambda s, t=tok: len(t.encode(s, add_special_tokens=False).ids), context, str(folder))
+            from llmops.prompts import chat_format_of
+
+            return TokenCounter(lambda s, t=tok: len(t.encode(s, add_special_tokens=False).ids), context, str(folder),
+                                chat_format_of(folder))
     if model_dir is not None:
         raise InputError("no tokenizer.json/config.json in the model folder", file=str(model_dir))
     return None
@@ -119,7 +132,7 @@ def lint_prompt_file(path: Path, counter: TokenCounter | None, default_context: 
     except ValidationError as exc:
         out = []
         for err in exc.errors():
-            loc = [p for p in err["loc"]]
+            loc = list(err["loc"]) or (["messages"] if "messages" in err["msg"] else [])
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             out.append(Finding(msg, file=where, line=_value_line(text, *loc[:2]) or 1,
                                field=".".join(map(str, loc))))
@@ -129,21 +142,32 @@ def lint_prompt_file(path: Path, counter: TokenCounter | None, default_context: 
         findings.append(Finding(f"id {prompt.id!r} differs from the file name {path.stem!r}", file=where,
                                 line=_value_line(text, "id"), field="id"))
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    try:
-        ast = env.parse(prompt.template)
-    except jinja2.TemplateSyntaxError as exc:
-        needle = prompt.template.splitlines()[(exc.lineno or 1) - 1] if prompt.template else ""
-        return findings + [Finding(f"template syntax error: {exc.message}", file=where,
-                                   line=_template_line(text, prompt.template, needle), field="template")]
-    used = meta.find_undeclared_variables(ast)
+    used: set[str] = set()
     declared = set(prompt.variables)
-    for name in sorted(used - declared):
-        findings.append(Finding(f"variable {name!r} is used in the template but not declared in `variables`",
-                                file=where, line=_template_line(text, prompt.template, name), field="template"))
+    for i, message in enumerate(prompt.messages):
+        field = f"messages[{i}].content"
+        try:
+            ast = env.parse(message.content)
+        except jinja2.TemplateSyntaxError as exc:
+            needle = message.content.splitlines()[(exc.lineno or 1) - 1]
+            findings.append(Finding(f"template syntax error in the {message.role} message: {exc.message}",
+                                    file=where, line=_template_line(text, message.content, needle, i), field=field))
+            continue
+        names = meta.find_undeclared_variables(ast)
+        used |= names
+        for name in sorted(names - declared):
+            findings.append(Finding(f"variable {name!r} is used in the template but not declared in `variables`",
+                                    file=where, line=_template_line(text, message.content, name, i), field=field))
+    if any(f.message.startswith("template syntax error") for f in findings):
+        return findings
     for name in sorted(declared - used):
         findings.append(Finding(f"variable {name!r} is declared but the template never uses it",
                                 file=where, line=_value_line(text, "variables", name),
                                 field=f"variables.{name}"))
+    if prompt.system is None:
+        findings.append(Finding("no system message: the model gets no instructions, and a chat template may "
+                                "insert its own default system prompt", file=where,
+                                line=_value_line(text, "messages"), field="messages", severity="warning"))
     if not prompt.examples:
         findings.append(Finding("no examples: add at least one so lint can render the template",
                                 file=where, line=_value_line(text, "id"), field="examples",
@@ -151,7 +175,7 @@ def lint_prompt_file(path: Path, counter: TokenCounter | None, default_context: 
     for i, example in enumerate(prompt.examples):
         line = _value_line(text, "examples", i)
         try:
-            rendered = prompt.render(**example)
+            rendered = prompt.render(counter.chat if counter is not None else None, **example)
         except (InputError, jinja2.UndefinedError, TypeError) as exc:
             findings.append(Finding(f"example {i + 1} does not render: {exc}", file=where, line=line,
                                     field=f"examples[{i}]"))

@@ -254,7 +254,7 @@ def cache_key(rendered_prompt: str, case: EvalCase, model_version: str, params: 
 
 
 def run_case(client: OpenAIClient, case: EvalCase, prompt: Prompt, model_version: str) -> dict[str, Any]:
-    rendered = prompt.render(**case.vars)
+    rendered = prompt.render(client.chat_format, **case.vars)
     params = prompt.params.model_dump()
     record: dict[str, Any] = {
         "id": case.id, "suite": case.suite, "tags": list(case.tags), "prompt_id": case.prompt,
@@ -325,7 +325,7 @@ def run_rows(client: OpenAIClient, prompt: Prompt, rows: list[dict[str, Any]],
         if row.get("context"):
             values["context"] = row["context"]
         try:
-            return client.complete(prompt.render(**values), max_tokens=params.max_tokens,
+            return client.complete(prompt.render(client.chat_format, **values), max_tokens=params.max_tokens,
                                    temperature=params.temperature, stop=params.stop), None
         except EndpointError as exc:
             if exc.status is None:

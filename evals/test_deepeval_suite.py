@@ -46,7 +46,7 @@ def _answer(question: str, context: str | None) -> str:
     params = prompt.params
     with OpenAIClient(ENDPOINT, api_key=os.environ.get("LLMOPS_EVAL_API_KEY")) as client:
         client.resolve_model()
-        text = prompt.render(question=question, **({"context": context} if context else {}))
+        text = prompt.render(client.chat_format, question=question, **({"context": context} if context else {}))
         return client.complete(text, max_tokens=params.max_tokens, temperature=params.temperature,
                                stop=params.stop).strip()
 

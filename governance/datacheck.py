@@ -274,6 +274,69 @@ def check_overlap(files: list[DataFile]) -> list[Finding]:
     return findings
 
 
+EVAL_MATERIAL = ("evals/cases", "evals/safety")  # what the gates score: training must not see it
+
+
+def eval_material_texts(root: Path) -> list[tuple[str, int | None, str]]:
+    """(file, line, text) of every question, context and attack prompt in the eval cases and safety sets."""
+    import yaml
+
+    out: list[tuple[str, int | None, str]] = []
+
+    def walk(node: yaml.Node, display: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value in ("question", "context", "prompt") and isinstance(value, yaml.ScalarNode):
+                    out.append((display, value.start_mark.line + 1, str(value.value)))
+                else:
+                    walk(value, display)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item, display)
+
+    for folder in EVAL_MATERIAL:
+        for path in sorted((Path(root) / folder).rglob("*.yaml")):
+            try:
+                node = yaml.compose(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                raise InputError(f"invalid YAML: {exc}", file=str(path)) from None
+            if node is not None:
+                walk(node, _display(path, root))
+    return out
+
+
+def check_eval_overlap(files: list[DataFile], root: Path | None) -> list[Finding]:
+    """No training question or context may equal or nearly repeat an eval case or safety item:
+    a model trained on what the gates ask would pass them without having learnt the behaviour."""
+    if root is None or not any((Path(root) / f).is_dir() for f in EVAL_MATERIAL):
+        return [Finding("no eval cases found to compare with (evals/cases, evals/safety): overlap not checked",
+                        severity="warning")]
+    material = [m for m in eval_material_texts(Path(root)) if normalise_text(m[2])]
+    train = [(f, line, field, _text(r, field)) for f in files if f.is_train for line, r in f.records
+             if isinstance(r, dict) for field in ("question", "context") if normalise_text(_text(r, field))]
+    exact = {normalise_text(text): (file, line) for file, line, text in material}
+    findings = []
+    flagged = set()
+    for f, line, field, text in train:
+        hit = exact.get(normalise_text(text))
+        if hit:
+            flagged.add((f.display, line))
+            findings.append(Finding(f"{field} equals the eval material at {hit[0]}:{hit[1]}", file=f.display,
+                                    line=line, field=field))
+    texts = [t for *_, t in train] + [m[2] for m in material]
+    for i, j, score in near_duplicate_pairs(texts):
+        if i >= len(train) or j < len(train):
+            continue
+        f, line, field, _ = train[i]
+        if (f.display, line) in flagged:
+            continue
+        flagged.add((f.display, line))
+        file, mline, _ = material[j - len(train)]
+        findings.append(Finding(f"{field} nearly repeats the eval material at {file}:{mline} (Jaccard {score:.2f})",
+                                file=f.display, line=line, field=field))
+    return findings
+
+
 def _license_findings(dataset_dir: Path, root: Path | None) -> list[Finding]:
     from governance.licenses import check_dataset_license
 
@@ -299,6 +362,7 @@ def check_dataset(path: Path | str, *, root: Path | None = None) -> list[Check]:
         ("duplicates", check_duplicates(files), f"exact and near (Jaccard >= {NEAR_DUPLICATE_JACCARD})"),
         ("pii", check_pii(files), "email, phone, credit card, IBAN, API key, IP in " + "/".join(TEXT_FIELDS)),
         ("overlap", check_overlap(files), "train vs held-out files, exact and near"),
+        ("eval-overlap", check_eval_overlap(files, root), "train vs evals/cases and evals/safety, exact and near"),
         ("license", _license_findings(dataset_dir, root), "card licence against governance/licenses.yaml"),
     ]
     checks = []

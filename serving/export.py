@@ -62,8 +62,14 @@ def serving_prompt(model_dir: Path | None = None) -> Prompt:
         raise
 
 
-def parity_prompts(prompt: Prompt, eval_path: Path | None = None, n: int = 16) -> list[str]:
-    """N prompt texts rendered from the eval JSONL rows (question, context), or from the prompt's examples."""
+def parity_prompts(prompt: Prompt, eval_path: Path | None = None, n: int = 16,
+                   model_dir: Path | None = None) -> list[str]:
+    """N prompt texts rendered from the eval JSONL rows (question, context), or from the prompt's examples.
+
+    With `model_dir`, through that model's chat template (as serving renders them).
+    """
+    from llmops.prompts import chat_format_of
+
     rows: list[dict[str, Any]] = []
     if eval_path is not None:
         eval_path = Path(eval_path)
@@ -82,7 +88,8 @@ def parity_prompts(prompt: Prompt, eval_path: Path | None = None, n: int = 16) -
     if not rows:
         raise InputError("no parity prompts: give --prompts-from or add examples to the prompt",
                          file=str(eval_path or prompt.path))
-    return [prompt.render(**row) for row in rows]
+    chat = chat_format_of(model_dir)
+    return [prompt.render(chat, **row) for row in rows]
 
 
 # ---- export steps ------------------------------------------------------------------------------
@@ -242,7 +249,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, dtypes: Sequence[st
         raise InputError("output folder already exists; exports are written once", file=str(out_dir))
     wanted = ["fp32", *[d for d in DTYPES[1:] if d in dtypes]]  # fp32 is always built: it is gated
     prompt = prompt or serving_prompt(model_dir)
-    prompts = list(prompts) if prompts is not None else parity_prompts(prompt, None, parity_n)
+    prompts = list(prompts) if prompts is not None else parity_prompts(prompt, None, parity_n, model_dir)
     prompts = prompts[:parity_n]
     skipped: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}

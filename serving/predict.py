@@ -126,6 +126,9 @@ def predict_file(in_path: str | Path, out_path: str | Path, model_dir: str | Pat
     if prompt is None:
         prompt = serving_prompt(find_onnx_dir(model_dir) if backend == "onnx" else model_dir)
     new_tokens = max_new_tokens or prompt.params.max_tokens
+    from llmops.prompts import chat_format_of
+
+    chat = chat_format_of(find_onnx_dir(model_dir) if backend == "onnx" else model_dir)
     templated = SamplingParams(max_new_tokens=new_tokens, temperature=prompt.params.temperature, seed=0,
                                stop=tuple(prompt.params.stop))
     raw = SamplingParams(max_new_tokens=new_tokens, temperature=prompt.params.temperature, seed=0)
@@ -141,7 +144,7 @@ def predict_file(in_path: str | Path, out_path: str | Path, model_dir: str | Pat
                 if not group:
                     continue
                 texts = [r["prompt"] if is_raw else prompt.render(
-                    question=r["question"], **({"context": r["context"]} if r.get("context") else {}))
+                    chat, question=r["question"], **({"context": r["context"]} if r.get("context") else {}))
                     for r in group]
                 for r, c in zip(group, generator.generate(texts, params), strict=True):
                     out_rows[_key(r["id"])] = {"id": r["id"], "output": c.text if is_raw else c.text.strip(),

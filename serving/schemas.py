@@ -91,6 +91,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "llmops"
+    # Extensions (clients ignore unknown fields): the model's chat template, so a client that sends
+    # raw /v1/completions prompts renders them as the server's chat route does.
+    chat_template: str | None = None
+    special_tokens: dict[str, str] | None = None
 
 
 class ModelList(BaseModel):

@@ -32,6 +32,25 @@ def micro_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_micro_model(tmp_path_factory.mktemp("micro-model"))
 
 
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def micro_chat_model(micro_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The micro model with a ChatML chat template (as SmolLM2 has), to test every chat-template path fast."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("micro-chat")
+    shutil.copytree(micro_model, out, dirs_exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(micro_model)
+    tok.chat_template = CHATML
+    tok.save_pretrained(out)
+    return out
+
+
 @pytest.fixture
 def llmops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty local store (registry, models, runs) for one test."""

@@ -55,11 +55,14 @@ def training_pairs(repo_root: Path, rows: int = 16) -> tuple[list[tuple[str, str
 
     prompts = load_all(repo_root / "prompts")
     cases = load_cases(repo_root / "evals" / "cases", repo_root / "prompts")
+    def edited(prompt, fn):
+        messages = [m.model_copy(update={"content": fn(m.content)}) if m.role == "system" else m
+                    for m in prompt.messages]
+        return type(prompt)(**{**prompt.model_dump(exclude={"messages"}), "messages": messages})
+
     plain = {
-        "answer": prompts["answer"].model_copy(update={"template": remove_refusal_instruction(
-            prompts["answer"].template)}),
-        "answer_json": prompts["answer_json"].model_copy(update={"template": break_json_instruction(
-            prompts["answer_json"].template)}),
+        "answer": edited(prompts["answer"], remove_refusal_instruction),
+        "answer_json": edited(prompts["answer_json"], break_json_instruction),
     }
     pairs: list[tuple[str, str]] = []
     stats = {"cases": 0, "satisfied": 0}

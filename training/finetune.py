@@ -28,9 +28,9 @@ from typing import Any
 
 from llmops.errors import InputError
 from llmops.files import atomic_dir
-from llmops.prompts import Prompt, load_prompt
+from llmops.prompts import ChatFormat, Prompt, load_prompt
 from llmops.settings import Settings
-from training.config import DEFAULT_BASE_MODEL, TrainConfig
+from training.config import TINY_BASE_MODEL, TrainConfig
 
 
 @dataclass
@@ -49,14 +49,24 @@ class TrainResult:
 
 
 def resolve_base_model(cfg: TrainConfig, settings: Settings, *, progress: bool = True) -> tuple[str, dict]:
-    """Return (path or hub id, info). `local:default` builds (or reuses) the bootstrap model."""
-    if cfg.base_model == DEFAULT_BASE_MODEL:
+    """Return (path or hub id, info).
+
+    `local:smollm2-135m-instruct` converts (once) the fetched wheel's GGUF; `local:tiny` builds (or
+    reuses) the self-built micro model.
+    """
+    from training.base_models import lookup, prepare
+
+    if cfg.base_model == TINY_BASE_MODEL:
         from training.bootstrap import bootstrap
 
         result = bootstrap(cfg.bootstrap, settings.root / cfg.dataset / "train.jsonl", settings.model_store,
                            progress=progress)
-        return str(result.path), {"id": f"local:default@{result.key}", "license": result.info.get("license"),
+        return str(result.path), {"id": f"local:tiny@{result.key}", "license": result.info.get("license"),
                                   "cached": result.cached}
+    spec = lookup(cfg.base_model)
+    if spec is not None:
+        path, info = prepare(spec, echo=print if progress else (lambda _: None))
+        return str(path), info
     path = Path(cfg.base_model)
     if path.exists():
         return str(path.resolve()), {"id": str(path.resolve()), "license": None}
@@ -70,17 +80,28 @@ def resolve_base_model(cfg: TrainConfig, settings: Settings, *, progress: bool =
     return cfg.base_model, {"id": cfg.base_model, "license": None}
 
 
-def encode_example(tok, prompt: Prompt, row: dict[str, Any], max_length: int) -> dict[str, list[int]]:
-    """input_ids = prompt tokens + answer tokens + eos; labels mask the prompt with -100."""
+def encode_example(tok, prompt: Prompt, row: dict[str, Any], max_length: int,
+                   chat: ChatFormat | None = None, max_answer_tokens: int = 0) -> dict[str, list[int]]:
+    """input_ids = prompt tokens + answer tokens + end of turn; labels mask the prompt with -100.
+
+    With a chat template (`chat`), the prompt is the system and user turns plus the assistant
+    header, and the loss is on the assistant turn only: its content and the end-of-turn token
+    (the tokenizer's eos, `<|im_end|>` for ChatML). Without one, the plain format, the answer
+    after a space. `max_answer_tokens` (0: no cap) cuts a long answer, and a cut answer has no
+    end-of-turn token (the model must not learn to stop mid-answer).
+    """
     values = {"question": row["question"]}
     if row.get("context") and "context" in prompt.variables:
         values["context"] = row["context"]
-    prompt_ids = tok(prompt.render(**values), add_special_tokens=False).input_ids
-    answer_ids = tok(" " + row["answer"], add_special_tokens=False).input_ids + [tok.eos_token_id]
+    prompt_ids = tok(prompt.render(chat, **values), add_special_tokens=False).input_ids
+    answer_text = row["answer"] if chat is not None else " " + row["answer"]
+    answer_ids = tok(answer_text, add_special_tokens=False).input_ids + [tok.eos_token_id]
+    if max_answer_tokens and len(answer_ids) > max_answer_tokens:
+        answer_ids = answer_ids[:max_answer_tokens]
     if len(prompt_ids) + len(answer_ids) > max_length:
         # Keep at least a quarter of the window for the answer: an example whose answer is cut away
         # entirely has no loss at all (every label -100) and makes the eval loss NaN. The prompt is
-        # cut from the left so that the question and "### Answer:" stay next to the answer.
+        # cut from the left so that the question and the answer cue stay next to the answer.
         min_answer = min(len(answer_ids), max(1, max_length // 4))
         prompt_ids = prompt_ids[-(max_length - min_answer):]
         answer_ids = answer_ids[: max_length - len(prompt_ids)]
@@ -112,19 +133,29 @@ def plot_loss_curve(log_history: list[dict[str, Any]], out_png: Path) -> None:
     plt.close(fig)
 
 
+def dataset_dirs(cfg: TrainConfig, settings: Settings) -> list[Path]:
+    """The training datasets: `dataset` first (its eval split is the held-out set), then `extra_datasets`."""
+    return [settings.root / d for d in [cfg.dataset, *cfg.extra_datasets]]
+
+
 def check_licenses(cfg: TrainConfig, settings: Settings, base_path: str) -> str:
-    """The dataset's and the base model's licences against governance/licenses.yaml (the one allowlist)."""
+    """Every dataset's and the base model's licences against governance/licenses.yaml (the one allowlist).
+
+    Returns the datasets' licences joined with " AND " (one SPDX expression for the model card).
+    """
     from governance.licenses import check_dataset_license, check_model_license
     from llmops.dataset import load_card
 
-    dataset_dir = settings.root / cfg.dataset
-    findings = check_dataset_license(dataset_dir)
+    findings = []
+    for folder in dataset_dirs(cfg, settings):
+        findings += check_dataset_license(folder)
     if Path(base_path).is_dir():
         findings += check_model_license(base_path)
     if findings:
         f = findings[0]
         raise InputError(f.message, file=f.file, line=f.line, field=f.field)
-    return load_card(dataset_dir).license
+    licences = list(dict.fromkeys(load_card(d).license for d in dataset_dirs(cfg, settings)))
+    return " AND ".join(licences)
 
 
 QLORA_HINT = "4bit QLoRA needs a CUDA GPU and the qlora extra (pip install -e '.[qlora]')"
@@ -161,7 +192,6 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
 
     check_quantization(cfg)
     settings = settings or Settings.load()
-    dataset_dir = settings.root / cfg.dataset
     prompt = load_prompt(cfg.prompt, settings.prompts_dir)
     base_path, base_info = resolve_base_model(cfg, settings, progress=progress)
     dataset_license = check_licenses(cfg, settings, base_path)
@@ -192,8 +222,9 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
 
     from training.tokenise import tokenise
 
-    tokenised = tokenise(dataset_dir, cfg.prompt, settings.prompts_dir, Path(base_path) if Path(base_path).is_dir()
-                         else base_path, cfg.max_length, settings.cache_dir / "tokenised")
+    tokenised = tokenise(dataset_dirs(cfg, settings), cfg.prompt, settings.prompts_dir, Path(base_path) if Path(base_path).is_dir()
+                         else base_path, cfg.max_length, settings.cache_dir / "tokenised",
+                         cfg.max_answer_tokens)
     train_ds, eval_ds = tokenised.rows("train"), tokenised.rows("eval")
     train_tokens = sum(len(e["input_ids"]) for e in train_ds)
 
@@ -202,6 +233,7 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
         args = TrainingArguments(
             output_dir=str(tmp / "trainer"), per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+            group_by_length=cfg.group_by_length,
             num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
             warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="cosine",
             logging_steps=cfg.logging_steps, eval_strategy="epoch" if cfg.max_steps < 0 else "no",
@@ -214,8 +246,11 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
         start = time.perf_counter()
         out = trainer.train()
         seconds = time.perf_counter() - start
-        eval_out = trainer.evaluate()
         state = trainer.state
+        # The epoch-end evaluation already scored the final weights: do not pay for it twice.
+        last = state.log_history[-2] if len(state.log_history) >= 2 else {}
+        eval_out = ({"eval_loss": last["eval_loss"]} if "eval_loss" in last and last.get("epoch") == state.epoch
+                    else trainer.evaluate())
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
 
         model.save_pretrained(str(tmp / "adapter"))

@@ -1,11 +1,13 @@
-"""Tokenise a dataset in a prompt's instruction format into a content-hashed Parquet cache.
+"""Tokenise datasets in their prompts' format (the model's chat template) into a content-hashed Parquet cache.
 
-    llmops tokenise                      # training/config.yaml: dataset, prompt, base model, max_length
+    llmops tokenise                      # training/config.yaml: dataset(s), prompt, base model, max_length
 
 This is the project's feature store: training and evaluation (perplexity) read the same
-tokenised rows, and the folder name is the hash of everything that decides them (the dataset
-files' sha256, the prompt file's sha256, the tokenizer files' sha256, max_length and the encoder
-version), so an unchanged input is a cache hit and a changed one can never be confused with it.
+tokenised rows, and the folder name is the hash of everything that decides them (every dataset
+file's sha256, every prompt file's sha256, the tokenizer files' sha256 (the chat template among
+them), max_length and the encoder version), so an unchanged input is a cache hit and a changed one
+can never be confused with it. A row with a `prompt` field is rendered with that prompt, others
+with the config's `prompt`; the splits of all datasets are concatenated in the order given.
 Layout: <home>/cache/tokenised/<key>/{train,eval}.parquet + meta.json; columns id, input_ids,
 labels (-100 on prompt tokens), n_tokens.
 """
@@ -17,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops.errors import InputError
 from llmops.files import atomic_dir, sha256_bytes, sha256_file
 
-ENCODER_VERSION = 1  # bump when encode_example changes what it produces
+ENCODER_VERSION = 2  # bump when encode_example changes what it produces
 
 
 @dataclass
@@ -38,34 +41,57 @@ class TokenisedData:
                                   strict=True)]
 
 
-def cache_key(dataset_dir: Path, prompt_path: Path, tokenizer_dir: Path, max_length: int) -> str:
+def cache_key(dataset_dirs: list[Path], prompt_paths: list[Path], tokenizer_dir: Path, max_length: int,
+              max_answer_tokens: int = 0) -> str:
     if Path(tokenizer_dir).is_dir():
-        tok_files = sorted(p for p in Path(tokenizer_dir).glob("*token*") if p.is_file())
+        tok_files = sorted(p for p in Path(tokenizer_dir).glob("*") if p.is_file()
+                           and ("token" in p.name or p.name == "chat_template.jinja"))
         tokenizer: Any = {p.name: sha256_file(p) for p in tok_files}
     else:  # a hub id: its name (and the pinned transformers) identify the tokenizer
         tokenizer = str(tokenizer_dir)
     material = {
-        "data": {p.name: sha256_file(p) for p in sorted(Path(dataset_dir).glob("*.jsonl"))},
-        "prompt": sha256_file(prompt_path),
+        "data": [{p.name: sha256_file(p) for p in sorted(Path(d).glob("*.jsonl"))} for d in dataset_dirs],
+        "prompts": sorted(sha256_file(p) for p in prompt_paths),
         "tokenizer": tokenizer,
         "max_length": max_length,
+        "max_answer_tokens": max_answer_tokens,
         "encoder": ENCODER_VERSION,
     }
     return sha256_bytes(json.dumps(material, sort_keys=True).encode())[:16]
 
 
-def tokenise(dataset_dir: Path, prompt_id: str, prompts_dir: Path, tokenizer_dir: Path, max_length: int,
-             cache_root: Path) -> TokenisedData:
+def _row_prompts(dataset_dirs: list[Path], default_id: str, prompts_dir: Path) -> dict[str, Any]:
+    """Every prompt the rows name (and the default), loaded once; an unknown id names its file and line."""
+    from llmops.dataset import read_jsonl
+    from llmops.prompts import load_prompt
+
+    prompts = {default_id: load_prompt(default_id, prompts_dir)}
+    for folder in dataset_dirs:
+        for split in ("train", "eval"):
+            path = Path(folder) / f"{split}.jsonl"
+            for lineno, row in read_jsonl(path):
+                pid = row.get("prompt") if isinstance(row, dict) else None
+                if pid and pid not in prompts:
+                    try:
+                        prompts[pid] = load_prompt(pid, prompts_dir)
+                    except InputError as exc:
+                        raise InputError(str(exc), file=str(path), line=lineno, field="prompt") from None
+    return prompts
+
+
+def tokenise(dataset_dirs: Path | list[Path], prompt_id: str, prompts_dir: Path, tokenizer_dir: Path,
+             max_length: int, cache_root: Path, max_answer_tokens: int = 0) -> TokenisedData:
     import pyarrow as pa
     import pyarrow.parquet as pq
     from transformers import AutoTokenizer
 
     from llmops.dataset import read_jsonl
-    from llmops.prompts import load_prompt
+    from llmops.prompts import ChatFormat
     from training.finetune import encode_example
 
-    prompt = load_prompt(prompt_id, prompts_dir)
-    key = cache_key(dataset_dir, prompt.path, tokenizer_dir, max_length)
+    dirs = [Path(dataset_dirs)] if isinstance(dataset_dirs, (str, Path)) else [Path(d) for d in dataset_dirs]
+    prompts = _row_prompts(dirs, prompt_id, prompts_dir)
+    key = cache_key(dirs, [p.path for p in prompts.values()], tokenizer_dir, max_length, max_answer_tokens)
     target = Path(cache_root) / key
     if (target / "meta.json").is_file():
         return TokenisedData(target, key, True, json.loads((target / "meta.json").read_text()))
@@ -73,13 +99,19 @@ def tokenise(dataset_dir: Path, prompt_id: str, prompts_dir: Path, tokenizer_dir
     tok.model_max_length = 1 << 30  # lengths are handled by encode_example; silence the long-text warning
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    meta: dict[str, Any] = {"key": key, "dataset": str(dataset_dir), "prompt": prompt.id,
-                            "prompt_sha256": prompt.sha256, "max_length": max_length, "splits": {}}
+    chat = ChatFormat(tok.chat_template, {}) if getattr(tok, "chat_template", None) else None
+    meta: dict[str, Any] = {"key": key, "datasets": [str(d) for d in dirs], "prompt": prompt_id,
+                            "prompts": {pid: p.sha256 for pid, p in sorted(prompts.items())},
+                            "chat_template": chat.sha256 if chat else None, "max_length": max_length,
+                            "max_answer_tokens": max_answer_tokens,
+                            "splits": {}}
     with atomic_dir(target) as tmp:
         for split in ("train", "eval"):
             ids, inputs, labels = [], [], []
-            for _, row in read_jsonl(Path(dataset_dir) / f"{split}.jsonl"):
-                enc = encode_example(tok, prompt, row, max_length)
+            rows = [row for d in dirs for _, row in read_jsonl(d / f"{split}.jsonl")]
+            for row in rows:
+                enc = encode_example(tok, prompts[row.get("prompt") or prompt_id], row, max_length, chat,
+                                     max_answer_tokens)
                 ids.append(row["id"])
                 inputs.append(enc["input_ids"])
                 labels.append(enc["labels"])

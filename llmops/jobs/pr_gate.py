@@ -8,13 +8,15 @@
    licence). Every prompt is linted (milliseconds). A changed training config is validated.
 3. Eval cases run against the model under test: the smoke subset always, plus every case that
    uses a changed prompt or lives in a changed case file, plus a fixed slice of the dataset's eval
-   split for ROUGE-L and token F1. The model is the registry's `production` version, else the
-   local default model; `--model`/`--endpoint` override. Each result is cached under the hash of
+   split for ROUGE-L and token F1. The model is the registry's `production` version, else its
+   `candidate` (what the main job trained on this machine), else the untuned default base model;
+   `--model`/`--endpoint` override. Prompts are rendered through the model's chat template. Each result is cached under the hash of
    (rendered prompt, case, model version, params, assertion versions).
 4. Every metric is compared with main's baseline (`evals/baseline/report.json` as committed at
    the base ref, so a PR cannot edit its own baseline) over the same case and row ids.
 The gate fails on any failed data check or lint, a suite below its floor or dropping more than
-`max_drop` (evals/thresholds.yaml), or a dataset metric doing the same.
+`max_drop` (evals/thresholds.yaml), a dataset metric doing the same, or a case new in the PR that
+fails on the model under test.
 """
 
 from __future__ import annotations
@@ -107,6 +109,19 @@ class ModelUnderTest:
     model_dir: Path | None = None
     backend: str = "onnx"
     endpoint: str | None = None
+    chat: Any = None  # llmops.prompts.ChatFormat of the model, None for the plain format
+
+    def __post_init__(self) -> None:
+        from llmops.prompts import chat_format_of
+
+        if self.model_dir is not None and self.chat is None:
+            self.chat = chat_format_of(self.model_dir)  # files only: a cached run loads no model
+        elif self.endpoint:
+            from evals.client import OpenAIClient
+
+            with OpenAIClient(self.endpoint, timeout=30, retries=2) as client:
+                client.resolve_model()
+                self.chat = client.chat_format
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[str]:
@@ -132,21 +147,24 @@ def resolve_model(settings: Settings, *, model_dir: Path | None = None, endpoint
         return ModelUnderTest(version=f"dir:{tree_sha256(model_dir)[:16]}", description=f"model folder {model_dir}",
                               model_dir=model_dir, backend=backend)
     reg = Registry(settings.registry_dir)
-    if "production" in reg.aliases():
-        mv = reg.get("production")  # verifies checksums
-        manifest_hash = hashlib.sha256(json.dumps(mv.manifest, sort_keys=True).encode()).hexdigest()[:16]
-        return ModelUnderTest(version=f"registry:{mv.version}:{manifest_hash}",
-                              description=f"registry production (version {mv.version})",
-                              model_dir=mv.files / "onnx" / "fp32", backend="onnx")
-    from training.bootstrap import bootstrap
+    aliases = reg.aliases()
+    for alias in ("production", "candidate"):
+        # production when there is one; on a machine where only the main job ran, what it trained.
+        if alias in aliases:
+            mv = reg.get(alias)  # verifies checksums
+            manifest_hash = hashlib.sha256(json.dumps(mv.manifest, sort_keys=True).encode()).hexdigest()[:16]
+            return ModelUnderTest(version=f"registry:{mv.version}:{manifest_hash}",
+                                  description=f"registry {alias} (version {mv.version})",
+                                  model_dir=mv.files / "onnx" / "fp32", backend="onnx")
     from training.config import load_config
+    from training.finetune import resolve_base_model
 
     cfg = load_config(settings.root / "training" / "config.yaml")
-    echo("    no production model: using the local default base model (built once, cached)")
-    result = bootstrap(cfg.bootstrap, settings.root / cfg.dataset / "train.jsonl", settings.model_store,
-                       progress=False)
-    return ModelUnderTest(version=f"local:default@{result.key}", description=f"local default model {result.key}",
-                          model_dir=result.path, backend="torch")
+    echo(f"    no production or candidate model in the registry: using the untuned base model {cfg.base_model} "
+         "(run `bash scripts/main-job.sh` to gate against a tuned one)")
+    path, info = resolve_base_model(cfg, settings, progress=False)
+    return ModelUnderTest(version=str(info["id"]), description=f"untuned base model {info['id']}",
+                          model_dir=Path(path), backend="torch")
 
 
 # --------------------------------------------------------------------------- checks
@@ -162,7 +180,7 @@ def static_checks(settings: Settings, changes: Changes, report: Report) -> None:
         if not folder.is_dir():
             continue  # a removed dataset has nothing left to check
         try:
-            report.checks.extend(check_dataset(folder))
+            report.checks.extend(check_dataset(folder, root=settings.root))
         except InputError as exc:  # unreadable data fails the gate with the reason, not the run
             report.add_check(f"data:{name}", [Finding(str(exc), file=exc.file, line=exc.line, field=exc.field)])
     prompt_files = sorted(settings.prompts_dir.glob("*.yaml"))
@@ -213,10 +231,11 @@ def run_gate_evals(settings: Settings, changes: Changes | None, model: ModelUnde
     for case in cases:
         prompt = prompts[case.prompt]
         try:
-            rendered = prompt.render(**case.vars)
+            rendered = prompt.render(model.chat, **case.vars)
         except Exception as exc:  # noqa: BLE001 - any template error fails the case, with its message
             results[case.id] = {"id": case.id, "suite": case.suite, "tags": list(case.tags), "prompt_id": case.prompt,
-                                "file": case.file, "line": case.line, "prompt": prompt.template, "output": "",
+                                "file": case.file, "line": case.line,
+                                "prompt": "\n".join(m.content for m in prompt.messages), "output": "",
                                 "passed": False, "cached": False,
                                 "assertions": [{"type": "render", "passed": False,
                                                 "message": f"prompt {case.prompt!r} does not render: {exc}"}]}
@@ -232,7 +251,7 @@ def run_gate_evals(settings: Settings, changes: Changes | None, model: ModelUnde
     for row in eval_rows:
         values = {"question": row["question"], **({"context": row["context"]} if row.get("context") else {})}
         try:
-            rendered = answer.render(**values)
+            rendered = answer.render(model.chat, **values)
         except Exception:  # noqa: BLE001 - the row scores 0, like an unanswered one; lint names the cause
             row_results[row["id"]] = ""
             continue
@@ -327,6 +346,24 @@ def compute_metrics(cases: list[dict], rows: list[dict], baseline: Report | None
     return metrics, notes
 
 
+def new_case_findings(cases: list[dict], baseline: Report | None) -> list[Finding]:
+    """A case added by the PR that fails is an error: either the case expects what the model cannot
+    produce, or the change broke it. It has no base to regress from, so the suite rates alone would
+    let one slip through (one case is less than a suite's max_drop)."""
+    if baseline is None:
+        return []
+    known = {c["id"] for c in baseline.cases}
+    findings = []
+    for case in cases:
+        if case["id"] in known or case.get("passed"):
+            continue
+        why = "; ".join(f"{a['type']}: {a.get('message', '')}" for a in case.get("assertions", [])
+                        if not a.get("passed"))
+        findings.append(Finding(f"new case {case['id']} fails on the model under test: {why[:300]}",
+                                file=case.get("file"), line=case.get("line"), field=case["id"]))
+    return findings
+
+
 # --------------------------------------------------------------------------- the gate
 
 
@@ -356,6 +393,8 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
     elif baseline.info.get("model_version") not in (None, model.version):
         notes.append(Finding(f"baseline was measured on {baseline.info.get('model_version')}, this run on "
                              f"{model.version}: deltas mix a model change with this PR's change", severity="warning"))
+    report.add_check("new cases pass", new_case_findings(cases, baseline),
+                     summary="a case the baseline does not have must pass on the model under test")
     failed_suites = [n for n, m in report.metrics.items() if m.passed is False]
     report.add_check("eval regressions", [Finding(
         f"{name}: {m.head:.3f} is below its floor {m.threshold:.3f} (base {m.base if m.base is None else round(m.base, 3)})",

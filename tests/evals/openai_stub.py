@@ -38,7 +38,9 @@ JSON_ANSWERS = {
     "What is a lambda?": json.dumps({"answer": "An anonymous function.", "confidence": 0.9}),
     "How do I delete a file?": "Sure! {\"answer\": \"os.remove\"}",  # not JSON on purpose
 }
-_QUESTION = re.compile(r"### Question:\n(.*?)\n### Answer:", re.S)
+# The plain format (no chat template): the user message, whose last line is "Question: ..." with a
+# context, or the question itself without one.
+_QUESTION = re.compile(r"### (?:User|Question):\n(?:.*Question: )?(.*?)\n### Answer:", re.S)
 
 
 def answer_for(prompt: str) -> str:

@@ -121,7 +121,7 @@ def test_run_eval_end_to_end(stub_url: str, workspace: dict[str, Path], repo_roo
     assert [a["passed"] for a in wrong["assertions"]] == [True, False]
     assert "does not match" in wrong["assertions"][1]["message"]
     assert wrong["output"].strip() == "Use shutil to manage files."
-    assert wrong["prompt"].endswith("### Question:\nHow do I delete a file?\n### Answer:")
+    assert wrong["prompt"].endswith("### User:\nHow do I delete a file?\n### Answer:")
     assert wrong["file"].endswith("quality.yaml") and wrong["line"] == 8
     assert by_id["rejected-request"]["assertions"][0]["type"] == "request"
     assert "HTTP 400" in by_id["rejected-request"]["assertions"][0]["message"]

