@@ -185,6 +185,15 @@ class Gate(BaseModel):
     max_drop: float | None = Field(None, ge=0, description="Largest allowed fall below the baseline.")
 
 
+class BaseComparison(BaseModel):
+    """How the main job compares the tuned model with the untuned base model (same cases, same serving)."""
+
+    model_config = ConfigDict(extra="forbid")
+    must_beat: list[str] = Field(default_factory=list, description="Metrics the tuned model must raise.")
+    no_drop: list[str] = Field(default_factory=list, description="Metrics the tuned model must not lower.")
+    report: list[str] = Field(default_factory=list, description="Metrics compared and reported, not gated.")
+
+
 class Thresholds(BaseModel):
     """evals/thresholds.yaml: see the file's comments for what each number means."""
 
@@ -195,6 +204,8 @@ class Thresholds(BaseModel):
     # Sections of other suites, validated by their own loaders (evals/deepeval_metrics.py, evals/safety_runner.py).
     deepeval: dict[str, Any] = Field(default_factory=dict, description="DeepEval suite thresholds.")
     safety: dict[str, Any] = Field(default_factory=dict, description="Safety suite thresholds.")
+    base_comparison: BaseComparison = Field(default_factory=BaseComparison,
+                                            description="The main job's tuned-versus-base gate.")
 
     def for_metric(self, name: str) -> Gate:
         if name.startswith("pass_rate."):

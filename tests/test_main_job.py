@@ -90,3 +90,29 @@ def test_main_job_registers_nothing_when_the_eval_gates_fail(llmops_home: Path,
     assert report["verdict"] == "fail"
     assert "tuned beats base" in {c["name"] for c in report["checks"]}
     assert (job_dir / "eval" / "comparison.md").is_file()
+
+
+def test_tuned_must_beat_the_base_and_not_fall_below_it_on_a_suite() -> None:
+    from evals.runner import BaseComparison
+    from llmops.jobs.main_job import compare_with_base, comparison_table
+    from llmops.report import Metric, Report
+
+    def report(**heads: float) -> Report:
+        rep = Report(kind="eval")
+        rep.metrics = {name.replace("__", "."): Metric(head=v) for name, v in heads.items()}
+        return rep
+
+    rules = BaseComparison(must_beat=["dataset.rouge_l"], no_drop=["pass_rate.refusal", "pass_rate.quality"],
+                           report=["dataset.token_f1"])
+    base = report(dataset__rouge_l=0.145, dataset__token_f1=0.181, pass_rate__refusal=0.0, pass_rate__quality=0.41)
+    better = report(dataset__rouge_l=0.16, dataset__token_f1=0.19, pass_rate__refusal=1.0, pass_rate__quality=0.41)
+    assert compare_with_base(better, base, rules) == []
+    worse = report(dataset__rouge_l=0.145, dataset__token_f1=0.1, pass_rate__refusal=1.0, pass_rate__quality=0.3)
+    found = [(f.severity, f.message) for f in compare_with_base(worse, base, rules)]
+    assert found[:2] == [("error", "dataset.rouge_l: tuned 0.1450 does not beat base 0.1450"),
+                         ("error", "pass_rate.quality: tuned 0.300 is below base 0.410")]
+    assert found[2][0] == "warning" and "reported, not gated" in found[2][1]
+    missing = report(pass_rate__refusal=1.0)
+    assert any(f.severity == "error" and "no value" in f.message for f in compare_with_base(missing, base, rules))
+    table = comparison_table(better, base, "base@x", "candidate")
+    assert "| pass_rate.refusal | 0.000 | 1.000 | +1.000 |" in table

@@ -56,13 +56,15 @@ class TrainConfig(BaseModel):
     max_answer_tokens: int = Field(64, ge=0, description="Answer tokens kept per example (0: all). Long FAQ answers "
                                                          "are cut here, not the prompt: serving answers in 64 tokens, "
                                                          "and on a CPU every token trained costs time.")
-    epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training split of `dataset`.")
+    extra_epochs: float = Field(1.0, gt=0, description="Passes over the training splits of `extra_datasets` (the "
+                                                       "behaviours are learnt in one pass; more of them over-refuses).")
     max_steps: int = Field(-1, description="Stop after this many steps; -1 means use epochs.")
     batch_size: int = Field(4, ge=1, description="Examples per device step.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     group_by_length: bool = Field(True, description="Batch rows of similar length together (seeded), so a "
                                                     "batch pads less: on a CPU padding is most of the waste.")
-    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate of the LoRA weights.")
+    learning_rate: float = Field(6e-4, gt=0, description="Peak learning rate of the LoRA weights.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warm-up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")

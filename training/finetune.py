@@ -133,6 +133,19 @@ def plot_loss_curve(log_history: list[dict[str, Any]], out_png: Path) -> None:
     plt.close(fig)
 
 
+def mix_passes(parts: list[tuple[list[dict[str, Any]], float]], seed: int) -> list[dict[str, Any]]:
+    """Each part's rows repeated `passes` times (a fractional pass: a seeded sample of the rows)."""
+    import random
+
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for rows, passes in parts:
+        whole = int(passes)
+        out += rows * whole
+        out += rng.sample(rows, round((passes - whole) * len(rows))) if rows else []
+    return out
+
+
 def dataset_dirs(cfg: TrainConfig, settings: Settings) -> list[Path]:
     """The training datasets: `dataset` first (its eval split is the held-out set), then `extra_datasets`."""
     return [settings.root / d for d in [cfg.dataset, *cfg.extra_datasets]]
@@ -225,7 +238,10 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
     tokenised = tokenise(dataset_dirs(cfg, settings), cfg.prompt, settings.prompts_dir, Path(base_path) if Path(base_path).is_dir()
                          else base_path, cfg.max_length, settings.cache_dir / "tokenised",
                          cfg.max_answer_tokens)
-    train_ds, eval_ds = tokenised.rows("train"), tokenised.rows("eval")
+    # One pass over a mix: `dataset` repeated `epochs` times, `extra_datasets` `extra_epochs` times.
+    extra = [row for i in range(1, 1 + len(cfg.extra_datasets)) for row in tokenised.rows("train", i)]
+    train_ds = mix_passes([(tokenised.rows("train", 0), cfg.epochs), (extra, cfg.extra_epochs)], cfg.seed)
+    eval_ds = tokenised.rows("eval")
     train_tokens = sum(len(e["input_ids"]) for e in train_ds)
 
     run_dir = Path(run_dir) if run_dir else settings.runs_dir / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -234,7 +250,7 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
             output_dir=str(tmp / "trainer"), per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             group_by_length=cfg.group_by_length,
-            num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+            num_train_epochs=1, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
             warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="cosine",
             logging_steps=cfg.logging_steps, eval_strategy="epoch" if cfg.max_steps < 0 else "no",
             save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
@@ -273,7 +289,7 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
         shutil.copyfile(prompt.path, tmp / "merged" / "prompt.yaml")
         plot_loss_curve(state.log_history, tmp / "loss_curve.png")
 
-        epochs_done = float(out.metrics.get("epoch", cfg.epochs))
+        epochs_done = float(out.metrics.get("epoch", 1.0))  # passes over the mix
         metrics = {
             "train_loss": round(out.training_loss, 4),
             "eval_loss": round(eval_out["eval_loss"], 4),

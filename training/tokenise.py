@@ -7,7 +7,8 @@ tokenised rows, and the folder name is the hash of everything that decides them 
 file's sha256, every prompt file's sha256, the tokenizer files' sha256 (the chat template among
 them), max_length and the encoder version), so an unchanged input is a cache hit and a changed one
 can never be confused with it. A row with a `prompt` field is rendered with that prompt, others
-with the config's `prompt`; the splits of all datasets are concatenated in the order given.
+with the config's `prompt`; the splits of all datasets are concatenated in the order given (column
+`dataset`: the index of the dataset a row came from).
 Layout: <home>/cache/tokenised/<key>/{train,eval}.parquet + meta.json; columns id, input_ids,
 labels (-100 on prompt tokens), n_tokens.
 """
@@ -22,7 +23,7 @@ from typing import Any
 from llmops.errors import InputError
 from llmops.files import atomic_dir, sha256_bytes, sha256_file
 
-ENCODER_VERSION = 2  # bump when encode_example changes what it produces
+ENCODER_VERSION = 3  # bump when encode_example changes what it produces
 
 
 @dataclass
@@ -32,13 +33,15 @@ class TokenisedData:
     cached: bool
     meta: dict[str, Any]
 
-    def rows(self, split: str) -> list[dict[str, Any]]:
+    def rows(self, split: str, dataset: int | None = None) -> list[dict[str, Any]]:
+        """The split's rows; `dataset`: only those of the i-th dataset given to tokenise()."""
         import pyarrow.parquet as pq
 
         table = pq.read_table(self.path / f"{split}.parquet")
+        sources = table.column("dataset").to_pylist()
         return [{"input_ids": list(i), "attention_mask": [1] * len(i), "labels": list(lab)}
-                for i, lab in zip(table.column("input_ids").to_pylist(), table.column("labels").to_pylist(),
-                                  strict=True)]
+                for i, lab, src in zip(table.column("input_ids").to_pylist(), table.column("labels").to_pylist(),
+                                       sources, strict=True) if dataset is None or src == dataset]
 
 
 def cache_key(dataset_dirs: list[Path], prompt_paths: list[Path], tokenizer_dir: Path, max_length: int,
@@ -107,16 +110,17 @@ def tokenise(dataset_dirs: Path | list[Path], prompt_id: str, prompts_dir: Path,
                             "splits": {}}
     with atomic_dir(target) as tmp:
         for split in ("train", "eval"):
-            ids, inputs, labels = [], [], []
-            rows = [row for d in dirs for _, row in read_jsonl(d / f"{split}.jsonl")]
-            for row in rows:
+            ids, inputs, labels, sources = [], [], [], []
+            rows = [(i, row) for i, d in enumerate(dirs) for _, row in read_jsonl(d / f"{split}.jsonl")]
+            for source, row in rows:
                 enc = encode_example(tok, prompts[row.get("prompt") or prompt_id], row, max_length, chat,
                                      max_answer_tokens)
                 ids.append(row["id"])
                 inputs.append(enc["input_ids"])
                 labels.append(enc["labels"])
+                sources.append(source)
             table = pa.table({"id": ids, "input_ids": inputs, "labels": labels,
-                              "n_tokens": [len(x) for x in inputs]})
+                              "n_tokens": [len(x) for x in inputs], "dataset": sources})
             pq.write_table(table, tmp / f"{split}.parquet")
             meta["splits"][split] = {"rows": len(ids), "tokens": sum(len(x) for x in inputs),
                                      "answer_tokens": sum(sum(1 for v in lab if v != -100) for lab in labels)}

@@ -40,6 +40,10 @@ def main_job(config_path: Path, eval_limit: int, quiet: bool, thresholds: Path |
                        echo=click.echo, progress=not quiet, compare_base=not no_base_compare,
                        thresholds=thresholds)
     total = sum(s["seconds"] for s in job.stages)
+    click.echo("\n| stage | seconds |\n|---|---|")
+    for s in job.stages:
+        click.echo(f"| {s['stage']} | {s['seconds']:.0f} |")
+    click.echo(f"| **total** (goal: at most 720 once installed, on 2 cores) | **{total:.0f}** |")
     click.echo(f"\nmain job done in {total:.0f}s: registered version {job.version} (alias candidate)")
     click.echo(f"eval report: {job.eval_report}")
     click.echo(f"job folder:  {job.job_dir}")

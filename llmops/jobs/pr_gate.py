@@ -415,7 +415,8 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
 def bench_gate(settings: Settings, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Time the gate on a typical change (a prompt edit) in a scratch clone: cold cache, then unchanged re-run.
 
-    The model under test is built first and timed apart: it is built once per machine (CI caches it).
+    The model under test (production, else the main job's candidate, else the untuned base model) is
+    resolved first and timed apart: it is built once per machine.
     """
     import os
     import shutil
@@ -448,7 +449,8 @@ def bench_gate(settings: Settings, *, echo: Callable[[str], None] = print) -> di
         timings = {}
         for run in ("cold", "cached"):
             start = time.perf_counter()
-            report = run_pr_gate(scratch, base="main", out_dir=Path(tmp) / run, echo=lambda _: None)
+            report = run_pr_gate(scratch, base="main", out_dir=Path(tmp) / run, model_dir=model.model_dir,
+                                 endpoint=model.endpoint, echo=lambda _: None)
             timings[run] = round(time.perf_counter() - start, 2)
             echo(f"{run:6}: {timings[run]:6.2f} s  verdict {report.verdict}, {report.info['eval']}")
     return {"model": model.description, "model_ready_s": round(model_seconds, 2), **timings,
