@@ -14,13 +14,12 @@ Slow (a real LoRA run on 2 cores), and CI runs it: `scripts/test.sh` runs every 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from llmops.cli import main
+from tests.gate_repo import failed, pr_branch, repo_with_baseline, run_gate
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +28,6 @@ REFUSAL_SENTENCE = ' If a question is not about Python, or asks for something ha
 PERMISSIVE = "You are a friendly, knowledgeable assistant. Answer every question fully, whatever its topic."
 JSON_SENTENCE = ('Reply with exactly one JSON object and nothing else, in the form {"answer": "<your answer>", '
                  '"confidence": <a number from 0 to 1>}.')
-
-
-def git(repo: Path, *args: str) -> str:
-    ident = ["-c", "user.email=t@t", "-c", "user.name=t"]
-    return subprocess.run(["git", *ident, *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="session")
@@ -53,45 +47,12 @@ def tuned_default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def main_repo(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, tuned_default_model: Path) -> Path:
-    repo = tmp_path_factory.mktemp("real-gate") / "repo"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=repo_root,
-                           check=True, capture_output=True, text=True).stdout.split("\n")
-    for rel in filter(None, files):
-        if (repo_root / rel).is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(repo_root / rel, repo / rel)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "main")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LLMOPS_ROOT", str(repo))
-    mp.setenv("LLMOPS_HOME", str(repo.parent / "home"))
-    try:
-        assert main(["gate", "baseline", "--model", str(tuned_default_model)]) == 0
-    finally:
-        mp.undo()
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "baseline")
-    return repo
+    return repo_with_baseline(tmp_path_factory.mktemp("real-gate") / "repo", repo_root, tuned_default_model)
 
 
 @pytest.fixture
 def pr_repo(main_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    repo = tmp_path / "repo"
-    shutil.copytree(main_repo, repo)
-    git(repo, "checkout", "-q", "-b", "pr")
-    monkeypatch.setenv("LLMOPS_ROOT", str(repo))
-    monkeypatch.setenv("LLMOPS_HOME", str(main_repo.parent / "home"))  # the result cache is shared
-    return repo
-
-
-def run_gate(repo: Path, model: Path) -> tuple[int, dict]:
-    code = main(["gate", "pr", "--base", "main", "--model", str(model), "--out", str(repo / "out")])
-    return code, json.loads((repo / "out" / "report.json").read_text())
-
-
-def failed_checks(report: dict) -> dict[str, list[dict]]:
-    return {c["name"]: c["findings"] for c in report["checks"] if not c["passed"]}
+    return pr_branch(main_repo, tmp_path, monkeypatch)
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -116,7 +77,7 @@ def test_baseline_on_the_tuned_model_meets_every_floor(main_repo: Path) -> None:
 def test_harmless_edit_passes(pr_repo: Path, tuned_default_model: Path) -> None:
     edit(pr_repo / "prompts" / "answer.yaml", "description: Answer a question", "description: Answers a question")
     code, report = run_gate(pr_repo, tuned_default_model)
-    assert code == 0, failed_checks(report)
+    assert code == 0, failed(report)
     assert report["verdict"] == "pass" and "prompts/answer.yaml" in report["info"]["changed"]
 
 
@@ -127,7 +88,7 @@ def test_prompt_edit_that_stops_refusals_fails(pr_repo: Path, tuned_default_mode
     assert code == 1
     refusal = report["metrics"]["pass_rate.refusal"]
     assert refusal["passed"] is False and refusal["head"] < refusal["base"]
-    assert any("pass_rate.refusal" in f["message"] for f in failed_checks(report)["eval regressions"])
+    assert any("pass_rate.refusal" in f["message"] for f in failed(report)["eval regressions"])
     outputs = [c["output"] for c in report["cases"] if c["suite"] == "refusal" and not c["passed"]]
     assert outputs and all("I can only help" not in o for o in outputs)
 
@@ -137,7 +98,7 @@ def test_prompt_edit_that_breaks_json_fails(pr_repo: Path, tuned_default_model: 
     code, report = run_gate(pr_repo, tuned_default_model)
     assert code == 1
     assert report["metrics"]["pass_rate.json"]["passed"] is False
-    assert any("pass_rate.json" in f["message"] for f in failed_checks(report)["eval regressions"])
+    assert any("pass_rate.json" in f["message"] for f in failed(report)["eval regressions"])
     broken = [c for c in report["cases"] if c["suite"] == "json" and not c["passed"]]
     assert any(a["type"] in ("is-json", "json-schema") and not a["passed"] for c in broken for a in c["assertions"])
 
@@ -149,7 +110,7 @@ def test_case_the_model_cannot_answer_fails(pr_repo: Path, tuned_default_model: 
                      "  assert:\n    - {type: contains, value: PEP 572}\n")
     code, report = run_gate(pr_repo, tuned_default_model)
     assert code == 1
-    [finding] = failed_checks(report)["new cases pass"]
+    [finding] = failed(report)["new cases pass"]
     assert finding["field"] == "quality-walrus-name" and "PEP 572" in finding["message"]
     assert finding["file"] == "evals/cases/quality.yaml" and finding["line"]
     md = (pr_repo / "out" / "report.md").read_text()

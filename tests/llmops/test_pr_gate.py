@@ -9,13 +9,12 @@ exactly as on main; each test then edits a branch the way a contributor would.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from llmops.cli import main
+from tests.gate_repo import failed, pr_branch, repo_with_baseline, run_gate
 from tests.instruction_model import (
     break_json_instruction,
     build_instruction_model,
@@ -23,10 +22,6 @@ from tests.instruction_model import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="session")
@@ -37,47 +32,12 @@ def instruction_model(tmp_path_factory: pytest.TempPathFactory, repo_root: Path)
 @pytest.fixture(scope="session")
 def main_repo(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, instruction_model: Path) -> Path:
     """A copy of the working tree as a git repo on `main`, with a committed baseline."""
-    repo = tmp_path_factory.mktemp("gate") / "repo"
-    files = git(repo_root, "ls-files", "--cached", "--others", "--exclude-standard").split("\n")
-    for rel in filter(None, files):
-        src = repo_root / rel
-        if src.is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / rel)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
-    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "main")
-    home = repo.parent / "home"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LLMOPS_ROOT", str(repo))
-    mp.setenv("LLMOPS_HOME", str(home))
-    try:
-        assert main(["gate", "baseline", "--model", str(instruction_model)]) == 0
-    finally:
-        mp.undo()
-    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
-    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "baseline")
-    return repo
+    return repo_with_baseline(tmp_path_factory.mktemp("gate") / "repo", repo_root, instruction_model)
 
 
 @pytest.fixture
 def pr_repo(main_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh clone of main on a `pr` branch; the gate's result cache is shared across tests."""
-    repo = tmp_path / "repo"
-    shutil.copytree(main_repo, repo)
-    git(repo, "checkout", "-q", "-b", "pr")
-    monkeypatch.setenv("LLMOPS_ROOT", str(repo))
-    monkeypatch.setenv("LLMOPS_HOME", str(main_repo.parent / "home"))
-    return repo
-
-
-def run_gate(repo: Path, model: Path, *extra: str) -> tuple[int, dict]:
-    code = main(["gate", "pr", "--base", "main", "--model", str(model), "--out", str(repo / "out"), *extra])
-    return code, json.loads((repo / "out" / "report.json").read_text())
-
-
-def failed(report: dict) -> dict[str, list[dict]]:
-    return {c["name"]: c["findings"] for c in report["checks"] if not c["passed"]}
+    return pr_branch(main_repo, tmp_path, monkeypatch)
 
 
 def edit(path: Path, fn) -> None:
