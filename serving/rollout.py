@@ -82,6 +82,8 @@ class PrePromotion(BaseModel):
     """Eval case tags of the safety probes."""
     ready_timeout_seconds: float = Field(180, gt=0)
     """Seconds the preview may take to become ready."""
+    thresholds: str = "evals/thresholds.yaml"
+    """The eval gates (absolute floors and max_drop), relative to the repository root or absolute."""
 
 
 class RolloutConfig(BaseModel):
@@ -310,9 +312,10 @@ class Controller:
         if not ready:
             return [f"preview {preview_url} does not answer /readyz"]
         root = self.settings.root
+        gates = root / self.cfg.pre_promotion.thresholds  # an absolute path stays absolute
         for name, tags in (("golden", self.cfg.pre_promotion.golden_tags),
                            ("safety", self.cfg.pre_promotion.safety_tags)):
-            kwargs = {"tags": tags, "workers": 2, "timeout": 60.0, "retries": 0}
+            kwargs = {"tags": tags, "workers": 2, "timeout": 60.0, "retries": 0, "thresholds_path": gates}
             baseline = (run_eval(stable_url, root / "evals" / "cases", root / "prompts",
                                  model_version=f"stable-{time.time()}", **kwargs) if stable_url else None)
             report = run_eval(preview_url, root / "evals" / "cases", root / "prompts", baseline=baseline,

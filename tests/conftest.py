@@ -19,6 +19,21 @@ os.environ.setdefault("LLMOPS_GUARDS", "0")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def report_only_thresholds(path: Path) -> Path:
+    """evals/thresholds.yaml with every floor and max_drop off, written to `path`: for micro models,
+    which cannot meet the floors set from the real default model (tests of the machinery, not of
+    model quality)."""
+    import yaml
+
+    data = yaml.safe_load((REPO_ROOT / "evals" / "thresholds.yaml").read_text())
+    for section in ("suites", "metrics"):
+        for gate in data[section].values():
+            gate.update(min=None, max_drop=None)
+    data["default_suite"].update(min=None, max_drop=None)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -14,6 +14,7 @@ import pytest
 
 from llmops.cli import main
 from llmops.registry import Registry
+from tests.conftest import report_only_thresholds
 
 MICRO = [
     "base_model=local:tiny", "bootstrap.vocab_size=600", "bootstrap.hidden_size=32", "bootstrap.intermediate_size=64",
@@ -23,25 +24,11 @@ MICRO = [
 ]
 
 
-def report_only_thresholds(repo_root: Path, tmp_path: Path) -> Path:
-    """evals/thresholds.yaml with every floor and max_drop off: a micro model cannot meet the real floors."""
-    import yaml
-
-    data = yaml.safe_load((repo_root / "evals" / "thresholds.yaml").read_text())
-    for section in ("suites", "metrics"):
-        for gate in data[section].values():
-            gate.update(min=None, max_drop=None)
-    data["default_suite"].update(min=None, max_drop=None)
-    path = tmp_path / "thresholds.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 @pytest.mark.slow
 def test_main_job_end_to_end(repo_root: Path, llmops_home: Path, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["pipeline", "main", "--quiet", "--eval-limit", "6", "--no-base-compare",
-                 "--thresholds", str(report_only_thresholds(repo_root, tmp_path)), *MICRO])
+                 "--thresholds", str(report_only_thresholds(tmp_path / "thresholds.yaml")), *MICRO])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "eval report:" in out

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import report_only_thresholds
+
 # Short bakes so a release takes seconds: 2 steps x 1.5 s, a measurement every 0.5 s.
 FAST_ROLLOUT: dict[str, Any] = {
     "strategy": "canary", "canary_percent": 50, "bake_seconds": 1.5,
@@ -89,7 +91,9 @@ def bluegreen(exported: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     try:
         home, keys = make_home(root, exported.variants["fp32"])
         config = root / "rollout.yaml"
-        config.write_text(yaml.safe_dump(FAST_ROLLOUT), encoding="utf-8")
+        gates = report_only_thresholds(root / "thresholds.yaml")  # a micro model: the machinery, not quality
+        rollout = {**FAST_ROLLOUT, "pre_promotion": {**FAST_ROLLOUT["pre_promotion"], "thresholds": str(gates)}}
+        config.write_text(yaml.safe_dump(rollout), encoding="utf-8")
         with running_gateway(home, allow_faults=True) as (url, proc):
             bg = BlueGreen(home, url, proc, keys, config)
             bg.wait_up("blue")

@@ -115,9 +115,9 @@ def test_release_whose_version_is_slow_is_rolled_back_without_client_failures(bl
     from tests.serving.bluegreen import FAST_ROLLOUT
 
     # The same fast rollout with a p95 ceiling the slowed preview cannot meet (it answers in >= 600 ms).
+    fast = yaml.safe_load(bluegreen.config.read_text())
     config = tmp_path / "rollout.yaml"
-    config.write_text(yaml.safe_dump({**FAST_ROLLOUT, "thresholds": {**FAST_ROLLOUT["thresholds"],
-                                                                      "max_p95_latency_ms": 300}}))
+    config.write_text(yaml.safe_dump({**fast, "thresholds": {**FAST_ROLLOUT["thresholds"], "max_p95_latency_ms": 300}}))
     fault = f"latency:600ms,after:{_preview_requests_before_bake()}"
     with TrafficLoop(bluegreen.url, users=2) as load:
         with pytest.raises(ReleaseAborted, match="p95"):
