@@ -42,7 +42,7 @@ def _target_for(case: Any) -> str:
         text = " ".join(case.vars["context"].split()[:30]) + (" " + " ".join(words) if words else "")
     else:
         text = " ".join(words) if words else "Python is a programming language."
-    if kinds & {"is-json", "json-schema"}:
+    if kinds & {"is-json", "json-schema"} or case.prompt == "answer_json":
         text = json.dumps({"answer": text, "confidence": 0.9})
     return text
 

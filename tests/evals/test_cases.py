@@ -27,7 +27,7 @@ def test_repo_cases_load(repo_root: Path) -> None:
     cases = load_cases(repo_root / "evals" / "cases", repo_root / "prompts")
     suites = Counter(c.suite for c in cases)
     assert len(cases) >= 40
-    assert set(suites) == {"quality", "refusal", "grounding", "json", "safety"}
+    assert set(suites) == {"quality", "refusal", "grounding", "json", "json_form", "safety"}
     smoke = select_cases(cases, tags=["smoke"])
     assert 6 <= len(smoke) <= 10
     assert {c.prompt for c in cases} == {"answer", "answer_json"}
@@ -37,7 +37,7 @@ def test_repo_cases_load(repo_root: Path) -> None:
 
 def test_repo_thresholds_load(repo_root: Path) -> None:
     thresholds = load_thresholds(repo_root / "evals" / "thresholds.yaml")
-    assert set(thresholds.suites) == {"quality", "refusal", "grounding", "json", "safety"}
+    assert set(thresholds.suites) == {"quality", "refusal", "grounding", "json", "json_form", "safety"}
 
 
 def _write(tmp_path: Path, text: str, name: str = "bad.yaml") -> Path:
