@@ -10,8 +10,9 @@
    uses a changed prompt or lives in a changed case file, plus a fixed slice of the dataset's eval
    split for ROUGE-L and token F1. The model is the registry's `production` version, else its
    `candidate` (what the main job trained on this machine), else the untuned default base model;
-   `--model`/`--endpoint` override. Prompts are rendered through the model's chat template. Each result is cached under the hash of
-   (rendered prompt, case, model version, params, assertion versions).
+   `--model`/`--endpoint` override. Prompts are rendered through the model's chat template.
+   Each result is cached under the hash of (rendered prompt, case, model version, params,
+   assertion versions).
 4. Every metric is compared with main's baseline (`evals/baseline/report.json` as committed at
    the base ref, so a PR cannot edit its own baseline) over the same case and row ids.
 The gate fails on any failed data check or lint, a suite below its floor or dropping more than
@@ -116,12 +117,6 @@ class ModelUnderTest:
 
         if self.model_dir is not None and self.chat is None:
             self.chat = chat_format_of(self.model_dir)  # files only: a cached run loads no model
-        elif self.endpoint:
-            from evals.client import OpenAIClient
-
-            with OpenAIClient(self.endpoint, timeout=30, retries=2) as client:
-                client.resolve_model()
-                self.chat = client.chat_format
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[str]:
@@ -140,7 +135,13 @@ def resolve_model(settings: Settings, *, model_dir: Path | None = None, endpoint
     from llmops.registry import Registry
 
     if endpoint:
-        return ModelUnderTest(version=f"endpoint:{endpoint}", description=f"endpoint {endpoint}", endpoint=endpoint)
+        from evals.client import OpenAIClient
+
+        with OpenAIClient(endpoint, timeout=30, retries=2) as client:  # its chat template, from /v1/models
+            client.resolve_model()
+            chat = client.chat_format
+        return ModelUnderTest(version=f"endpoint:{endpoint}", description=f"endpoint {endpoint}", endpoint=endpoint,
+                              chat=chat)
     if model_dir is not None:
         model_dir = Path(model_dir)
         backend = "onnx" if (model_dir / "model.onnx").is_file() else "torch"
