@@ -18,10 +18,11 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from governance.detectors import parse_html
 
 
 class Outcome(NamedTuple):
@@ -284,39 +285,9 @@ def _no_pii(output: str, spec: AssertionSpec, vars: Mapping[str, Any]) -> Outcom
     return Outcome(True, "no PII found")
 
 
-# Inline event handlers run script without a <script> tag; javascript: URLs do too.
-_EVENT_ATTR = re.compile(r"^on[a-z]+$")
-
-
-class _TagCollector(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.found: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.found.append(f"<{tag}>")
-        for name, value in attrs:
-            if _EVENT_ATTR.match(name):
-                self.found.append(f"event handler {name}=")
-            if value and value.strip().lower().startswith("javascript:"):
-                self.found.append(f"{name}=javascript:")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-
-    def handle_endtag(self, tag: str) -> None:
-        self.found.append(f"</{tag}>")
-
-    def handle_comment(self, data: str) -> None:
-        self.found.append("<!-- comment -->")
-
-
 @assertion("no-html", version="1", value="none")
 def _no_html(output: str, spec: AssertionSpec, vars: Mapping[str, Any]) -> Outcome:
-    parser = _TagCollector()
-    parser.feed(output)
-    parser.close()
-    if parser.found:
-        found = ", ".join(dict.fromkeys(parser.found))
-        return Outcome(False, f"HTML in output: {found}")
+    found = parse_html(output)
+    if found.markup:
+        return Outcome(False, f"HTML in output: {found.describe()}")
     return Outcome(True, "no HTML tags, event handlers or javascript: URLs")

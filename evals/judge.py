@@ -8,7 +8,7 @@ for a schema (every metric here does), the request carries OpenAI's
 answer is validated against the model before deepeval sees it; servers that ignore
 response_format still work when they answer with the JSON alone (deepeval's own fallback).
 
-`judge_from_env()` reads LLMOPS_JUDGE_URL, LLMOPS_JUDGE_MODEL and LLMOPS_JUDGE_API_KEY; with no URL
+`judge_from_settings()` reads LLMOPS_JUDGE_URL, LLMOPS_JUDGE_MODEL and LLMOPS_JUDGE_API_KEY; with no URL
 it returns None and every judged metric is SKIPPED: reported with status "skipped" and passed
 None, never as passed. Judges drift, so the judge's name and version (what its /v1/models says)
 go into every report, and `repeat` > 1 runs each judged metric that many times and keeps the
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 from deepeval.models import DeepEvalBaseLLM
 
 from llmops.errors import InputError
+from llmops.settings import Settings
 
 JUDGE_ENV = ("LLMOPS_JUDGE_URL", "LLMOPS_JUDGE_MODEL", "LLMOPS_JUDGE_API_KEY")
 NO_JUDGE = "no judge configured (set LLMOPS_JUDGE_URL, and LLMOPS_JUDGE_MODEL if the server has several)"
@@ -98,13 +98,13 @@ def _strip_fences(text: str) -> str:
     return text
 
 
-def judge_from_env(env: dict[str, str] | None = None) -> OpenAIJudge | None:
-    """The judge configured by LLMOPS_JUDGE_URL/MODEL/API_KEY, or None when no URL is set."""
-    env = os.environ if env is None else env
-    url = env.get("LLMOPS_JUDGE_URL", "").strip()
+def judge_from_settings(settings: Settings) -> OpenAIJudge | None:
+    """The judge configured by LLMOPS_JUDGE_URL/MODEL/API_KEY (`Settings.judge_*`), or None when no
+    URL is set."""
+    url = (settings.judge_url or "").strip()
     if not url:
         return None
-    return OpenAIJudge(url, env.get("LLMOPS_JUDGE_MODEL") or None, env.get("LLMOPS_JUDGE_API_KEY") or None)
+    return OpenAIJudge(url, settings.judge_model or None, settings.secret("judge_api_key"))
 
 
 # ---------------------------------------------------------------- judged metrics

@@ -11,9 +11,9 @@ Findings (each an llmops.report.Finding with the YAML file and line):
 - an example that fails to render (StrictUndefined: a missing variable is an error),
 - a rendered example whose tokens plus `params.max_tokens` exceed the model's context.
 
-Token counts use the model's own tokenizer when one is available (`--model`, else the registry's
-`production` model, else the newest bootstrapped default). Without any, they use the UTF-8 byte
-count, an upper bound for a byte-level BPE, and say so in the finding.
+Token counts use the model's own tokenizer when the caller finds one (llmops/jobs/models.py: `--model`,
+else the registry's `production` or `candidate`, else the prepared default base model). Without
+any, they use the UTF-8 byte count, an upper bound for a byte-level BPE, and say so in the finding.
 """
 
 from __future__ import annotations
@@ -24,9 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
+from jinja2 import meta
+from pydantic import ValidationError
+from tokenizers import Tokenizer
 
+from llmops.config_files import locate
 from llmops.errors import InputError
+from llmops.prompts import Prompt, chat_format_of
 from llmops.report import Finding
 
 
@@ -40,15 +46,7 @@ class TokenCounter:
 
 def _node(text: str, *keys: str | int) -> yaml.Node | None:
     """The YAML node at `keys` (mapping keys or sequence indexes), or None."""
-    node = yaml.compose(text)
-    for key in keys:
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == key), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            return None
-    return node
+    return locate(yaml.compose(text), keys)[0]
 
 
 def _value_line(text: str, *keys: str | int) -> int | None:
@@ -70,52 +68,27 @@ def _template_line(text: str, template: str, needle: str, index: int) -> int | N
     return start
 
 
-def find_token_counter(model_dir: Path | None = None) -> TokenCounter | None:
-    """The tokenizer, context length and chat template of --model, production, the candidate, the default
-    base model (once prepared), or the newest bootstrapped tiny model."""
-    candidates: list[Path] = []
-    if model_dir is not None:
-        candidates.append(Path(model_dir))
-    else:
-        from llmops.registry import Registry
-        from llmops.settings import Settings
+def find_token_counter(folders: list[Path], *, required: bool = False) -> TokenCounter | None:
+    """The tokenizer, context length and chat template of the first folder that has them.
 
-        settings = Settings.load()
-        reg = Registry(settings.registry_dir)
-        for alias in ("production", "candidate"):
-            if alias in reg.aliases():
-                candidates.append(reg.versions_dir / reg.aliases()[alias] / "files" / "model")
-        from training.base_models import SMOLLM2
-        from training.base_models import model_dir as default_model_dir
-
-        candidates.append(default_model_dir(SMOLLM2))  # the default base model, once prepared
-        store = settings.model_store
-        if store.is_dir():
-            candidates += sorted((p for p in store.iterdir() if (p / "bootstrap.json").is_file()),
-                                 key=lambda p: p.stat().st_mtime, reverse=True)
-    for folder in candidates:
+    The caller decides which folders (llmops/jobs/models.py: --model, production, candidate, the
+    prepared base model). With `required` (the user named the folder), a folder without a tokenizer
+    is an error rather than a fallback to the byte count.
+    """
+    for folder in folders:
+        folder = Path(folder)
         if (folder / "tokenizer.json").is_file() and (folder / "config.json").is_file():
-            from tokenizers import Tokenizer
-
             tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
             config = json.loads((folder / "config.json").read_text())
             context = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)
-            from llmops.prompts import chat_format_of
-
             return TokenCounter(lambda s, t=tok: len(t.encode(s, add_special_tokens=False).ids), context, str(folder),
                                 chat_format_of(folder))
-    if model_dir is not None:
-        raise InputError("no tokenizer.json/config.json in the model folder", file=str(model_dir))
+        if required:
+            raise InputError("no tokenizer.json/config.json in the model folder", file=str(folder))
     return None
 
 
 def lint_prompt_file(path: Path, counter: TokenCounter | None, default_context: int = 512) -> list[Finding]:
-    import jinja2
-    from jinja2 import meta
-    from pydantic import ValidationError
-
-    from llmops.prompts import Prompt
-
     path = Path(path)
     where = str(path)
     text = path.read_text(encoding="utf-8")
@@ -199,11 +172,3 @@ def lint_prompts(paths: list[Path], counter: TokenCounter | None, default_contex
     for path in paths:
         findings.extend(lint_prompt_file(path, counter, default_context))
     return findings
-
-
-def default_context_length() -> int:
-    from training.config import BootstrapConfig
-
-    return BootstrapConfig().context_length
-
-

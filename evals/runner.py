@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from evals.assertions import ASSERTIONS, AssertionSpec, run_assertion
 from evals.client import EndpointError, OpenAIClient
 from evals.metrics import corpus_scores
+from llmops.config_files import locate
 from llmops.errors import InputError
 from llmops.files import sha256_file
 from llmops.prompts import Prompt, load_all
@@ -76,21 +78,9 @@ def _loc(loc: Sequence[Any]) -> str:
     return out
 
 
-def _line_of(node: yaml.Node, loc: Sequence[Any]) -> int:
+def _line_of(node: yaml.Node, loc: Sequence[Any]) -> int | None:
     """1-based line of the YAML node at `loc` (keys and list indices), or of its nearest parent."""
-    line = node.start_mark.line
-    for part in loc:
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            hit = next(((k, v) for k, v in node.value if k.value == part), None)
-            if hit is None:
-                break
-            line, node = hit[0].start_mark.line, hit[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line
-        else:
-            break
-    return line + 1
+    return locate(node, loc)[1]
 
 
 def load_case_file(path: Path, prompts: dict[str, Prompt]) -> list[EvalCase]:
@@ -233,20 +223,25 @@ def load_thresholds(path: Path) -> Thresholds:
                          field=_loc(loc)) from None
 
 
-def gate_metric(name: str, value: float, thresholds: Thresholds, baseline: Report | None) -> Metric:
-    """The metric with its effective floor: the larger of `min` and baseline - `max_drop`.
+def gate_value(gate: Gate, value: float, base: float | None) -> Metric:
+    """`value` against its effective floor: the larger of `gate.min` and `base - gate.max_drop`.
 
-    With neither, the metric is reported only (passed None).
+    With neither, the metric is reported only (passed None). A NaN value fails a floor: a metric
+    that could not be measured is never a pass. The one floor rule: the eval runner and the PR
+    gate both call it.
     """
-    gate = thresholds.for_metric(name)
-    base_metric = baseline.metrics.get(name) if baseline else None
-    base = base_metric.head if base_metric else None
     floors = [f for f in (gate.min, None if base is None or gate.max_drop is None else base - gate.max_drop)
               if f is not None]
     floor = max(floors) if floors else None
     # Rounded so that a pass rate equal to its floor is not failed by float noise (0.1 + 0.2 != 0.3).
-    passed = None if floor is None else round(value, 9) >= round(floor, 9)
+    passed = None if floor is None else (not math.isnan(value) and round(value, 9) >= round(floor, 9))
     return Metric(head=value, base=base, threshold=floor, passed=passed)
+
+
+def gate_metric(name: str, value: float, thresholds: Thresholds, baseline: Report | None) -> Metric:
+    """Metric `name` gated by its entry in `thresholds` against the baseline report's value."""
+    base_metric = baseline.metrics.get(name) if baseline else None
+    return gate_value(thresholds.for_metric(name), value, base_metric.head if base_metric else None)
 
 
 # ---------------------------------------------------------------- running
@@ -264,8 +259,19 @@ def cache_key(rendered_prompt: str, case: EvalCase, model_version: str, params: 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _render_failure(case: EvalCase, prompt: Prompt, exc: Exception) -> dict[str, Any]:
+    return {"id": case.id, "suite": case.suite, "tags": list(case.tags), "prompt_id": case.prompt,
+            "file": case.file, "line": case.line, "prompt": "\n".join(m.content for m in prompt.messages),
+            "output": "", "passed": False,
+            "assertions": [{"type": "render", "passed": False,
+                            "message": f"prompt {case.prompt!r} does not render: {exc}"}]}
+
+
 def run_case(client: OpenAIClient, case: EvalCase, prompt: Prompt, model_version: str) -> dict[str, Any]:
-    rendered = prompt.render(client.chat_format, **case.vars)
+    try:
+        rendered = prompt.render(client.chat_format, **case.vars)
+    except Exception as exc:  # noqa: BLE001 - any template error fails the case, with its message
+        return _render_failure(case, prompt, exc)
     params = prompt.params.model_dump()
     record: dict[str, Any] = {
         "id": case.id, "suite": case.suite, "tags": list(case.tags), "prompt_id": case.prompt,
@@ -289,6 +295,47 @@ def run_case(client: OpenAIClient, case: EvalCase, prompt: Prompt, model_version
         results.append({"type": spec.type, "passed": outcome.passed, "message": outcome.message})
     record.update(output=output, passed=all(r["passed"] for r in results), assertions=results)
     return record
+
+
+class CaseRun:
+    """The eval cases against one model, with an optional result cache: `lookup` takes what the
+    cache already holds (no model needed), `run` calls the model for the rest and stores them.
+    `llmops eval` runs without a cache; `llmops gate pr` with one, so an unchanged re-run makes no
+    model call at all."""
+
+    def __init__(self, cases: list[EvalCase], prompts: dict[str, Prompt], model_version: str,
+                 cache: Any = None) -> None:
+        self.cases, self.prompts, self.version, self.cache = cases, prompts, model_version, cache
+        self.results: dict[str, dict[str, Any]] = {}
+        self.pending: list[EvalCase] = list(cases)
+
+    def lookup(self, chat: Any) -> None:
+        """Fill `results` from the cache (and with render failures) for the model's chat format."""
+        pending = []
+        for case in self.pending:
+            prompt = self.prompts[case.prompt]
+            try:
+                rendered = prompt.render(chat, **case.vars)
+            except Exception as exc:  # noqa: BLE001 - any template error fails the case, with its message
+                self.results[case.id] = {**_render_failure(case, prompt, exc), "cached": False}
+                continue
+            hit = None if self.cache is None else self.cache.get(
+                cache_key(rendered, case, self.version, prompt.params.model_dump()))
+            if hit is not None:
+                self.results[case.id] = {**hit, "cached": True}
+            else:
+                pending.append(case)
+        self.pending = pending
+
+    def run(self, client: OpenAIClient, workers: int) -> list[dict[str, Any]]:
+        """Run what is pending against `client`; returns every case's record, in case order."""
+        records = parallel(lambda c: run_case(client, c, self.prompts[c.prompt], self.version), self.pending, workers)
+        for case, record in zip(self.pending, records, strict=True):
+            if self.cache is not None and "cache_key" in record:
+                self.cache.put(record["cache_key"], record)
+            self.results[case.id] = {**record, "cached": False}
+        self.pending = []
+        return [self.results[c.id] for c in self.cases]
 
 
 def parallel(fn, items: Sequence[Any], workers: int) -> list[Any]:
@@ -388,7 +435,7 @@ def run_eval(base_url: str, cases_dir: Path, prompts_dir: Path, dataset_dir: Pat
     with OpenAIClient(base_url, api_key=api_key, model=model_name, timeout=timeout, retries=retries) as client:
         model = client.resolve_model()  # once, before the threads share the client
         version = model_version or model
-        report.cases = parallel(lambda c: run_case(client, c, prompts[c.prompt], version), cases, workers)
+        report.cases = CaseRun(cases, prompts, version).run(client, workers)
         by_suite: dict[str, list[bool]] = defaultdict(list)
         for record in report.cases:
             by_suite[record["suite"]].append(record["passed"])

@@ -12,20 +12,20 @@ evals/thresholds.yaml's `deepeval:` section, as in `llmops deepeval-suite`. This
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 
 import pytest
 
-from llmops.settings import apply_offline_env
+from llmops.settings import Settings, apply_offline_env
 
 apply_offline_env()
 
 ROOT = Path(__file__).resolve().parents[1]
-ENDPOINT = os.environ.get("LLMOPS_EVAL_ENDPOINT", "").strip()
-DATASET = Path(os.environ.get("LLMOPS_EVAL_DATASET", ROOT / "datasets" / "python-faq"))
-LIMIT = int(os.environ.get("LLMOPS_EVAL_LIMIT", "10"))
+SETTINGS = Settings.load(root=ROOT)
+ENDPOINT = SETTINGS.eval_endpoint.strip()
+DATASET = SETTINGS.eval_dataset or ROOT / "datasets" / "python-faq"
+LIMIT = SETTINGS.eval_limit
 pytestmark = pytest.mark.skipif(not ENDPOINT, reason="set LLMOPS_EVAL_ENDPOINT to the OpenAI-compatible endpoint to evaluate")
 
 
@@ -44,7 +44,7 @@ def _answer(question: str, context: str | None) -> str:
 
     prompt = load_all(ROOT / "prompts")["answer"]
     params = prompt.params
-    with OpenAIClient(ENDPOINT, api_key=os.environ.get("LLMOPS_EVAL_API_KEY")) as client:
+    with OpenAIClient(ENDPOINT, api_key=SETTINGS.secret("eval_api_key")) as client:
         client.resolve_model()
         text = prompt.render(client.chat_format, question=question, **({"context": context} if context else {}))
         return client.complete(text, max_tokens=params.max_tokens, temperature=params.temperature,
@@ -75,9 +75,9 @@ def test_reference_metrics(row: dict) -> None:
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
 def test_judged_metrics(row: dict) -> None:
     from evals.deepeval_metrics import load_deepeval_thresholds
-    from evals.judge import NO_JUDGE, judge_case, judge_from_env, judged_metric_factories
+    from evals.judge import NO_JUDGE, judge_case, judge_from_settings, judged_metric_factories
 
-    judge = judge_from_env()
+    judge = judge_from_settings(SETTINGS)
     if judge is None:
         pytest.skip(NO_JUDGE)
     gates = load_deepeval_thresholds()

@@ -202,11 +202,27 @@ def local_actor() -> str:
         return "local:unknown"
 
 
+def configured_key(settings: Settings | None = None) -> str | None:
+    """The caller's key from LLMOPS_API_KEY (`Settings.api_key`); None when the variable is unset.
+
+    Set but blank fails closed: `LLMOPS_API_KEY: ${{ secrets.X }}` is "" when the secret is missing,
+    and falling back to the local operator would run a release as local admin.
+    """
+    value = (settings or Settings.load()).api_key
+    if value is None:
+        return None
+    key = value.get_secret_value().strip()
+    if not key:
+        raise AuthenticationError(f"{ENV_KEY} is set but empty (a missing CI secret?): refusing to fall back to "
+                                  "the local operator; set a key or unset the variable")
+    return key
+
+
 def current_principal(*, settings: Settings | None = None, local_role: str | None = "admin") -> Principal:
     """The holder of LLMOPS_API_KEY when set, else the local operator with `local_role`."""
     settings = settings or Settings.load()
-    key = os.environ.get(ENV_KEY)
-    if key:
+    key = configured_key(settings)
+    if key is not None:
         return KeyStore(key_file(settings)).authenticate(key)
     if local_role is None:
         raise AuthenticationError(f"this command needs an API key in {ENV_KEY} "
@@ -214,10 +230,10 @@ def current_principal(*, settings: Settings | None = None, local_role: str | Non
     return Principal(name=local_actor(), role=local_role, key_id=None)
 
 
-def auth_headers() -> dict[str, str]:
-    """Headers for admin calls from the CLI: the key from LLMOPS_API_KEY, or none."""
-    key = os.environ.get(ENV_KEY)
-    return {"Authorization": f"Bearer {key}"} if key else {}
+def auth_headers(settings: Settings | None = None) -> dict[str, str]:
+    """Headers for admin calls from the CLI: the key from LLMOPS_API_KEY, or none (blank: an error)."""
+    key = configured_key(settings)
+    return {"Authorization": f"Bearer {key}"} if key is not None else {}
 
 
 def create_key(role: str, name: str, *, by: Principal | None = None, settings: Settings | None = None) -> str:

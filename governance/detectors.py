@@ -182,13 +182,17 @@ ACTIVE_TAGS = frozenset({"script", "iframe", "object", "embed", "applet", "frame
 
 
 class _ActiveHtml(HTMLParser):
+    """Every piece of markup in a text (start and end tags, comments), and what of it can execute."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.tags: list[str] = []
         self.active: list[str] = []
+        self.markup: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
+        self.markup.append(f"<{tag}>")
         if tag in ACTIVE_TAGS:
             self.active.append(f"<{tag}>")
         for name, value in attrs:
@@ -199,15 +203,38 @@ class _ActiveHtml(HTMLParser):
 
     handle_startendtag = handle_starttag
 
+    def handle_endtag(self, tag: str) -> None:
+        self.markup.append(f"</{tag}>")
 
-def find_html(text: str) -> tuple[list[str], list[str]]:
-    """(tags, active): every start tag found, and what of it can execute (script tags, on*=, javascript:)."""
+    def handle_comment(self, data: str) -> None:
+        self.markup.append("<!-- comment -->")
+
+
+@dataclass(frozen=True)
+class HtmlFound:
+    tags: list[str]  # start tags
+    active: list[str]  # what can execute: script-like tags, on*= handlers, javascript:/vbscript:/data:text/html
+    markup: list[str]  # everything, end tags and comments included, in order
+
+    def describe(self) -> str:
+        return ", ".join(dict.fromkeys(self.active + self.markup))
+
+
+def parse_html(text: str) -> HtmlFound:
+    """The one HTML detector: the eval assertion `no-html`, the output guard and the gateway's flag
+    metric all call it."""
     if "<" not in text:
-        return [], []
+        return HtmlFound([], [], [])
     parser = _ActiveHtml()
     parser.feed(text)
     parser.close()
-    return parser.tags, parser.active
+    return HtmlFound(parser.tags, parser.active, parser.markup)
+
+
+def find_html(text: str) -> tuple[list[str], list[str]]:
+    """(tags, active): every start tag found, and what of it can execute (script tags, on*=, javascript:)."""
+    found = parse_html(text)
+    return found.tags, found.active
 
 
 def invisible_share(text: str) -> float:

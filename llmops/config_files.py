@@ -7,9 +7,11 @@ goes through `load_validated_yaml`, so an unknown key or a bad value always read
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from llmops.errors import InputError
@@ -17,34 +19,36 @@ from llmops.errors import InputError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _yaml_line(text: str, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest node along `loc` (a pydantic error location) in YAML `text`."""
-    import yaml
-
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
+def locate(node: yaml.Node | None, loc: Sequence[Any]) -> tuple[yaml.Node | None, int | None]:
+    """Walk `loc` (mapping keys and sequence indexes, e.g. a pydantic error location) down a composed
+    YAML tree: (the node at `loc`, or None where the path breaks off; the 1-based line of the deepest
+    key or item reached, the nearest parent's when the path breaks off). The one line lookup that
+    config files, case files and prompt files share."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
             if match is None:
-                break
-            node = match[1]
-            line = match[0].start_mark.line + 1
+                return None, line
+            node, line = match[1], match[0].start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
             line = node.start_mark.line + 1
         else:
-            break
-    return line
+            return None, line
+    return node, line
+
+
+def yaml_line(text: str, loc: Sequence[Any]) -> int | None:
+    """1-based line of the deepest node along `loc` in YAML `text` (None if the text does not parse)."""
+    try:
+        return locate(yaml.compose(text), loc)[1]
+    except yaml.YAMLError:
+        return None
 
 
 def load_validated_yaml(path: Path, model: type[M]) -> M:
     """Read YAML `path` into pydantic `model`; any problem is an InputError naming file, line and key."""
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -73,4 +77,4 @@ def load_validated_yaml(path: Path, model: type[M]) -> M:
             what = "key" if err["loc"][-1] == "[key]" else "value"
             message = f"unknown {what} {err['input']!r}; expected one of {err['ctx']['expected']}"
         more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise InputError(message + more, file=str(path), line=_yaml_line(text, loc), field=key) from exc
+        raise InputError(message + more, file=str(path), line=yaml_line(text, loc), field=key) from exc

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from llmops.errors import InputError
-from llmops.files import atomic_write_text
+from llmops.files import atomic_write_text, sha256_file
 
 ROW_SCHEMA_VERSION = 1
 CARD_FILE = "README.md"
@@ -240,3 +240,21 @@ def write_card(dataset_dir: Path, card: DatasetCard) -> Path:
     path = Path(dataset_dir) / CARD_FILE
     atomic_write_text(path, render_card(card))
     return path
+
+
+def card_for(dataset_dir: Path, rows: dict[str, int], *, license: str, pretty_name: str, source: str,
+             command: str, description: str, task_categories: list[str], created: str,
+             source_sha256: str | None = None, split: dict[str, Any] | None = None,
+             cleaning: dict[str, Any] | None = None, size_rows: int | None = None,
+             name: str | None = None) -> DatasetCard:
+    """The card of the files already written in `dataset_dir` (`rows`: file name -> row count), with
+    each file's sha256 read from disk; `name` defaults to the folder's. The one card builder of
+    ingestion and the feedback export."""
+    files = {name: FileEntry(sha256=sha256_file(Path(dataset_dir) / name), rows=n) for name, n in rows.items()}
+    return DatasetCard(
+        license=license, pretty_name=pretty_name, language=["en"],
+        size_categories=[size_category(sum(rows.values()) if size_rows is None else size_rows)],
+        task_categories=task_categories, description=description,
+        llmops=CardLineage(name=name or Path(dataset_dir).name, source=source, source_sha256=source_sha256,
+                           command=command, created=created, split=split or {}, cleaning=cleaning or {},
+                           files=files))

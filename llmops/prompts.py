@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from llmops.errors import InputError
 
-_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "list": list}
+_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "list": list}
 
 
 class Variable(BaseModel):
@@ -75,9 +75,10 @@ class ChatFormat:
         # so the text equals tokenizer.apply_chat_template(..., tokenize=False).
         from transformers.utils.chat_template_utils import render_jinja_template
 
-        rendered, _ = render_jinja_template(conversations=[messages], chat_template=self.template,
-                                            add_generation_prompt=add_generation_prompt, **self.special_tokens)
-        return rendered[0]
+        special: dict[str, Any] = dict(self.special_tokens)  # bos_token, eos_token, ... for the template
+        output: Any = render_jinja_template(conversations=[messages], chat_template=self.template,
+                                            add_generation_prompt=add_generation_prompt, **special)
+        return output[0][0]  # (rendered texts, generation indices); one conversation
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ChatFormat | None:

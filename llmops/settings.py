@@ -7,8 +7,11 @@ test suite's conftest call it before anything imports transformers, deepeval or 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Without these, hub clients try the network and deepeval/whylogs phone home.
 OFFLINE_ENV: dict[str, str] = {
@@ -41,18 +44,61 @@ def find_repo_root(start: Path | None = None) -> Path:
     return here
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Paths of the repository and the local store (`.llmops/` unless LLMOPS_HOME says otherwise)."""
+class Settings(BaseSettings):
+    """Every setting of the project: the repository and the local store, and each `LLMOPS_*` variable.
 
-    root: Path
-    home: Path
+    Built once per process (the CLI entry point, a worker, the test fixture) and passed down;
+    modules take a `Settings` and do not read the environment themselves. Tests build one with
+    keyword arguments (`Settings(root=repo, home=tmp, guards=False)`) instead of editing
+    `os.environ`. Secrets are `SecretStr`: their repr and any log line show `**********`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LLMOPS_", frozen=True, extra="ignore")
+
+    root: Path = Field(description="The repository (LLMOPS_ROOT); default: found from the working folder.")
+    home: Path = Field(description="The local store (LLMOPS_HOME); default <root>/.llmops.")
+    cache: Path | None = Field(None, description="Downloaded wheels and converted base models (LLMOPS_CACHE); "
+                                                 "default $XDG_CACHE_HOME/llmops, else ~/.cache/llmops.")
+    api_key: SecretStr | None = Field(None, description="The caller's API key (LLMOPS_API_KEY).")
+    eval_api_key: SecretStr | None = Field(None, description="Bearer token of an evaluated endpoint.")
+    eval_endpoint: str = Field("", description="The endpoint `deepeval test run evals/test_deepeval_suite.py` scores.")
+    eval_dataset: Path | None = Field(None, description="Its dataset folder (default datasets/python-faq).")
+    eval_limit: int = Field(10, ge=1, description="Its number of eval rows.")
+    judge_url: str | None = Field(None, description="An OpenAI-compatible judge for DeepEval's judged metrics.")
+    judge_model: str | None = None
+    judge_api_key: SecretStr | None = None
+    guards: bool = Field(True, description="Serve with the input and output guards (LLMOPS_GUARDS=0: off).")
+    operate: bool = Field(True, description="Serve the operations routes: drift, feedback (LLMOPS_OPERATE=0: off).")
+    ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: one per core).")
+    allow_faults: bool = Field(False, description="Let the gateway inject faults (tests and drills only).")
+    fault: str = Field("", description="The fault a fault-injecting worker applies (serving/gateway/faults.py).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            root = Path(data.get("root") or find_repo_root()).expanduser().resolve()
+            home = data.get("home")
+            data = {**data, "root": root, "home": Path(home).expanduser().resolve() if home else root / ".llmops"}
+        return data
 
     @classmethod
-    def load(cls) -> Settings:
-        root = Path(os.environ["LLMOPS_ROOT"]).resolve() if "LLMOPS_ROOT" in os.environ else find_repo_root()
-        home = Path(os.environ.get("LLMOPS_HOME", root / ".llmops")).resolve()
-        return cls(root=root, home=home)
+    def load(cls, **overrides: Any) -> Settings:
+        """Settings from the environment (LLMOPS_*), with `overrides` on top."""
+        return cls(**overrides)
+
+    def secret(self, name: str) -> str | None:
+        """The value of secret field `name`, or None when unset or blank (an empty secret is no secret)."""
+        value = getattr(self, name)
+        text = value.get_secret_value().strip() if value is not None else ""
+        return text or None
+
+    @property
+    def model_cache(self) -> Path:
+        if self.cache is not None:
+            return Path(self.cache).expanduser().resolve()
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return base / "llmops"
 
     @property
     def registry_dir(self) -> Path:

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from llmops.errors import InputError
 from llmops.files import atomic_write_bytes
+from llmops.launch import log_tail, start_process
 from llmops.report import Finding, Metric, Report
 from loadtests.slo import SLOConfig, load_slo
 
@@ -118,18 +119,16 @@ def run_locust(target_url: str, cfg: SLOConfig, work_dir: Path, *, eval_set: Pat
     # Spawning all users takes users/spawn_rate seconds on top of the run time.
     hard_timeout = run_time_s + run.users / run.spawn_rate + STOP_TIMEOUT_S + STARTUP_SLACK_S
     started = time.monotonic()
-    with open(log, "wb") as log_handle:
-        # cwd=work_dir: locust reads locust.conf / pyproject.toml from its cwd; ours must not leak in.
-        proc = subprocess.Popen(cmd, cwd=work_dir, env=env, stdout=log_handle, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            code = proc.wait(timeout=hard_timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only locust and its children
-            proc.wait()
-            raise InputError(f"locust did not finish within the hard timeout of {hard_timeout:.0f} s:\n"
-                             f"{_tail(log)}", file=str(LOCUSTFILE)) from None
+    # cwd=work_dir: locust reads locust.conf / pyproject.toml from its cwd; ours must not leak in.
+    proc = start_process(cmd, log=log, env=env, cwd=work_dir, new_session=True)
+    try:
+        code = proc.wait(timeout=hard_timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: only locust and its children
+        proc.wait()
+        raise InputError(f"locust did not finish within the hard timeout of {hard_timeout:.0f} s:\n"
+                         f"{_tail(log)}", file=str(LOCUSTFILE)) from None
     wall_s = time.monotonic() - started
     if code != 0:
         raise InputError(f"locust exited with code {code}:\n{_tail(log)}", file=str(LOCUSTFILE))
@@ -140,10 +139,7 @@ def run_locust(target_url: str, cfg: SLOConfig, work_dir: Path, *, eval_set: Pat
 
 
 def _tail(path: Path, chars: int = 2000) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
+    return log_tail(path, chars) if path.is_file() else "(no log)"
 
 
 # ---- parsing ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP API over one model, and a context manager that runs it as a subprocess.
+"""The OpenAI-compatible HTTP API over one model, and a context manager that runs it as a subprocess
+(started, waited for and stopped by llmops/launch.py).
 
     llmops serve --model exports/v1 --port 8000          # then:
     curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' \
@@ -31,10 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -49,8 +47,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmops.errors import InputError
-from llmops.processes import stop_process
+from llmops.launch import LaunchError, free_port, running_process
 from llmops.prompts import Prompt
+from llmops.settings import Settings
 from serving.schemas import (
     ChatChoice,
     ChatCompletion,
@@ -383,7 +382,8 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
 
     app = FastAPI(title="llmops serving", version="1", docs_url=None, redoc_url=None)
     app.state.serving = state
-    if guards if guards is not None else os.environ.get("LLMOPS_GUARDS", "1") != "0":
+    settings = Settings.load()  # LLMOPS_GUARDS / LLMOPS_OPERATE, as the worker process was started with
+    if guards if guards is not None else settings.guards:
         # Input guards (size, injection, PII requests, toxicity) and output guards (HTML escaping,
         # PII redaction) share their detectors with the safety suite (governance/detectors.py).
         # Added before the metrics middleware so that one stays outermost and counts blocked requests.
@@ -392,7 +392,7 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
         app.add_middleware(GuardMiddleware, config=GuardConfig(), registry=metrics.registry)
         check_request(["warm up"])  # load the embedding model now, not on the first user's request
     app.add_middleware(MetricsMiddleware, metrics=metrics, max_body_bytes=limits.max_body_bytes)
-    if operate if operate is not None else os.environ.get("LLMOPS_OPERATE", "1") != "0":
+    if operate if operate is not None else settings.operate:
         mount_operations(app)
 
     @app.exception_handler(APIError)
@@ -502,12 +502,6 @@ def mount_operations(app: FastAPI) -> None:
 
 
 # ---- a real server in a subprocess -------------------------------------------------------------
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def running_server(model_dir: str | Path, port: int = 0, backend: str = "onnx", *, host: str = "127.0.0.1",
                    prompt: str | Path | None = None, model_id: str | None = None, threads: int | None = None,
@@ -515,11 +509,10 @@ def running_server(model_dir: str | Path, port: int = 0, backend: str = "onnx", 
     """Run `llmops serve` as a uvicorn subprocess on `host` (a free port when port=0); yield its base
     URL (e.g. "http://127.0.0.1:41234") once /readyz answers 200; terminate it on exit.
 
-    Raises InputError if the server exits with code 2 (bad model or prompt), RuntimeError if it dies
-    otherwise or is not ready within `timeout` seconds; the message holds the server log's tail.
+    Raises InputError if the server exits with code 2 (bad model or prompt), RuntimeError
+    (llmops.launch.LaunchError) if it dies otherwise or is not ready within `timeout` seconds; the
+    message holds the server log's tail.
     """
-    import httpx
-
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "llmops", "serve", "--model", str(Path(model_dir).resolve()), "--host", host,
            "--port", str(port), "--backend", backend]
@@ -529,33 +522,13 @@ def running_server(model_dir: str | Path, port: int = 0, backend: str = "onnx", 
         cmd += ["--model-id", model_id]
     if threads:
         cmd += ["--threads", str(threads)]
-    log = tempfile.NamedTemporaryFile(prefix="llmops-serve-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     base_url = f"http://{host}:{port}"
-
-    def log_tail() -> str:
-        log.flush()
-        return Path(log.name).read_text(errors="replace")[-3000:]
-
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            code = proc.poll()
-            if code is not None:
-                if code == 2:
-                    raise InputError(f"the server refused its input (exit 2):\n{log_tail()}", file=str(model_dir))
-                raise RuntimeError(f"the server exited with code {code}:\n{log_tail()}")
-            try:
-                if httpx.get(base_url + "/readyz", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server was not ready within {timeout:.0f} s:\n{log_tail()}")
-            time.sleep(0.1)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(running_process(cmd, base_url + "/readyz", env={**os.environ, **(env or {})},
+                                                timeout=timeout, what="the server"))
+        except LaunchError as exc:
+            if exc.returncode == 2:
+                raise InputError(f"the server refused its input (exit 2):\n{exc.tail}", file=str(model_dir)) from None
+            raise
         yield base_url
-    finally:
-        stop_process(proc, timeout=10)
-        log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(log.name)

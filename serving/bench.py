@@ -1,6 +1,6 @@
 """Generation speed of every backend on the same model and prompts, in one run, as ratios.
 
-    llmops bench serve --n-prompts 8 --max-new-tokens 32                 # a micro model built on the fly
+    llmops bench serve --n-prompts 8 --max-new-tokens 32                 # the CLI builds a micro model first
     llmops bench serve --model runs/merged --out runs/bench-serve.json   # a real merged HF model
 
 Backends: torch eager (`generate`), optimum ORTModelForCausalLM (`generate`), and the project's
@@ -44,7 +44,7 @@ def _time_best(run: Callable[[], list[list[int]]], repeats: int) -> tuple[float,
     return best, out
 
 
-def bench_serve(model_dir: str | Path | None = None, *, n_prompts: int = 8, max_new_tokens: int = 32,
+def bench_serve(model_dir: str | Path, *, n_prompts: int = 8, max_new_tokens: int = 32,
                 batch_size: int | None = None, repeats: int = 3, threads: int | None = None,
                 work_dir: str | Path | None = None) -> dict[str, Any]:
     """Measure every backend; returns {"results": [...], "ratios": {...}, "setup": {...}}."""
@@ -57,10 +57,6 @@ def bench_serve(model_dir: str | Path | None = None, *, n_prompts: int = 8, max_
     torch.set_num_threads(threads)
     tmp = tempfile.TemporaryDirectory(prefix="llmops-bench-")
     work = Path(work_dir) if work_dir else Path(tmp.name)
-    if model_dir is None:
-        from training.micro import build_micro_model
-
-        model_dir = build_micro_model(work / "micro")
     model_dir = Path(model_dir)
     prompt = serving_prompt(model_dir)
     examples = [{"question": q} for q in (

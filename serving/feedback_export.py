@@ -31,16 +31,13 @@ from llmops.dataset import (
     CARD_FILE,
     EVAL_FILE,
     TRAIN_FILE,
-    CardLineage,
-    DatasetCard,
     DatasetRow,
-    FileEntry,
+    card_for,
     read_jsonl,
-    size_category,
     write_card,
 )
 from llmops.errors import InputError
-from llmops.files import atomic_dir, atomic_write_text, sha256_file
+from llmops.files import atomic_dir, atomic_write_text
 from llmops.report import Finding, Report
 
 REVIEW_FILE = "review/review.jsonl"
@@ -177,16 +174,13 @@ def export_feedback(entries: list[dict[str, Any]], datasets_dir: Path, *, name: 
         # review items hold no PII-flagged text: a flagged row keeps only its id and findings
         atomic_write_text(tmp / REVIEW_FILE, "".join(json.dumps(i, ensure_ascii=False) + "\n"
                                                      for i in result.review_items))
-        card = DatasetCard(
-            license=LICENSE, pretty_name=f"Rated chat answers ({name})", language=["en"],
-            size_categories=[size_category(len(result.train_rows))], task_categories=["question-answering"],
+        card = card_for(
+            tmp, {TRAIN_FILE: len(result.train_rows)}, name=name, license=LICENSE,
+            pretty_name=f"Rated chat answers ({name})", task_categories=["question-answering"],
             description=(f"Well-rated answers from the chat page, exported by `{command}`. Rows need a "
                          f"reviewer before they are merged; {len(result.review_items)} review items are "
                          f"in {REVIEW_FILE}."),
-            llmops=CardLineage(name=name, source="feedback store (<home>/feedback/feedback.jsonl)",
-                               command=command, created=today.isoformat(),
-                               files={TRAIN_FILE: FileEntry(sha256=sha256_file(tmp / TRAIN_FILE),
-                                                            rows=len(result.train_rows))}))
+            source="feedback store (<home>/feedback/feedback.jsonl)", command=command, created=today.isoformat())
         write_card(tmp, card)
         checks = check_dataset(tmp)  # the gate's own checks on exactly what will be committed
     for check in checks:

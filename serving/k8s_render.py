@@ -57,7 +57,7 @@ MANIFESTS = {
     "rollout.yaml": "rollout.yaml.j2",
 }
 
-# The gateway's per-colour series (serving/gateway.py) the analysis reads, the same ones the local
+# The gateway's per-colour series (serving/gateway/metrics.py) the analysis reads, the same ones the local
 # controller's serving.rollout.parse_metrics reads: error rate = upstream errors / attempts,
 # guard-flag rate = flagged / scanned completions, p95 from the upstream latency histogram.
 REQUESTS_TOTAL = "llmops_gateway_requests_total"

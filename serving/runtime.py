@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from llmops.errors import InputError
+from llmops.settings import Settings
 
 REPLACEMENT_CHAR = "\ufffd"  # what a byte-level BPE decode shows for an incomplete UTF-8 sequence
 
@@ -330,7 +331,7 @@ class OrtGenerator(Generator):
         onnx_dir = find_onnx_dir(model_dir)
         super().__init__(onnx_dir, _load_tokenizer(onnx_dir), _max_positions(onnx_dir))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or int(os.environ.get("LLMOPS_ORT_THREADS", 0)) or (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or Settings.load().ort_threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if providers is None:

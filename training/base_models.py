@@ -31,6 +31,7 @@ from typing import Any
 
 from llmops.errors import InputError
 from llmops.files import atomic_dir, atomic_write_text, sha256_file
+from llmops.settings import Settings
 
 INFO_FILE = "llmops_base_model.json"
 
@@ -76,12 +77,10 @@ LOCAL_PREFIX = "local:"
 TINY = "local:tiny"
 
 
-def cache_root() -> Path:
-    """Where downloaded wheels and converted base models live, shared by every LLMOPS_HOME."""
-    if os.environ.get("LLMOPS_CACHE"):
-        return Path(os.environ["LLMOPS_CACHE"]).expanduser().resolve()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return (base / "llmops").resolve()
+def cache_root(settings: Settings | None = None) -> Path:
+    """Where downloaded wheels and converted base models live, shared by every LLMOPS_HOME
+    (`Settings.model_cache`: LLMOPS_CACHE, else the user's cache folder)."""
+    return (settings or Settings.load()).model_cache
 
 
 def lookup(base_model: str) -> WheelGguf | None:

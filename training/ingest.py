@@ -37,12 +37,10 @@ from llmops.dataset import (
     EVAL_FILE,
     SPDX_PATTERN,
     TRAIN_FILE,
-    CardLineage,
     DatasetCard,
     DatasetRow,
-    FileEntry,
+    card_for,
     load_card,
-    size_category,
     write_card,
     write_jsonl,
 )
@@ -277,26 +275,18 @@ def write_dataset(dataset_dir: Path, candidates: list[Candidate], *, license: st
     dataset_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(dataset_dir / TRAIN_FILE, train)
     write_jsonl(dataset_dir / EVAL_FILE, held_out)
-    files = {name: FileEntry(sha256=sha256_file(dataset_dir / name), rows=len(rows))
-             for name, rows in ((TRAIN_FILE, train), (EVAL_FILE, held_out))}
-    created = dt.datetime.now(dt.UTC).date().isoformat()
+    rows = {TRAIN_FILE: len(train), EVAL_FILE: len(held_out)}
+    card = card_for(dataset_dir, rows, license=license, pretty_name=pretty_name, source=source,
+                    source_sha256=source_sha256, command=command, description=description,
+                    task_categories=["question-answering", "text-generation"], split=split_info,
+                    cleaning=cleaning, size_rows=len(candidates),
+                    created=dt.datetime.now(dt.UTC).date().isoformat())
     try:
         previous = load_card(dataset_dir)
-        if previous.files == files:
-            created = previous.created  # same content: keep the date so the card does not churn
+        if previous.files == card.files:
+            card.llmops.created = previous.created  # same content: keep the date so the card does not churn
     except InputError:
         pass
-    card = DatasetCard(
-        license=license,
-        pretty_name=pretty_name,
-        language=["en"],
-        size_categories=[size_category(len(candidates))],
-        task_categories=["question-answering", "text-generation"],
-        llmops=CardLineage(name=dataset_dir.name, source=source, source_sha256=source_sha256,
-                           command=command, created=created, split=split_info, cleaning=cleaning,
-                           files=files),
-        description=description,
-    )
     write_card(dataset_dir, card)
     return IngestResult(dataset_dir, len(train), len(held_out), card, cleaning)
 

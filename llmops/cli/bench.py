@@ -28,13 +28,20 @@ def bench() -> None:
 def serve_bench(model_dir: Path | None, n_prompts: int, max_new_tokens: int, batch_size: int | None,
                 repeats: int, threads: int | None, out_path: Path) -> None:
     """Tokens/s of torch eager, optimum ORTModel and the project's ORT loop (fp32, int8) on the same prompts."""
+    import tempfile
+
     from llmops.errors import InputError
     from serving.bench import bench_serve, markdown_table, write_bench
 
     if model_dir is not None and not (model_dir / "config.json").is_file():
         raise InputError("not a Hugging Face model folder (no config.json)", file=str(model_dir))
-    result = bench_serve(model_dir, n_prompts=n_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                         repeats=repeats, threads=threads)
+    with tempfile.TemporaryDirectory(prefix="llmops-bench-") as tmp:
+        if model_dir is None:
+            from training.micro import build_micro_model
+
+            model_dir = build_micro_model(Path(tmp) / "micro")
+        result = bench_serve(model_dir, n_prompts=n_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             repeats=repeats, threads=threads, work_dir=tmp)
     click.echo(markdown_table(result))
     write_bench(result, out_path)
     click.echo(f"\nwritten: {out_path}")
@@ -45,7 +52,7 @@ def gate_bench() -> None:
     """Time `llmops gate pr` on a typical change (a prompt edit): cold cache, then an unchanged re-run."""
     import os
 
-    from llmops.jobs.pr_gate import bench_gate
+    from llmops.jobs.bench import bench_gate
     from llmops.settings import Settings
 
     result = bench_gate(Settings.load(), echo=click.echo)

@@ -60,7 +60,7 @@ def compare(models: tuple[Path, ...], limit: int, tags: tuple[str, ...]) -> None
 @click.option("--dry-run", is_flag=True, help="Print the files and commit message; send nothing.")
 def publish(ref: str, repo_id: str, token: str | None, what: str, dry_run: bool) -> None:
     """Push version REF (merged weights or adapter, ONNX, card) to the Hugging Face Hub."""
-    from llmops.publish import publish_version
+    from llmops.jobs.publish import publish_version
     from llmops.registry import Registry
     from llmops.settings import Settings
 

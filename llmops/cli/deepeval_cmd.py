@@ -45,8 +45,6 @@ def deepeval_suite(endpoint: str | None, model_dir: Path | None, backend: str, p
                    judge_model: str | None, repeat: int | None, thresholds_path: Path | None,
                    api_key: str | None, out_dir: Path | None, no_gate: bool) -> None:
     """Score an endpoint's answers on the eval split with DeepEval metrics."""
-    import os
-
     from evals.deepeval_runner import run_deepeval
     from evals.judge import OpenAIJudge
     from evals.runner import DEFAULT_THRESHOLDS
@@ -54,7 +52,7 @@ def deepeval_suite(endpoint: str | None, model_dir: Path | None, backend: str, p
     from llmops.settings import Settings
 
     settings = Settings.load()
-    judge = OpenAIJudge(judge_url, judge_model, os.environ.get("LLMOPS_JUDGE_API_KEY")) if judge_url else None
+    judge = OpenAIJudge(judge_url, judge_model, settings.secret("judge_api_key")) if judge_url else None
     with endpoint_or_served(endpoint, model_dir, backend) as url:
         report = run_deepeval(url, dataset_dir, prompts_dir or settings.prompts_dir, ppl_model, limit=limit,
                               judge=judge, thresholds_path=thresholds_path or DEFAULT_THRESHOLDS, repeat=repeat,

@@ -53,7 +53,7 @@ def main_job(config_path: Path, eval_limit: int, quiet: bool, thresholds: Path |
 @click.option("--force", is_flag=True, help="Run every stage, even those whose inputs are unchanged.")
 @click.option("--neutral", is_flag=True, help="The change is meant to be neutral: register on a tie with production.")
 def merge(force: bool, neutral: bool) -> None:
-    """Run pipeline.yaml: data check, tokenise, train, evaluate, safety, export + parity, load test, register.
+    """Run pipeline.yaml: data check, tokenise, train, deepeval, rule evals, safety, export + parity, load test, register.
 
     Unchanged stages are skipped; after a failure, fix it and run again to resume.
     """

@@ -36,12 +36,15 @@ def show(prompt_id: str, vars_: tuple[str, ...], model_dir: Path | None) -> None
                    "bootstrapped default, else a UTF-8 byte upper bound).")
 def lint(files: tuple[Path, ...], model_dir: Path | None) -> None:
     """Check prompt files (default: every prompts/*.yaml) by file and line; exit 1 on a finding."""
-    from evals.prompt_lint import default_context_length, find_token_counter, lint_prompts
+    from evals.prompt_lint import find_token_counter, lint_prompts
     from llmops.errors import GateFailed
+    from llmops.jobs.models import default_context_length, lint_model_folders
     from llmops.settings import Settings
 
-    paths = list(files) or sorted(Settings.load().prompts_dir.glob("*.yaml"))
-    counter = find_token_counter(model_dir)
+    settings = Settings.load()
+    paths = list(files) or sorted(settings.prompts_dir.glob("*.yaml"))
+    counter = (find_token_counter([model_dir], required=True) if model_dir is not None
+               else find_token_counter(lint_model_folders(settings)))
     findings = lint_prompts(paths, counter, default_context_length())
     for f in findings:
         click.echo(f"{f.where()}: {f.severity}: {f.message}")

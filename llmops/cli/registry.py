@@ -62,8 +62,14 @@ def verify(ref: str) -> None:
 @click.argument("ref")
 @click.option("--reason", default="", help="Why (kept in the alias history).")
 def alias(alias: str, ref: str, reason: str) -> None:
-    """Point ALIAS (candidate, production, previous) at version REF."""
-    entry = _registry().set_alias(alias, ref, reason=reason)
+    """Point ALIAS (candidate, production, previous) at version REF (permission `registry.alias`, audited)."""
+    from governance.audit import audit_event
+    from governance.policy import authorize
+
+    principal = authorize("registry.alias", target=f"alias:{alias}")
+    entry = _registry().set_alias(alias, ref, reason=reason, actor=principal.name)
+    audit_event("registry.alias", actor=principal.name, role=principal.role, target=f"alias:{alias}",
+                details={"from": entry["from"], "to": entry["to"]}, reason=reason)
     click.echo(f"{entry['alias']}: {entry['from']} -> {entry['to']}")
 
 

@@ -10,6 +10,8 @@
 Guarded by governance/policy.yaml: release needs `release`, rollback needs `rollback` (LLMOPS_API_KEY
 or the local role); the gateway's admin API checks the same key. Exit codes: 0 done, 1 the release
 was aborted by its analysis (traffic is back on the stable colour), 2 bad input or permission denied.
+release, rollback and status are the job in llmops/jobs/release.py (the policy: serving/rollout.yaml,
+read by serving/rollout.py); bench-rollback is llmops/jobs/bench.py.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def release(version: str, config_path: Path | None, gateway_url: str | None, fau
         for path in render_cli(version, render_dir, image=image, namespace=namespace):
             click.echo(str(path))
         return
-    from serving.rollout import release as run_release
+    from llmops.jobs.release import release as run_release
 
     result = run_release(version, config=config_path, gateway_url=gateway_url, fault=fault,
                          log=lambda msg: click.echo(msg, err=True))
@@ -61,7 +63,7 @@ def release(version: str, config_path: Path | None, gateway_url: str | None, fau
 @GATEWAY_URL
 def rollback(reason: str, to: str | None, gateway_url: str | None) -> None:
     """Move traffic back to the previous colour (or --to VERSION) and `production` with it."""
-    from serving.rollout import rollback as run_rollback
+    from llmops.jobs.release import rollback as run_rollback
 
     result = run_rollback(reason=reason, to=to, gateway_url=gateway_url, log=lambda msg: click.echo(msg, err=True))
     click.echo(f"rolled back to version {result['version']} on {result['colour']} "
@@ -73,7 +75,7 @@ def rollback(reason: str, to: str | None, gateway_url: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 def status(gateway_url: str | None, as_json: bool) -> None:
     """Colours, versions, weights, alias history and the last analysis."""
-    from serving.rollout import status_report
+    from llmops.jobs.release import status_report
 
     data = status_report(gateway_url=gateway_url)
     if as_json:
@@ -104,7 +106,7 @@ def status(gateway_url: str | None, as_json: bool) -> None:
 
 @click.group()
 def gateway() -> None:
-    """The blue/green gateway (serving/gateway.py)."""
+    """The blue/green gateway (serving/gateway/)."""
 
 
 @gateway.command("run")
@@ -115,7 +117,8 @@ def gateway() -> None:
 @click.option("--keep-workers", is_flag=True, help="Leave the workers running when the gateway stops.")
 def gateway_run(host: str, port: int, health_interval: float, worker_threads: int | None, keep_workers: bool) -> None:
     """Run the gateway in the foreground; workers are restored from the saved state."""
-    from serving.gateway import GatewayOptions, run_gateway
+    from serving.gateway.app import run_gateway
+    from serving.gateway.core import GatewayOptions
 
     click.echo(f"gateway on http://{host}:{port}", err=True)
     run_gateway(options=GatewayOptions(host=host, port=port, health_interval=health_interval,
@@ -126,7 +129,7 @@ def gateway_run(host: str, port: int, health_interval: float, worker_threads: in
 @GATEWAY_URL
 def gateway_status(gateway_url: str | None) -> None:
     """The gateway's live state as JSON (needs metrics.read)."""
-    from serving.gateway import GatewayClient
+    from serving.gateway.client import GatewayClient
 
     client = GatewayClient(gateway_url)
     try:
@@ -141,7 +144,8 @@ def gateway_status(gateway_url: str | None) -> None:
 @click.option("--path", default="/v1/models", show_default=True, help="GET path sent both ways.")
 def gateway_bench(gateway_url: str | None, n: int, path: str) -> None:
     """Added latency: the stable worker called directly vs through the gateway, interleaved in one run."""
-    from serving.gateway import GatewayClient, bench_gateway
+    from serving.gateway.client import GatewayClient
+    from serving.gateway.testing import bench_gateway
 
     client = GatewayClient(gateway_url)
     try:
@@ -159,8 +163,8 @@ def gateway_bench(gateway_url: str | None, n: int, path: str) -> None:
 @click.option("--users", default=4, show_default=True, type=click.IntRange(1, 32))
 def gateway_bench_rollback(gateway_url: str | None, users: int) -> None:
     """Rollback under load: seconds from the call to every new request on the other (warm) colour."""
-    from serving.gateway import GatewayClient
-    from serving.rollout import bench_rollback
+    from llmops.jobs.bench import bench_rollback
+    from serving.gateway.client import GatewayClient
 
     url = gateway_url or GatewayClient().url
     click.echo(json.dumps(bench_rollback(url, users=users), indent=2))

@@ -61,7 +61,8 @@ def serve(model_dir: Path | None, host: str, port: int, backend: str, variant: s
     """Serve MODEL over an OpenAI-compatible HTTP API with uvicorn (one process), or, without --model,
     the blue/green topology: a gateway that routes /v1/* by weight to a blue and a green worker."""
     if model_dir is None:
-        from serving.gateway import GatewayOptions, run_gateway
+        from serving.gateway.app import run_gateway
+        from serving.gateway.core import GatewayOptions
 
         run_gateway(options=GatewayOptions(host=host, port=port, worker_threads=threads))
         return

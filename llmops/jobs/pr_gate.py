@@ -7,17 +7,25 @@
 2. Changed datasets get the data checks (schema, sha256 vs card, duplicates, PII, overlap,
    licence). Every prompt is linted (milliseconds). A changed training config is validated.
 3. Eval cases run against the model under test: the smoke subset always, plus every case that
-   uses a changed prompt or lives in a changed case file, plus a fixed slice of the dataset's eval
-   split for ROUGE-L and token F1. The model is the registry's `production` version, else its
-   `candidate` (what the main job trained on this machine), else the untuned default base model;
-   `--model`/`--endpoint` override. Prompts are rendered through the model's chat template.
-   Each result is cached under the hash of (rendered prompt, case, model version, params,
-   assertion versions).
-4. Every metric is compared with main's baseline (`evals/baseline/report.json` as committed at
-   the base ref, so a PR cannot edit its own baseline) over the same case and row ids.
+   uses a changed prompt or lives in a changed case file, plus a fixed slice of the eval split for
+   ROUGE-L and token F1. The model is the registry's `production` version, else its `candidate`
+   (what the main job trained on this machine), else the untuned default base model;
+   `--model`/`--endpoint` override. Prompts are rendered through the model's chat template. Each
+   result is cached under the hash of (rendered prompt, case, model version, params, assertion
+   versions, and the sha256 of the code that turns a prompt into an output and a verdict:
+   RESULT_CODE), so a PR that edits the runtime is never judged on stale results.
+4. What is measured and how it is judged come from the base ref, never from the PR's tree
+   (BASE_TREE_PATHS, read with `git archive`): the thresholds, the eval split, and the base's
+   cases. A PR's edit to evals/thresholds.yaml is reported (each loosened gate by name) and takes
+   effect after merge. A case that passes on main and is gone from the PR (deleted, or renamed)
+   fails the gate.
+5. Every metric is compared with main's baseline over the same case and row ids: the committed
+   `evals/baseline/report.json` at the base ref when it was measured on this same model, else the
+   base tree measured now on this model (cached), so a delta is the PR's effect, never a model
+   change.
 The gate fails on any failed data check or lint, a suite below its floor or dropping more than
-`max_drop` (evals/thresholds.yaml), a dataset metric doing the same, or a case new in the PR that
-fails on the model under test.
+`max_drop`, a NaN metric, a dataset metric doing the same, a removed passing case, or a case new in
+the PR that fails on the model under test.
 """
 
 from __future__ import annotations
@@ -98,6 +106,82 @@ def load_baseline(root: Path, base: str, override: Path | None) -> tuple[Report 
         raise InputError(f"baseline is not a report: {exc}", file=f"{base}:{BASELINE_PATH}") from None
 
 
+# Paths of the base ref's tree the gate trusts over the pull request's: what is measured (cases,
+# prompts, the eval split) and how it is judged (thresholds). A PR's own edits to these take effect
+# after merge; until then the gate reports them.
+BASE_TREE_PATHS = ("prompts", "evals/cases", "evals/thresholds.yaml", "datasets/python-faq/eval.jsonl")
+# Code whose change can change an output or a verdict: part of every result-cache key, so a PR that
+# edits the runtime or an assertion is never judged on results cached before the edit.
+RESULT_CODE = ("serving", "evals/assertions.py", "evals/client.py", "evals/runner.py", "governance/detectors.py",
+               "governance/pii.py", "llmops/prompts.py")
+
+
+def extract_base_tree(root: Path, commit: str, dest: Path) -> Path:
+    """The trusted files of `commit` (BASE_TREE_PATHS) written under `dest`, via `git archive`."""
+    archive = subprocess.run(["git", "archive", "--format=tar", commit, *BASE_TREE_PATHS], cwd=root,
+                             capture_output=True)
+    if archive.returncode != 0:
+        raise InputError(f"cannot read the base tree at {commit[:10]}: {archive.stderr.decode().strip()}",
+                         field="--base")
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    (dest / "pyproject.toml").touch()  # a Settings root
+    return dest
+
+
+def result_code_sha256(root: Path) -> str:
+    """sha256 over RESULT_CODE's Python files and the versions of the runtimes that produce outputs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256()
+    for rel in RESULT_CODE:
+        path = root / rel
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            if file.is_file():
+                digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
+    for dist in ("onnxruntime", "transformers", "torch", "tokenizers"):
+        try:
+            digest.update(f"{dist}=={version(dist)}".encode())
+        except PackageNotFoundError:
+            pass
+    return digest.hexdigest()[:16]
+
+
+def loosened_gates(old_path: Path, new_path: Path) -> list[Finding]:
+    """Where the PR's thresholds.yaml is looser than the base's: a lower `min`, a larger `max_drop`,
+    or a gate removed. The gate keeps using the base's; a reviewer must approve these."""
+    from evals.runner import load_thresholds
+
+    try:
+        new = load_thresholds(new_path)
+    except InputError as exc:
+        return [Finding(str(exc), file="evals/thresholds.yaml", line=exc.line, field=exc.field)]
+    old = load_thresholds(old_path)
+    findings = []
+    names = {f"pass_rate.{s}" for s in old.suites} | {f"dataset.{m}" for m in old.metrics}
+    for name in sorted(names):
+        before, after = old.for_metric(name), new.for_metric(name)
+        changes = []
+        if before.min is not None and (after.min is None or after.min < before.min):
+            changes.append(f"min {before.min} -> {after.min}")
+        if before.max_drop is not None and (after.max_drop is None or after.max_drop > before.max_drop):
+            changes.append(f"max_drop {before.max_drop} -> {after.max_drop}")
+        if changes:
+            findings.append(Finding(f"{name}: this PR loosens {', '.join(changes)}; the gate applies the base's "
+                                    "thresholds, the new ones take effect after merge (a reviewer must approve)",
+                                    file="evals/thresholds.yaml", field=name, severity="warning"))
+    return findings
+
+
+def removed_case_findings(head_ids: set[str], base_cases: list[dict]) -> list[Finding]:
+    """A case of the base tree that the PR deletes or renames, and that passes there, is an error:
+    deleting a case is the one edit that hides its regression. (Cases are retired on main.)"""
+    return [Finding(f"case {c['id']} passes on main and is gone from this PR (deleted or renamed): removing a "
+                    "passing case hides a regression; retire it on main with a new baseline",
+                    file=c.get("file"), line=c.get("line"), field=c["id"])
+            for c in base_cases if c["id"] not in head_ids and c.get("passed")]
+
+
 # --------------------------------------------------------------------------- model under test
 
 
@@ -125,6 +209,8 @@ class ModelUnderTest:
             return
         from serving.app import running_server
 
+        if self.model_dir is None:
+            raise InputError("the model under test has neither an endpoint nor a model folder")
         with running_server(self.model_dir, port=0, backend=self.backend) as url:
             yield url
 
@@ -171,9 +257,15 @@ def resolve_model(settings: Settings, *, model_dir: Path | None = None, endpoint
 # --------------------------------------------------------------------------- checks
 
 
-def static_checks(settings: Settings, changes: Changes, report: Report) -> None:
-    from evals.prompt_lint import default_context_length, find_token_counter, lint_prompts
+def static_checks(settings: Settings, changes: Changes, report: Report, model: ModelUnderTest | None = None) -> None:
+    """Data checks of the changed datasets, the prompt lint and the training config.
+
+    The lint counts tokens with the tokenizer of the model under test when it is a folder (so a cold
+    CI cache still measures the context with the real tokenizer), else with the first of
+    `lint_model_folders`."""
+    from evals.prompt_lint import find_token_counter, lint_prompts
     from governance.datacheck import check_dataset
+    from llmops.jobs.models import default_context_length, lint_model_folders
     from training.config import load_config
 
     for name in changes.datasets:
@@ -185,7 +277,8 @@ def static_checks(settings: Settings, changes: Changes, report: Report) -> None:
         except InputError as exc:  # unreadable data fails the gate with the reason, not the run
             report.add_check(f"data:{name}", [Finding(str(exc), file=exc.file, line=exc.line, field=exc.field)])
     prompt_files = sorted(settings.prompts_dir.glob("*.yaml"))
-    counter = find_token_counter(None)
+    folders = [model.model_dir] if model is not None and model.model_dir is not None else []
+    counter = find_token_counter(folders + lint_model_folders(settings))
     findings = lint_prompts(prompt_files, counter, default_context_length())
     for f in findings:
         if f.file and Path(f.file).is_relative_to(settings.root):
@@ -208,45 +301,32 @@ def _row_key(rendered: str, model_version: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def run_gate_evals(settings: Settings, changes: Changes | None, model: ModelUnderTest, *, all_cases: bool,
-                   rows: int, cache_dir: Path, echo: Callable[[str], None] = print) -> tuple[list[dict], list[dict], dict]:
-    """Run the selected cases and eval rows, from the cache where possible. Returns (cases, rows, stats)."""
+def run_gate_evals(tree: Path, changes: Changes | None, model: ModelUnderTest, *, all_cases: bool,
+                   rows: int, rows_dir: Path, cache_dir: Path, code_sha256: str = "",
+                   echo: Callable[[str], None] = print) -> tuple[list[dict], list[dict], dict]:
+    """Run the selected cases of `tree` (its prompts/ and evals/cases/: the PR's checkout, or the base
+    tree) and the first `rows` rows of `rows_dir`'s eval split, from the cache where possible.
+    `code_sha256` (result_code_sha256) goes into every cache key. Returns (cases, rows, stats)."""
     from evals.cache import ResultCache
     from evals.client import OpenAIClient
     from evals.metrics import exact_match, rouge_l, token_f1
-    from evals.runner import cache_key, load_cases, parallel, read_eval_rows, run_case
+    from evals.runner import CaseRun, load_cases, parallel, read_eval_rows
     from llmops.prompts import load_all
 
-    prompts = load_all(settings.prompts_dir)
-    cases = load_cases(settings.root / "evals" / "cases", settings.prompts_dir)
+    prompts = load_all(tree / "prompts")
+    cases = load_cases(tree / "evals" / "cases", tree / "prompts")
     if not all_cases and changes is not None:
-        changed_files = {str(settings.root / f) for f in changes.case_files} | set(changes.case_files)
+        changed_files = {str(tree / f) for f in changes.case_files} | set(changes.case_files)
         cases = [c for c in cases if "smoke" in c.tags or c.prompt in changes.prompts
                  or c.file in changed_files or str(Path(c.file).resolve()) in changed_files]
     cache = ResultCache(cache_dir)
     answer = prompts["answer"]
     params = answer.params.model_dump()
-    eval_rows = read_eval_rows(settings.datasets_dir / "python-faq", rows)
+    eval_rows = read_eval_rows(rows_dir, rows)
+    version = f"{model.version}|code:{code_sha256}"
 
-    pending_cases, results = [], {}
-    for case in cases:
-        prompt = prompts[case.prompt]
-        try:
-            rendered = prompt.render(model.chat, **case.vars)
-        except Exception as exc:  # noqa: BLE001 - any template error fails the case, with its message
-            results[case.id] = {"id": case.id, "suite": case.suite, "tags": list(case.tags), "prompt_id": case.prompt,
-                                "file": case.file, "line": case.line,
-                                "prompt": "\n".join(m.content for m in prompt.messages), "output": "",
-                                "passed": False, "cached": False,
-                                "assertions": [{"type": "render", "passed": False,
-                                                "message": f"prompt {case.prompt!r} does not render: {exc}"}]}
-            continue
-        key = cache_key(rendered, case, model.version, prompt.params.model_dump())
-        hit = cache.get(key)
-        if hit is not None:
-            results[case.id] = {**hit, "cached": True}
-        else:
-            pending_cases.append((case, key))
+    case_run = CaseRun(cases, prompts, version, cache)
+    case_run.lookup(model.chat)
     row_prompts = {}
     pending_rows, row_results = [], {}
     for row in eval_rows:
@@ -257,23 +337,19 @@ def run_gate_evals(settings: Settings, changes: Changes | None, model: ModelUnde
             row_results[row["id"]] = ""
             continue
         row_prompts[row["id"]] = rendered
-        key = _row_key(rendered, model.version, params)
+        key = _row_key(rendered, version, params)
         hit = cache.get(key)
         if hit is not None:
             row_results[row["id"]] = hit["output"]
         else:
             pending_rows.append((row, key))
 
-    if pending_cases or pending_rows:
-        echo(f"    model calls: {len(pending_cases)} cases, {len(pending_rows)} rows "
+    if case_run.pending or pending_rows:
+        echo(f"    model calls: {len(case_run.pending)} cases, {len(pending_rows)} rows "
              f"({cache.hits} from cache); serving {model.description}")
         with model.serve() as url, OpenAIClient(url, timeout=120, retries=2) as client:
             client.resolve_model()
-            records = parallel(lambda item: run_case(client, item[0], prompts[item[0].prompt], model.version),
-                               pending_cases, 4)
-            for (case, key), record in zip(pending_cases, records, strict=True):
-                cache.put(key, record)
-                results[case.id] = {**record, "cached": False}
+            case_run.run(client, 4)
 
             def complete(item: tuple[dict, str]) -> str:
                 row, _ = item
@@ -287,10 +363,10 @@ def run_gate_evals(settings: Settings, changes: Changes | None, model: ModelUnde
     else:
         echo(f"    all {len(cases)} cases and {len(eval_rows)} rows from cache; no model call")
 
-    case_records = [results[c.id] for c in cases]
+    case_records = [case_run.results[c.id] for c in cases]
     for record in case_records:  # repo-relative paths: the report is committed and posted
-        if record.get("file") and Path(record["file"]).is_absolute() and Path(record["file"]).is_relative_to(settings.root):
-            record["file"] = Path(record["file"]).relative_to(settings.root).as_posix()
+        if record.get("file") and Path(record["file"]).is_absolute() and Path(record["file"]).is_relative_to(tree):
+            record["file"] = Path(record["file"]).relative_to(tree).as_posix()
     row_records = []
     for row in eval_rows:
         out = row_results[row["id"]].strip()
@@ -303,7 +379,7 @@ def run_gate_evals(settings: Settings, changes: Changes | None, model: ModelUnde
 def compute_metrics(cases: list[dict], rows: list[dict], baseline: Report | None,
                     thresholds_path: Path) -> tuple[dict[str, Metric], list[Finding]]:
     """Per-suite pass rates and dataset means, each against the baseline over the same ids."""
-    from evals.runner import load_thresholds
+    from evals.runner import gate_value, load_thresholds
 
     thresholds = load_thresholds(thresholds_path)
     base_cases = {c["id"]: c for c in (baseline.cases if baseline else [])}
@@ -312,12 +388,7 @@ def compute_metrics(cases: list[dict], rows: list[dict], baseline: Report | None
     metrics: dict[str, Metric] = {}
 
     def gated(name: str, head: float, base: float | None) -> Metric:
-        gate = thresholds.for_metric(name)
-        floors = [f for f in (gate.min, None if base is None or gate.max_drop is None else base - gate.max_drop)
-                  if f is not None]
-        floor = max(floors) if floors else None
-        passed = None if floor is None else round(head, 9) >= round(floor, 9)
-        return Metric(head=head, base=base, threshold=floor, passed=passed)
+        return gate_value(thresholds.for_metric(name), head, base)
 
     by_suite: dict[str, list[dict]] = defaultdict(list)
     for case in cases:
@@ -371,6 +442,12 @@ def new_case_findings(cases: list[dict], baseline: Report | None) -> list[Findin
 def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path | None = None,
                 endpoint: str | None = None, baseline_path: Path | None = None, all_cases: bool = False,
                 rows: int = GATE_ROWS, echo: Callable[[str], None] = print) -> Report:
+    """The gate (see the module docstring). With `base` empty (`llmops gate baseline`), the checkout
+    is its own base: every case runs and nothing is compared."""
+    import tempfile
+
+    from evals.runner import load_cases
+
     started = time.perf_counter()
     report = Report(kind="pr-gate")
     changes = changed_files(settings.root, base) if base else None
@@ -378,22 +455,45 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
         echo(f"==> {len(changes.files)} files changed against {base} ({changes.merge_base[:10]}): "
              f"datasets {changes.datasets or '-'}, prompts {changes.prompts or '-'}, "
              f"case files {len(changes.case_files)}, training config {'yes' if changes.training_config else 'no'}")
-        static_checks(settings, changes, report)
-    baseline, baseline_from = load_baseline(settings.root, base, baseline_path) if base or baseline_path else (None, "none")
-    echo(f"==> baseline: {baseline_from}")
     model = resolve_model(settings, model_dir=model_dir, endpoint=endpoint, echo=echo)
-    echo(f"==> evals against {model.description}")
-    cases, row_records, stats = run_gate_evals(settings, changes, model, all_cases=all_cases, rows=rows,
-                                               cache_dir=settings.cache_dir / "eval", echo=echo)
+    code_sha = result_code_sha256(settings.root)
+    cache_dir = settings.cache_dir / "eval"
+    notes: list[Finding] = []
+    with tempfile.TemporaryDirectory(prefix="llmops-base-tree-") as tmp:
+        # What is measured and how it is judged come from the base ref: a PR cannot loosen its gate.
+        tree = extract_base_tree(settings.root, changes.merge_base, Path(tmp)) if changes else settings.root
+        thresholds = tree / "evals" / "thresholds.yaml"
+        rows_dir = tree / "datasets" / "python-faq"
+        if changes:
+            static_checks(settings, changes, report, model)
+            if changes.thresholds:
+                report.add_check("thresholds", loosened_gates(thresholds, settings.root / "evals" / "thresholds.yaml"),
+                                 summary="the base's thresholds apply to this PR")
+        baseline, baseline_from = (load_baseline(settings.root, base, baseline_path) if base or baseline_path
+                                   else (None, "none"))
+        echo(f"==> evals against {model.description}")
+        cases, row_records, stats = run_gate_evals(settings.root, changes, model, all_cases=all_cases, rows=rows,
+                                                   rows_dir=rows_dir, cache_dir=cache_dir, code_sha256=code_sha,
+                                                   echo=echo)
+        if changes and (baseline is None or baseline.info.get("model_version") != model.version):
+            # The committed baseline was measured on another model (or is missing): measure the base
+            # tree on this model, so that the deltas are this PR's effect and not a model change.
+            why = "missing" if baseline is None else f"measured on {baseline.info.get('model_version')}"
+            echo(f"==> committed baseline {why}: measuring the base tree on {model.description}")
+            base_cases, base_rows, base_stats = run_gate_evals(tree, changes, model, all_cases=all_cases, rows=rows,
+                                                               rows_dir=rows_dir, cache_dir=cache_dir,
+                                                               code_sha256=code_sha, echo=echo)
+            baseline = Report(kind="pr-gate", cases=base_cases)
+            baseline.info = {"rows": base_rows, "model_version": model.version, "eval": base_stats}
+            baseline_from = f"{base} tree measured on {model.description} (committed baseline {why})"
+        echo(f"==> baseline: {baseline_from}")
+        report.metrics, metric_notes = compute_metrics(cases, row_records, baseline, thresholds)
+        notes += metric_notes
+        if changes:
+            head_ids = {c.id for c in load_cases(settings.root / "evals" / "cases", settings.prompts_dir)}
+            report.add_check("no case removed", removed_case_findings(head_ids, baseline.cases if baseline else []),
+                             summary="a case that passes on main stays (a renamed id counts as removed)")
     report.cases = cases
-    thresholds = settings.root / "evals" / "thresholds.yaml"
-    report.metrics, notes = compute_metrics(cases, row_records, baseline, thresholds)
-    if baseline is None:
-        notes.append(Finding(f"no baseline at {baseline_from}: metrics are reported, not compared "
-                             "(create it on main with `llmops gate baseline`)", severity="warning"))
-    elif baseline.info.get("model_version") not in (None, model.version):
-        notes.append(Finding(f"baseline was measured on {baseline.info.get('model_version')}, this run on "
-                             f"{model.version}: deltas mix a model change with this PR's change", severity="warning"))
     report.add_check("new cases pass", new_case_findings(cases, baseline),
                      summary="a case the baseline does not have must pass on the model under test")
     failed_suites = [n for n, m in report.metrics.items() if m.passed is False]
@@ -403,56 +503,8 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
         summary=f"{len(report.metrics) - len(failed_suites)}/{len(report.metrics)} metrics within thresholds")
     report.info = {
         "base_ref": base or "-", "baseline": baseline_from, "model": model.description,
-        "model_version": model.version, "changed": changes.files if changes else [],
+        "model_version": model.version, "result_code_sha256": code_sha, "changed": changes.files if changes else [],
         "rows": row_records, "eval": stats, "duration_s": round(time.perf_counter() - started, 2),
     }
     report.write(out_dir)
     return report
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
-def bench_gate(settings: Settings, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Time the gate on a typical change (a prompt edit) in a scratch clone: cold cache, then unchanged re-run.
-
-    The model under test (production, else the main job's candidate, else the untuned base model) is
-    resolved first and timed apart: it is built once per machine.
-    """
-    import os
-    import shutil
-    import tempfile
-
-    files = _git(settings.root, "ls-files", "--cached", "--others", "--exclude-standard").split("\n")
-    with tempfile.TemporaryDirectory(prefix="llmops-bench-gate-") as tmp:
-        repo = Path(tmp) / "repo"
-        for rel in filter(None, files):
-            if (settings.root / rel).is_file():
-                (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(settings.root / rel, repo / rel)
-        ident = ["-c", "user.email=bench@llmops", "-c", "user.name=bench"]
-        _git(repo, "init", "-q", "-b", "main")
-        _git(repo, *ident, "add", "-A")
-        _git(repo, *ident, "commit", "-qm", "main")
-        _git(repo, "checkout", "-q", "-b", "change")
-        prompt = repo / "prompts" / "answer.yaml"
-        prompt.write_text(prompt.read_text().replace("You answer questions about the Python programming language.",
-                                                     "You answer questions about the Python programming language "
-                                                     "concisely."))
-        scratch = Settings(root=repo, home=Path(tmp) / "home")
-        # Share the built default model, not the result cache: the cold run must call the model.
-        (scratch.home).mkdir(parents=True)
-        start = time.perf_counter()
-        model = resolve_model(settings, echo=lambda _: None)
-        model_seconds = time.perf_counter() - start
-        if settings.model_store.is_dir():
-            os.symlink(settings.model_store, scratch.model_store)
-        timings = {}
-        for run in ("cold", "cached"):
-            start = time.perf_counter()
-            report = run_pr_gate(scratch, base="main", out_dir=Path(tmp) / run, model_dir=model.model_dir,
-                                 endpoint=model.endpoint, echo=lambda _: None)
-            timings[run] = round(time.perf_counter() - start, 2)
-            echo(f"{run:6}: {timings[run]:6.2f} s  verdict {report.verdict}, {report.info['eval']}")
-    return {"model": model.description, "model_ready_s": round(model_seconds, 2), **timings,
-            "cases": report.info["eval"]["cases"], "rows": report.info["eval"]["rows"]}

@@ -13,6 +13,8 @@ audit entry; otherwise nothing is registered and the command exits 1.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -23,18 +25,23 @@ from llmops.report import Finding, Metric, Report
 from llmops.settings import Settings
 
 
-def compare_with_production(candidate: dict[str, float], production: dict[str, float],
-                            rules: dict[str, str], tolerance: float, neutral: bool) -> tuple[bool, list[Finding], dict[str, Metric]]:
+def compare_with_production(candidate: Mapping[str, float], production: Mapping[str, float],
+                            rules: Mapping[str, str], tolerance: float,
+                            neutral: bool) -> tuple[bool, list[Finding], dict[str, Metric]]:
+    """(ok, findings, metrics). A metric missing or NaN on the candidate counts as worse; NaN on
+    production is not compared (a warning), never a tie."""
     findings: list[Finding] = []
     metrics: dict[str, Metric] = {}
     better = worse = 0
     for name, direction in rules.items():
         head, base = candidate.get(name), production.get(name)
-        if head is None:
-            findings.append(Finding(f"candidate has no metric {name!r}", field=name))
+        if head is None or math.isnan(head):
+            findings.append(Finding(f"candidate has no metric {name!r}" if head is None else
+                                    f"{name}: the candidate's value is NaN (could not be measured): counted as worse",
+                                    field=name))
             worse += 1
             continue
-        if base is None:
+        if base is None or math.isnan(base):
             findings.append(Finding(f"production has no metric {name!r}; not compared", field=name, severity="warning"))
             metrics[name] = Metric(head=head, higher_is_better=direction == "higher")
             continue
@@ -107,7 +114,7 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
                                 metrics=candidate, gates=gates)
         reports = pipeline_dir / "register" / "gate-reports"
         for name in gates:
-            src = pipeline_dir / name / spec.stages[name].report
+            src = pipeline_dir / name / (spec.stages[name].report or "")
             (reports / name).mkdir(parents=True, exist_ok=True)
             (reports / name / "report.json").write_bytes(src.read_bytes())
         mv = reg.register({"model": run_dir / "merged", "adapter": run_dir / "adapter",

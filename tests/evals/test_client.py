@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from evals.client import EndpointError, OpenAIClient
 from llmops.errors import InputError
+from llmops.launch import free_port
 from tests.evals.openai_stub import REFUSAL, make_app, serve
 
 
@@ -45,9 +44,7 @@ def test_retries_a_busy_server(stub_url: str) -> None:
 
 
 def test_connection_errors_are_retried_then_reported() -> None:
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # free a moment ago: nothing listens there
     with OpenAIClient(f"http://127.0.0.1:{port}", model="m", retries=2, backoff=0.01) as client:
         with pytest.raises(EndpointError, match="failed after 3 attempts: ConnectError") as info:
             client.complete("hi")

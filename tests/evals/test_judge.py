@@ -11,7 +11,8 @@ import pytest
 from deepeval.test_case import LLMTestCase
 
 from evals.deepeval_metrics import DeepEvalThresholds
-from evals.judge import NO_JUDGE, OpenAIJudge, judge_case, judge_from_env, judged_metric_factories
+from evals.judge import NO_JUDGE, OpenAIJudge, judge_case, judge_from_settings, judged_metric_factories
+from llmops.settings import Settings
 from tests.evals.judge_stub import make_judge_app
 from tests.evals.openai_stub import serve
 
@@ -27,12 +28,12 @@ def run_all(url: str, repeat: int = 1) -> dict:
 
 
 def test_no_judge_configured_means_none() -> None:
-    assert judge_from_env({}) is None and judge_from_env({"LLMOPS_JUDGE_URL": "  "}) is None
+    assert judge_from_settings(Settings(judge_url=None)) is None and judge_from_settings(Settings(judge_url="  ")) is None
 
 
-def test_judge_from_env_records_name_and_version() -> None:
+def test_judge_from_settings_records_name_and_version() -> None:
     with serve(make_judge_app(model_id="big-judge", version="7b-2026-10")) as url:
-        judge = judge_from_env({"LLMOPS_JUDGE_URL": url})
+        judge = judge_from_settings(Settings(judge_url=url))
         assert judge.info() == {"name": "big-judge", "version": "7b-2026-10", "endpoint": url}
         assert judge.get_model_name() == "big-judge (7b-2026-10)"
 

@@ -19,6 +19,7 @@ import pytest
 from evals.metrics import corpus_scores
 from evals.runner import run_eval
 from llmops.cli import main
+from llmops.launch import free_port
 from llmops.report import Metric, Report
 
 CASES = """\
@@ -222,11 +223,7 @@ def test_cli_input_errors(stub_url: str, workspace: dict[str, Path], capsys) -> 
 
 
 def test_cli_unreachable_endpoint_is_exit_2(workspace: dict[str, Path], repo_root: Path, capsys) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # free a moment ago: nothing listens there
     code = _cli("--endpoint", f"http://127.0.0.1:{port}", "--model-name", "m", "--retries", "1",
                 "--cases", str(repo_root / "evals" / "cases"), "--tags", "smoke", "--out", str(workspace["out"]))
     # probed once before any case runs: 2 attempts, then exit 2 with the transport error

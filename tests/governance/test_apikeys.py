@@ -15,6 +15,7 @@ from governance.apikeys import (
     KeyStore,
     auth_headers,
     authenticate,
+    current_principal,
     install_log_redaction,
     is_secret_field,
     key_file,
@@ -119,6 +120,18 @@ def test_env_key_headers_and_module_authenticate(llmops_home: Path, monkeypatch:
     monkeypatch.setenv("LLMOPS_API_KEY", key)
     assert auth_headers() == {"Authorization": f"Bearer {key}"}
     assert authenticate(key).name == "app"
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_set_but_empty_key_fails_closed(llmops_home: Path, monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+    # `LLMOPS_API_KEY: ${{ secrets.LLMOPS_API_KEY }}` with the secret missing: never the local admin.
+    monkeypatch.setenv("LLMOPS_API_KEY", blank)
+    with pytest.raises(AuthenticationError, match="set but empty"):
+        current_principal(local_role="admin")
+    with pytest.raises(AuthenticationError, match="set but empty"):
+        auth_headers()
+    monkeypatch.delenv("LLMOPS_API_KEY")
+    assert current_principal(local_role="admin").role == "admin"
 
 
 def test_cli_create_list_revoke(llmops_home: Path, capsys: pytest.CaptureFixture[str],

@@ -10,7 +10,7 @@ import yaml
 from governance.cards import render_model_card, write_cards
 from llmops.cli import main
 from llmops.errors import InputError
-from llmops.publish import publish_version
+from llmops.jobs.publish import publish_version
 from llmops.registry import Registry
 
 LINEAGE = {

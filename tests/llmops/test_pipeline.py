@@ -44,7 +44,7 @@ def repo(tmp_path: Path, repo_root: Path) -> Path:
 
 def test_repo_pipeline_declaration_is_valid(repo_root: Path) -> None:
     spec = load_pipeline(repo_root / "pipeline.yaml")
-    assert list(spec.stages) == ["data-check", "tokenise", "train", "evaluate", "rule-evals", "safety", "export",
+    assert list(spec.stages) == ["data-check", "tokenise", "train", "deepeval", "rule-evals", "safety", "export",
                                  "loadtest", "register"]
     for stage in spec.stages.values():
         for dep in stage.deps:

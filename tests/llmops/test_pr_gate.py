@@ -153,11 +153,45 @@ def test_undeclared_template_variable_fails_lint(pr_repo: Path, instruction_mode
                and f["file"] == "prompts/answer.yaml" and f["line"] for f in lint)
 
 
-def test_model_regressing_rouge_fails(pr_repo: Path, micro_model: Path) -> None:
+def test_another_model_is_compared_with_main_measured_on_that_model(pr_repo: Path, micro_model: Path) -> None:
+    # main's committed baseline was measured on the instruction model. Against another model the
+    # gate measures main's tree on that same model, so a delta is the PR's effect (none here),
+    # never the difference between two models; the absolute floors still judge the model itself.
     code, report = run_gate(pr_repo, micro_model)
-    assert code == 1
+    assert "tree measured on" in report["info"]["baseline"]
     rouge = report["metrics"]["dataset.rouge_l"]
-    assert rouge["passed"] is False and rouge["head"] < rouge["base"] - 0.02
+    assert rouge["base"] == pytest.approx(rouge["head"])
+    assert all(m["base"] == pytest.approx(m["head"]) for m in report["metrics"].values())
+    floors_failed = [n for n, m in report["metrics"].items() if m["passed"] is False]
+    assert (code == 1) == bool(floors_failed or failed(report))
+
+
+def test_loosening_thresholds_in_the_pr_does_not_loosen_its_gate(pr_repo: Path, instruction_model: Path) -> None:
+    edit(pr_repo / "prompts" / "answer.yaml", remove_refusal_instruction)
+    edit(pr_repo / "evals" / "thresholds.yaml",
+         lambda t: t.replace("refusal: {min: 0.6, max_drop: 0.10}", "refusal: {min: 0.0, max_drop: 1.0}"))
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 1
+    assert report["metrics"]["pass_rate.refusal"]["passed"] is False
+    loosened = next(c for c in report["checks"] if c["name"] == "thresholds")["findings"]
+    assert any(f["field"] == "pass_rate.refusal" and "min 0.6 -> 0.0" in f["message"]
+               and "max_drop 0.1 -> 1.0" in f["message"] for f in loosened)
+
+
+def test_deleting_or_renaming_a_passing_case_fails(pr_repo: Path, instruction_model: Path) -> None:
+    edit(pr_repo / "evals" / "cases" / "refusal.yaml", lambda t: t.replace("- id: refuse-recipe", "- id: refuse-recipe-2"))
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 1
+    removed = failed(report)["no case removed"]
+    assert [f["field"] for f in removed] == ["refuse-recipe"] and "renamed" in removed[0]["message"]
+
+
+def test_a_runtime_edit_is_not_judged_on_cached_results(pr_repo: Path, instruction_model: Path) -> None:
+    run_gate(pr_repo, instruction_model)
+    edit(pr_repo / "serving" / "runtime.py", lambda t: t + "\n# a change to the serving code\n")
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 0, failed(report)
+    assert report["info"]["eval"]["cache_hits"] == 0 and report["info"]["eval"]["cache_misses"] > 0
 
 
 def test_bad_base_ref_exits_2(pr_repo: Path, instruction_model: Path, capsys: pytest.CaptureFixture[str]) -> None:

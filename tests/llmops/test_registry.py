@@ -92,3 +92,29 @@ def test_aliases_move_and_keep_history(tmp_path: Path, artifacts: dict[str, Path
     with pytest.raises(InputError, match="no model version or alias"):
         reg.resolve("9")
     assert json.loads((tmp_path / "reg" / "aliases.json").read_text())["production"] == "1"
+
+
+def test_cli_alias_move_needs_the_permission_and_is_audited(llmops_home: Path, artifacts: dict[str, Path],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from governance.apikeys import KeyStore, key_file
+    from governance.audit import audit_log_path, read_entries, verify
+    from llmops.cli import main
+    from llmops.settings import Settings
+
+    settings = Settings.load()
+    reg = Registry(settings.registry_dir)
+    reg.register(artifacts, {})
+    reg.register(artifacts, {})
+    user_key, _ = KeyStore(key_file(settings)).create("user", "app")
+    monkeypatch.setenv("LLMOPS_API_KEY", user_key)
+    assert main(["registry", "alias", "production", "2"]) != 0  # a user may not move production
+    assert "production" not in reg.aliases()
+    manager_key, _ = KeyStore(key_file(settings)).create("release-manager", "oncall")
+    monkeypatch.setenv("LLMOPS_API_KEY", manager_key)
+    assert main(["registry", "alias", "production", "2", "--reason", "hotfix"]) == 0
+    assert reg.aliases()["production"] == "2"
+    log = audit_log_path(settings)
+    moves = [e for _, e in read_entries(log) if e and e["action"] == "registry.alias"]
+    assert len(moves) == 1 and moves[0]["actor"] == "oncall" and moves[0]["details"]["to"] == "2"
+    assert any(e and e["action"] == "role.denied" for _, e in read_entries(log))
+    assert verify(log) == []

@@ -5,17 +5,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from llmops.processes import stop_process
+from llmops.launch import free_port, running_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,27 +29,13 @@ def micro_server(micro_model: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def bad_server() -> Iterator[str]:
     """Base URL of tests/loadtests/bad_server.py (500s and broken SSE streams) under uvicorn."""
-    import httpx
-
-    from serving.app import free_port
-
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "tests.loadtests.bad_server:app", "--host",
-                             "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=REPO_ROOT,
-                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    cmd = [sys.executable, "-m", "uvicorn", "tests.loadtests.bad_server:app", "--host", "127.0.0.1", "--port",
+           str(port), "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            assert proc.poll() is None, "bad_server exited"
-            assert time.monotonic() < deadline, "bad_server not up within 30 s"
-            time.sleep(0.1)
+    with running_process(cmd, url + "/healthz", env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
+                         timeout=30, what="bad_server"):
         yield url
-    finally:
-        stop_process(proc)
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,11 @@ create_app, assembled here so the monitoring, feedback and browser tests exercis
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from llmops.launch import running_app
 
 
 @dataclass
@@ -26,10 +24,8 @@ class LiveApp:
 
 @contextlib.contextmanager
 def live_app(model_dir: Path, home: Path, *, window_minutes: int = 60) -> Iterator[LiveApp]:
-    import uvicorn
-
     from governance.apikeys import KeyStore
-    from serving.app import ServeLimits, create_app, free_port
+    from serving.app import ServeLimits, create_app
     from serving.feedback import FeedbackStore, chat_router, feedback_router
     from serving.monitoring.profiles import ChatProfileMiddleware, ProfileWriter
 
@@ -43,23 +39,5 @@ def live_app(model_dir: Path, home: Path, *, window_minutes: int = 60) -> Iterat
     app.include_router(feedback_router(store, keystore))
     app.include_router(chat_router())
     app.add_middleware(ChatProfileMiddleware, writer=writer)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("the test app did not start")
-        time.sleep(0.05)
-    try:
+    with running_app(app, ready_path="/readyz", what="the test app") as url:
         yield LiveApp(url, home, writer, store, user_key, developer_key)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

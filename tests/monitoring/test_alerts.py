@@ -1,5 +1,5 @@
 """Every alert rule and dashboard query names metrics that a real /metrics exports: the worker's
-(serving/app.py), the gateway's (serving/gateway.py) and the drift textfile of `llmops monitor report`.
+(serving/app.py), the gateway's (serving/gateway/metrics.py) and the drift textfile of `llmops monitor report`.
 
     .venv/bin/pytest tests/monitoring/test_alerts.py -q
 """
@@ -50,7 +50,7 @@ def exported(micro_model: Path, tmp_path_factory: pytest.TempPathFactory) -> set
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
-    from serving.gateway import GatewayMetrics
+    from serving.gateway.metrics import GatewayMetrics
     from serving.monitoring.drift import BaselineResult, load_config, write_drift_metrics
 
     with TestClient(create_app(micro_model, backend="torch", threads=1)) as client:

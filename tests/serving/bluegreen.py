@@ -6,7 +6,6 @@ a short rollout config and one gateway (a real process with real workers) shared
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from llmops.launch import wait_until
+from serving.gateway.client import GatewayClient
+from serving.gateway.testing import running_gateway
 from tests.conftest import report_only_thresholds
 
 # Short bakes so a release takes seconds: 2 steps x 1.5 s, a measurement every 0.5 s.
@@ -36,8 +38,6 @@ class BlueGreen:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def client(self) -> Any:
-        from serving.gateway import GatewayClient
-
         return GatewayClient(self.url)
 
     def status(self) -> dict[str, Any]:
@@ -48,13 +48,12 @@ class BlueGreen:
             client.close()
 
     def wait_up(self, colour: str, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def up() -> dict[str, Any] | None:
             status = self.status()
-            if status["colours"][colour]["up"]:
-                return status
-            time.sleep(0.2)
-        raise AssertionError(f"{colour} not up within {timeout} s: {self.status()}")
+            return status if status["colours"][colour]["up"] else None
+
+        return wait_until(up, timeout=timeout, interval=0.2,
+                          on_timeout=lambda: AssertionError(f"{colour} not up within {timeout} s: {self.status()}"))
 
 
 def make_home(root: Path, model_dir: Path, versions: int = 3) -> tuple[Path, dict[str, str]]:
@@ -83,8 +82,6 @@ def make_home(root: Path, model_dir: Path, versions: int = 3) -> tuple[Path, dic
 def bluegreen(exported: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One gateway with blue = version 1 at 100 % (bootstrapped from `production`), faults allowed."""
     import os
-
-    from serving.gateway import running_gateway
 
     root = tmp_path_factory.mktemp("bluegreen")
     saved = os.environ.get("LLMOPS_HOME")

@@ -10,12 +10,14 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from llmops.errors import InputError
-from serving.gateway import FaultSpec, parse_fault, worker_command
+from serving.gateway.faults import FaultSpec, parse_fault
+from serving.gateway.workers import worker_command
 from serving.rollout import parse_metrics
 from tests.serving.bluegreen import audit_actions, bluegreen  # noqa: F401  (fixture)
 
@@ -92,7 +94,7 @@ def test_request_to_a_dead_worker_is_retried_on_the_healthy_colour(bluegreen):  
 
 
 def test_guard_flags_pii_and_html_but_not_plain_answers():
-    from serving.gateway import guard_kinds
+    from serving.gateway.metrics import guard_kinds
 
     assert guard_kinds("Use a lambda: lambda x: x + 1") == []
     assert guard_kinds("Mail jane.doe@corp-mail.org for help") == ["pii"]
@@ -108,14 +110,31 @@ def test_fault_spec_parsing_and_the_plain_worker_command():
     # Without a fault the worker is the plain single-model server; the fault wrapper is not in it.
     plain = worker_command("/m", 1234, "onnx", "id", None, None)
     assert plain[1:4] == ["-m", "llmops", "serve"]
-    assert worker_command("/m", 1234, "onnx", "id", None, "error:1")[1:4] == ["-m", "serving.gateway", "fault-worker"]
+    assert worker_command("/m", 1234, "onnx", "id", None, "error:1")[1:3] == ["-m", "serving.gateway.fault_worker"]
 
 
 def test_fault_is_refused_unless_the_gateway_allows_it(llmops_home):
     from governance.apikeys import Principal
     from llmops.settings import Settings
-    from serving.gateway import AdminError, Gateway, GatewayOptions, LoadRequest
+    from serving.gateway.admin import AdminError, LoadRequest
+    from serving.gateway.core import Gateway, GatewayOptions
 
     gw = Gateway(Settings.load(), GatewayOptions(allow_faults=False))
     with pytest.raises(AdminError, match="fault injection is off"):
         asyncio.run(gw.load(LoadRequest(colour="green", version="1", fault="error:1"), Principal("t", "admin")))
+
+
+def test_local_admin_token_is_private(tmp_path: Path) -> None:
+    # The token grants admin on /admin/*: no other local account may read it, nor its folder.
+    import stat
+
+    from serving.gateway.admin import ADMIN_TOKEN_FILE, ensure_local_token
+
+    folder = tmp_path / "gateway"
+    token = ensure_local_token(folder)
+    assert stat.S_IMODE((folder / ADMIN_TOKEN_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert ensure_local_token(folder) == token  # stable while private
+    (folder / ADMIN_TOKEN_FILE).chmod(0o644)  # an older gateway's world-readable token is replaced
+    assert ensure_local_token(folder) != token
+    assert stat.S_IMODE((folder / ADMIN_TOKEN_FILE).stat().st_mode) == 0o600

@@ -212,11 +212,11 @@ def _gateway_sample_names(path: Path) -> set[str]:
 
 
 def test_every_metric_in_the_queries_is_one_the_gateway_exports(docs, repo_root: Path) -> None:
-    gateway = repo_root / "serving" / "gateway.py"
+    gateway = repo_root / "serving" / "gateway" / "metrics.py"
     if not gateway.exists():
-        pytest.fail("serving/gateway.py is missing: the analysis queries cannot be checked against its metrics")
+        pytest.fail("serving/gateway/metrics.py is missing: the analysis queries cannot be checked against its metrics")
     exported = _gateway_sample_names(gateway)
-    assert exported, "found no prometheus_client metric in serving/gateway.py"
+    assert exported, "found no prometheus_client metric in serving/gateway/metrics.py"
     used = set()
     for metric in _metrics(docs).values():
         if "prometheus" in metric["provider"]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.gateway import TrafficLoop
+from serving.gateway.testing import TrafficLoop
 from tests.serving.bluegreen import audit_actions, bluegreen  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -37,9 +37,10 @@ def _locust(url: str, work: Path) -> subprocess.Popen:
 
 
 def test_good_release_under_locust_has_no_failed_request(bluegreen, tmp_path):  # noqa: F811
+    from llmops.jobs.release import release
     from llmops.registry import Registry
     from loadtests.runner import parse_stats_csv
-    from serving.rollout import load_config, release
+    from serving.rollout import load_config
 
     proc = _locust(bluegreen.url, tmp_path)
     try:
@@ -64,8 +65,8 @@ def test_good_release_under_locust_has_no_failed_request(bluegreen, tmp_path):  
 
 
 def test_manual_rollback_under_load_is_lossless(bluegreen):  # noqa: F811
+    from llmops.jobs.release import rollback
     from llmops.registry import Registry
-    from serving.rollout import rollback
 
     with TrafficLoop(bluegreen.url, users=2) as load:
         time.sleep(1)
@@ -92,7 +93,8 @@ def _preview_requests_before_bake() -> int:
 
 
 def test_release_whose_version_errors_is_rolled_back_without_client_failures(bluegreen):  # noqa: F811
-    from serving.rollout import ReleaseAborted, load_config, release
+    from llmops.jobs.release import ReleaseAborted, release
+    from serving.rollout import load_config
 
     fault = f"error:0.5,after:{_preview_requests_before_bake()}"  # healthy for the probes, then fails
     with TrafficLoop(bluegreen.url, users=2) as load:
@@ -111,7 +113,8 @@ def test_release_whose_version_errors_is_rolled_back_without_client_failures(blu
 def test_release_whose_version_is_slow_is_rolled_back_without_client_failures(bluegreen, tmp_path):  # noqa: F811
     import yaml
 
-    from serving.rollout import ReleaseAborted, load_config, release
+    from llmops.jobs.release import ReleaseAborted, release
+    from serving.rollout import load_config
     from tests.serving.bluegreen import FAST_ROLLOUT
 
     # The same fast rollout with a p95 ceiling the slowed preview cannot meet (it answers in >= 600 ms).
@@ -131,13 +134,14 @@ def test_release_whose_version_is_slow_is_rolled_back_without_client_failures(bl
 
 
 def test_killing_the_preview_mid_bake_aborts_without_client_failures(bluegreen):  # noqa: F811
-    from serving.rollout import ReleaseAborted, load_config
+    from llmops.jobs.release import ReleaseAborted
+    from serving.rollout import load_config
 
     cfg = load_config(bluegreen.config).model_copy(update={"bake_seconds": 6.0})
     outcome: dict[str, BaseException | None] = {}
 
     def run() -> None:
-        from serving.rollout import release
+        from llmops.jobs.release import release
 
         try:
             release("3", config=cfg, gateway_url=bluegreen.url)
@@ -169,7 +173,7 @@ def test_killing_the_preview_mid_bake_aborts_without_client_failures(bluegreen):
 def test_restarted_gateway_keeps_its_routing(bluegreen):  # noqa: F811
     import httpx
 
-    from serving.gateway import running_gateway
+    from serving.gateway.testing import running_gateway
 
     client = bluegreen.client()
     client.load("green", "2", reason="restart test")

@@ -1,4 +1,5 @@
-"""The rollout config, the metrics analysis and the release/rollback guards (no workers needed).
+"""The rollout config, the metrics analysis (serving/rollout.py) and the release job's guards
+(llmops/jobs/release.py); no workers needed.
 
     .venv/bin/pytest tests/serving/test_rollout.py -q
 """
@@ -109,8 +110,8 @@ def test_measurement_over_a_window_uses_deltas_and_is_inconclusive_with_few_requ
 
 
 def test_corrupted_artifact_is_refused_before_the_gateway_is_touched(llmops_home, exported):
+    from llmops.jobs.release import release
     from llmops.registry import IntegrityError
-    from serving.rollout import release
     from tests.serving.bluegreen import make_home
 
     home, _ = make_home(llmops_home.parent, exported.variants["fp32"], versions=2)
@@ -127,7 +128,7 @@ def test_corrupted_artifact_is_refused_before_the_gateway_is_touched(llmops_home
 @pytest.mark.parametrize("action", ["release", "rollback"])
 def test_user_key_cannot_release_or_roll_back(llmops_home, exported, monkeypatch, action):
     from governance.policy import PermissionDenied
-    from serving.rollout import release, rollback
+    from llmops.jobs.release import release, rollback
     from tests.serving.bluegreen import audit_actions, make_home
 
     home, keys = make_home(llmops_home.parent, exported.variants["fp32"], versions=2)
@@ -142,8 +143,8 @@ def test_user_key_cannot_release_or_roll_back(llmops_home, exported, monkeypatch
 
 
 def test_tag_releases_the_candidate_and_unknown_refs_are_input_errors(llmops_home, exported):
+    from llmops.jobs.release import resolve_release_ref
     from llmops.registry import Registry
-    from serving.rollout import resolve_release_ref
     from tests.serving.bluegreen import make_home
 
     home, _ = make_home(llmops_home.parent, exported.variants["fp32"], versions=2)

@@ -1,0 +1,349 @@
+"""The release job: blue/green with analysis, abort, promotion, scale-down delay and rollback.
+
+    llmops release v1.3.0                  # or a registry version (3) or alias (candidate)
+    llmops rollback --reason "p95 doubled after v1.3.0"
+    llmops status
+
+A release (Argo Rollouts' blueGreen vocabulary, SageMaker's traffic shifting) runs here, in the
+CLI process, and drives the gateway (serving.gateway) through its admin API. The policy it follows
+(steps, bakes, thresholds) and the measurement of one bake window are serving/rollout.py's, read
+from serving/rollout.yaml; this job joins them with the registry, the role policy, the audit log
+and the evals:
+
+ 1. resolve VERSION in the registry and re-hash every file (a corrupted artifact: exit 2, the
+    gateway is not touched). A git-tag-like name `vX.Y.Z` that is not a registry version means
+    "the current `candidate`"; the tag goes into the audit log and the promotion record.
+ 2. load it into the idle colour: the preview, 0 % of traffic.
+ 3. pre-promotion analysis against the preview's own URL: /readyz, the golden cases
+    (serving/rollout.yaml `golden_tags`) and the safety probes (`safety_tags`), gated by
+    evals/thresholds.yaml against the active version measured in the same run.
+ 4. traffic steps (all-at-once, canary or linear); after each, a bake of `bake_seconds` during
+    which the gateway's Prometheus metrics of the preview colour are measured every
+    `interval_seconds`: error rate, p95 latency and guard-flag rate against the thresholds.
+    More than `failure_limit` failed measurements, or a dead preview worker, fail the step.
+ 5. any failure aborts at once: 100 % back to the stable colour, `release.abort` in the audit
+    log with why, exit 1. Success: the gateway makes the preview stable (the old colour stays
+    warm for `scale_down_delay_seconds`), `production` moves to the version, `release.promote`.
+
+The last analysis (pass or fail, with every measurement) is written to
+`<home>/gateway/last_analysis.json` and shown by `llmops status`. The rollback benchmark
+(`llmops bench rollback`) is in llmops/jobs/bench.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops.errors import GateFailed, InputError
+from llmops.files import atomic_write_json
+from llmops.settings import Settings
+from serving.rollout import RolloutConfig, load_config, measure, parse_metrics
+
+TAG = re.compile(r"^v\d+\.\d+\.\d+([.+-][0-9A-Za-z.+-]+)?$")
+
+
+def _request_errors(report: Any) -> set[str]:
+    return {c["id"] for c in report.cases if any(a["type"] == "request" for a in c.get("assertions", []))}
+
+
+# ---- the controller ----------------------------------------------------------------------------
+class ReleaseAborted(GateFailed):
+    """An analysis failed; traffic is back on the stable colour. Exit 1."""
+
+
+@dataclass
+class ReleaseResult:
+    version: str
+    colour: str
+    promoted: bool
+    analysis: dict[str, Any]
+
+
+def resolve_release_ref(registry: Any, ref: str) -> tuple[str, str | None]:
+    """(version, tag): a registry version or alias as is; an unknown `vX.Y.Z` is the `candidate`."""
+    if ref in registry.versions() or ref in registry.aliases():
+        return registry.resolve(ref), None
+    if TAG.match(ref):
+        if "candidate" not in registry.aliases():
+            raise InputError(f"{ref!r} is a release tag, and a tag releases the `candidate` alias, which is not set "
+                             f"in {registry.root}; register a candidate first (llmops pipeline merge)")
+        return registry.resolve("candidate"), ref
+    return registry.resolve(ref), None  # raises InputError listing what exists
+
+
+def verified_version(registry: Any, ref: str) -> tuple[Any, str | None]:
+    """(ModelVersion, tag) after re-hashing every file; IntegrityError (exit 2) names a corrupted one."""
+    version, tag = resolve_release_ref(registry, ref)
+    return registry.get(version), tag
+
+
+@contextlib.contextmanager
+def release_lock(settings: Settings) -> Iterator[None]:
+    """One release or rollback at a time per home; a second one is refused (exit 2), not queued."""
+    path = settings.home / "gateway" / "release.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError("another release or rollback is running under this home", file=str(path)) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def last_analysis_path(settings: Settings) -> Path:
+    return settings.home / "gateway" / "last_analysis.json"
+
+
+class Controller:
+    def __init__(self, settings: Settings, config: RolloutConfig, client: Any, principal: Any,
+                 log: Any = print) -> None:
+        self.settings, self.cfg, self.gw, self.principal, self.log = settings, config, client, principal, log
+        self.record: dict[str, Any] = {"phases": []}
+
+    def audit(self, action: str, target: str, details: dict[str, Any], reason: str = "") -> None:
+        from governance.audit import audit_event
+
+        audit_event(action, actor=self.principal.name, role=self.principal.role, target=target,
+                    details=details, reason=reason, settings=self.settings)
+
+    def save_record(self) -> None:
+        atomic_write_json(last_analysis_path(self.settings), self.record)
+
+    # -- pre-promotion --
+    def pre_promotion(self, preview_url: str, stable_url: str | None, version: str) -> list[str]:
+        """Failures of the pre-promotion analysis (empty: passed). Every check runs for real."""
+        import httpx
+
+        from evals.runner import run_eval
+
+        failures: list[str] = []
+        phase: dict[str, Any] = {"phase": "pre-promotion", "checks": {}}
+        self.record["phases"].append(phase)
+        try:
+            ready = httpx.get(preview_url + "/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            ready = False
+        phase["checks"]["health"] = {"passed": ready}
+        if not ready:
+            return [f"preview {preview_url} does not answer /readyz"]
+        root = self.settings.root
+        gates = root / self.cfg.pre_promotion.thresholds  # an absolute path stays absolute
+        for name, tags in (("golden", self.cfg.pre_promotion.golden_tags),
+                           ("safety", self.cfg.pre_promotion.safety_tags)):
+            kwargs: dict[str, Any] = {"tags": tags, "workers": 2, "timeout": 60.0, "retries": 0, "thresholds_path": gates}
+            baseline = (run_eval(stable_url, root / "evals" / "cases", root / "prompts",
+                                 model_version=f"stable-{time.time()}", **kwargs) if stable_url else None)
+            report = run_eval(preview_url, root / "evals" / "cases", root / "prompts", baseline=baseline,
+                              model_version=f"preview-v{version}-{time.time()}", **kwargs)
+            metrics = {k: {"head": m.head, "base": m.base, "threshold": m.threshold, "passed": m.passed}
+                       for k, m in report.metrics.items()}
+            # A request the active version also fails (e.g. a prompt longer than a tiny model's
+            # window, 400 on both) is the model's limit, already in the pass rate; one that fails
+            # only on the preview is a broken version.
+            errors = sorted(_request_errors(report) - (_request_errors(baseline) if baseline else set()))
+            passed = report.passed and not errors
+            phase["checks"][name] = {"passed": passed, "tags": tags, "metrics": metrics,
+                                     "cases": len(report.cases), "request_errors_only_on_preview": errors}
+            if errors:
+                failures.append(f"{name}: {len(errors)} request(s) failed only on the preview: "
+                                f"{', '.join(errors[:5])}")
+            for key, m in report.metrics.items():
+                if m.passed is False:
+                    failures.append(f"{name}: {key} {m.head:.3f} < floor {m.threshold:.3f} (active: {m.base})")
+        return failures
+
+    # -- bake --
+    def bake(self, colour: str, weight: int) -> list[str]:
+        """Measure the preview for one bake; failures (empty: passed)."""
+        a = self.cfg.analysis
+        phase: dict[str, Any] = {"phase": f"bake {weight}%", "measurements": []}
+        self.record["phases"].append(phase)
+        before = parse_metrics(self.gw.metrics_text(), colour)
+        failed = 0
+        for _ in range(self.cfg.measurements_per_bake()):
+            deadline = time.monotonic() + a.interval_seconds
+            while time.monotonic() < deadline:  # watch the worker's health between measurements
+                status = self.gw.status()
+                if not status["colours"][colour]["up"]:
+                    phase["measurements"].append({"at": time.time(), "verdict": "fail",
+                                                  "reasons": [f"the {colour} worker is down"]})
+                    return [f"bake {weight}%: the preview ({colour}) worker is down"]
+                time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            after = parse_metrics(self.gw.metrics_text(), colour)
+            m = measure(before, after, self.cfg.thresholds, a.min_requests)
+            before = after
+            phase["measurements"].append(m.to_dict())
+            self.log(f"  bake {weight}%: {m.verdict} ({m.requests} req, error rate {m.error_rate}, "
+                     f"p95 {m.p95_latency_ms} ms, guard {m.guard_flag_rate}) {'; '.join(m.reasons)}")
+            if m.verdict == "fail":
+                failed += 1
+                if failed > a.failure_limit:
+                    return [f"bake {weight}%: {failed} failed measurements > failure_limit {a.failure_limit}: "
+                            + "; ".join(m.reasons)]
+        return []
+
+    def abort(self, stable: str | None, preview: str, version: str, reasons: list[str], tag: str | None) -> None:
+        if stable is not None:
+            self.gw.rollback(stable, reason="release aborted: " + "; ".join(reasons))
+        else:
+            with contextlib.suppress(Exception):
+                self.gw.stop(preview, reason="first release aborted")
+        self.record.update(verdict="fail", reasons=reasons, finished=time.time())
+        self.save_record()
+        self.audit("release.abort", "production", {"version": version, "tag": tag, "colour": preview,
+                                                    "stable": stable, "analysis": self.record["phases"]},
+                   reason="; ".join(reasons))
+        raise ReleaseAborted(f"release of version {version} aborted, traffic is on {stable or 'no colour'}: "
+                             + "; ".join(reasons))
+
+    def release(self, ref: str, *, fault: str | None = None) -> ReleaseResult:
+        from llmops.registry import Registry
+
+        registry = Registry(self.settings.registry_dir)
+        mv, tag = verified_version(registry, ref)
+        status = self.gw.status()
+        stable = status["stable"]
+        if stable is not None and status["colours"][stable]["version"] == mv.version:
+            raise InputError(f"version {mv.version} is already active on {stable}")
+        preview = "green" if stable == "blue" else "blue"
+        self.record.update(version=mv.version, tag=tag, ref=ref, colour=preview, stable=stable,
+                           started=time.time(), config=self.cfg.model_dump())
+        self.audit("release.start", "production", {"version": mv.version, "tag": tag, "ref": ref,
+                                                    "colour": preview, "stable": stable,
+                                                    "strategy": self.cfg.strategy, "fault": fault})
+        self.log(f"release version {mv.version}{f' (tag {tag})' if tag else ''}: loading into {preview} (preview)")
+        try:
+            status = self.gw.load(preview, mv.version, reason=f"release {ref}", fault=fault, tag=tag)
+        except (InputError, RuntimeError) as exc:
+            self.abort(stable, preview, mv.version, [f"loading the preview failed: {exc}"], tag)
+        stable_url = status["colours"][stable]["url"] if stable else None
+        failures = self.pre_promotion(status["colours"][preview]["url"], stable_url, mv.version)
+        self.log(f"pre-promotion analysis: {'passed' if not failures else 'FAILED: ' + '; '.join(failures)}")
+        if failures:
+            self.abort(stable, preview, mv.version, failures, tag)
+        steps = self.cfg.steps() if stable else [100]
+        for weight in steps:
+            weights = {preview: weight, stable: 100 - weight} if stable else {preview: 100}
+            self.gw.weights(weights, reason=f"release {ref}: step {weight}%")
+            failures = self.bake(preview, weight)
+            if failures:
+                self.abort(stable, preview, mv.version, failures, tag)
+        self.gw.promote(preview, self.cfg.scale_down_delay_seconds, reason=f"release {ref} promoted")
+        registry.set_alias("production", mv.version, reason=f"release {ref}" + (f" (tag {tag})" if tag else ""),
+                           actor=self.principal.name)
+        self.record.update(verdict="pass", reasons=[], finished=time.time())
+        self.save_record()
+        self.audit("release.promote", "production", {"version": mv.version, "tag": tag, "colour": preview,
+                                                      "previous_colour": stable,
+                                                      "scale_down_delay_seconds": self.cfg.scale_down_delay_seconds,
+                                                      "analysis": self.record["phases"]})
+        self.log(f"promoted version {mv.version} on {preview}; {stable or 'no colour'} stays warm for "
+                 f"{self.cfg.scale_down_delay_seconds:g} s")
+        return ReleaseResult(mv.version, preview, True, self.record)
+
+
+def release(ref: str, *, settings: Settings | None = None, config: RolloutConfig | str | Path | None = None,
+            gateway_url: str | None = None, fault: str | None = None, log: Any = print) -> ReleaseResult:
+    """`llmops release REF`: role check ("release"), then the whole blue/green release. Raises InputError
+    (exit 2) for bad input or a refused role, ReleaseAborted (exit 1) when an analysis fails."""
+    from governance.policy import authorize
+    from serving.gateway import GatewayClient
+
+    settings = settings or Settings.load()
+    principal = authorize("release", target="production", settings=settings)
+    from llmops.registry import Registry
+
+    cfg = config if isinstance(config, RolloutConfig) else load_config(config)
+    verified_version(Registry(settings.registry_dir), ref)  # refuse a corrupted artifact before any change
+    with release_lock(settings):
+        client = GatewayClient(gateway_url, settings)
+        try:
+            return Controller(settings, cfg, client, principal, log).release(ref, fault=fault)
+        finally:
+            client.close()
+
+
+def rollback(*, reason: str, to: str | None = None, settings: Settings | None = None,
+             gateway_url: str | None = None, log: Any = print) -> dict[str, Any]:
+    """`llmops rollback`: traffic to the previous colour (or `to`, loaded first when not warm), the
+    `production` alias back, an audit entry. Returns {"colour", "version", "switch_s", "loaded"}."""
+    from governance.audit import audit_event
+    from governance.policy import authorize
+    from llmops.registry import Registry
+    from serving.gateway import GatewayClient, other
+
+    if not reason.strip():
+        raise InputError("a rollback needs --reason", field="reason")
+    settings = settings or Settings.load()
+    principal = authorize("rollback", target="production", settings=settings)
+    registry = Registry(settings.registry_dir)
+    with release_lock(settings):
+        client = GatewayClient(gateway_url, settings)
+        try:
+            status = client.status()
+            stable = status["stable"]
+            if stable is None:
+                raise InputError("the gateway has no stable colour to roll back from")
+            if to is None:
+                target = status["preview"] or other(stable)
+                version = status["colours"][target]["version"] or registry.aliases().get("previous")
+                if version is None:
+                    raise InputError("nothing to roll back to: no other colour and no `previous` alias; use --to")
+            else:
+                version = registry.resolve(to)
+                target = next((c for c in ("blue", "green") if c != stable
+                               and status["colours"][c]["version"] == version), other(stable))
+            cs = status["colours"][target]
+            loaded = False
+            if not (cs["running"] and cs["up"] and cs["version"] == version):
+                log(f"version {version} is not warm on {target}: loading it first")
+                registry.get(version)  # verify checksums before it gets traffic
+                client.load(target, version, reason=f"rollback: {reason}")
+                loaded = True
+            started = time.perf_counter()
+            client.rollback(target, reason=reason)
+            switch_s = time.perf_counter() - started
+        finally:
+            client.close()
+    if registry.aliases().get("production") != version:
+        registry.set_alias("production", version, reason=f"rollback: {reason}", actor=principal.name)
+    audit_event("rollback", actor=principal.name, role=principal.role, target="production",
+                details={"from_colour": stable, "from_version": status["colours"][stable]["version"],
+                         "to_colour": target, "to_version": version, "loaded": loaded,
+                         "switch_s": round(switch_s, 4)}, reason=reason, settings=settings)
+    log(f"traffic on {target} (version {version}) in {switch_s * 1000:.0f} ms; production -> {version}")
+    return {"colour": target, "version": version, "switch_s": switch_s, "loaded": loaded}
+
+
+def status_report(settings: Settings | None = None, gateway_url: str | None = None) -> dict[str, Any]:
+    """What `llmops status` prints: the live gateway (or its saved state when it is down), aliases,
+    their history and the last analysis."""
+    from llmops.registry import Registry
+    from serving.gateway import GatewayClient, load_state, state_path
+
+    settings = settings or Settings.load()
+    registry = Registry(settings.registry_dir)
+    out: dict[str, Any] = {"aliases": registry.aliases(), "alias_history": registry.alias_history()[-10:]}
+    try:
+        client = GatewayClient(gateway_url, settings, timeout=5)
+        try:
+            out["gateway"], out["gateway_live"] = client.status(), True
+        finally:
+            client.close()
+    except (InputError, RuntimeError) as exc:
+        out["gateway"] = load_state(state_path(settings)).model_dump(by_alias=True)
+        out["gateway_live"], out["gateway_error"] = False, str(exc)
+    path = last_analysis_path(settings)
+    out["last_analysis"] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return out

@@ -1,0 +1,120 @@
+"""The gateway's admin API: request bodies, errors, who may call what, and the audit trail.
+
+Every call carries `Authorization: Bearer KEY`; the key's role must hold the permission in
+governance/policy.yaml (401 without a valid key, 403 without the permission); every action that
+changes something is written to the audit log:
+
+    GET  /admin/status    metrics.read     state, liveness and counters per colour
+    GET  /metrics         metrics.read
+    POST /admin/load      deploy.load      {"colour", "version", "reason"}: start that version as the preview
+    POST /admin/weights   deploy.weights   {"weights": {"blue": 90, "green": 10}, "reason"}
+    POST /admin/promote   deploy.weights   {"colour", "scale_down_delay_seconds", "reason"}
+    POST /admin/rollback  rollback         {"colour", "reason"}: 100 % to colour, which becomes stable
+    POST /admin/stop      deploy.load      {"colour", "reason"}: stop an idle colour's worker
+
+The local operator (the CLI without LLMOPS_API_KEY) authenticates with a token the gateway writes
+to `<home>/gateway/admin.token` (mode 0600) and gets the policy's `local_role`; with
+`local_role: null` no token is written and only API keys work. The routes are in
+serving/gateway/app.py, the operations in serving/gateway/core.py, the client in client.py.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from governance.apikeys import AuthenticationError, KeyStore, Principal, key_file, local_actor
+from governance.audit import audit_event
+from governance.policy import PermissionDenied, load_policy
+from llmops.files import atomic_write_text
+from llmops.settings import Settings
+from serving.gateway.state import Colour
+
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+class AdminError(Exception):
+    """An admin call that fails: answered with `status` and {"error": {"message", "code"}}."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    colour: Colour
+    version: str
+    reason: str = ""
+    fault: str | None = None
+    tag: str | None = None
+
+
+class WeightsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weights: dict[Colour, int]
+    reason: str = ""
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    colour: Colour
+    scale_down_delay_seconds: float = Field(600, ge=0)
+    reason: str = ""
+
+
+class ColourRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    colour: Colour
+    reason: str = ""
+
+
+def ensure_local_token(directory: Path) -> str:
+    """The local operator's token in `directory`/admin.token, written once with mode 0600 in a folder
+    of mode 0700: it grants admin, so no other local account may read it. A token file that others
+    can read (an older gateway's) is replaced."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    token_file = directory / ADMIN_TOKEN_FILE
+    if not token_file.is_file() or token_file.stat().st_mode & 0o077:
+        atomic_write_text(token_file, secrets.token_urlsafe(32), mode=0o600)
+    return token_file.read_text(encoding="utf-8").strip()
+
+
+class AdminAuth:
+    """API keys, the local token and the role policy: who may call an admin route, and the audit log."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.policy = load_policy(settings=settings)
+        self.keys = KeyStore(key_file(settings))
+        self.local_token: str | None = None
+        """Set by the gateway at start when the policy has a local_role."""
+
+    def authenticate(self, authorization: str | None, permission: str, target: str = "") -> Principal:
+        scheme, _, key = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise AdminError(401, "an admin call needs 'Authorization: Bearer <API key>'")
+        key = key.strip()
+        if self.local_token is not None and hmac.compare_digest(key, self.local_token):
+            principal = Principal(name=local_actor(), role=self.policy.local_role or "")
+        else:
+            try:
+                principal = self.keys.authenticate(key)
+            except AuthenticationError as exc:
+                raise AdminError(401, str(exc)) from None
+        try:
+            self.policy.require(principal.role, permission, actor=principal.name, target=target,
+                                settings=self.settings)
+        except PermissionDenied as exc:
+            raise AdminError(403, str(exc)) from None
+        return principal
+
+    def audit(self, action: str, principal: Any, target: str, details: dict[str, Any], reason: str) -> None:
+        audit_event(action, actor=principal.name, role=principal.role, target=target, details=details,
+                    reason=reason, settings=self.settings)
