@@ -159,6 +159,11 @@ def check_checksums(dataset_dir: Path, card: DatasetCard, files: list[DataFile],
     findings = []
     card_display = _display(dataset_dir / CARD_FILE, root)
     present = {f.name: f for f in files}
+    if not card.files:
+        findings.append(Finding("the card lists no files (llmops.files is empty): nothing is vouched for",
+                                file=card_display, field="llmops.files"))
+    if not files:
+        findings.append(Finding("the dataset has no data files", file=card_display, field="llmops.files"))
     for name, entry in card.files.items():
         if name not in present:
             findings.append(Finding(f"card lists {name} but the file is missing", file=card_display,
@@ -242,7 +247,9 @@ def check_overlap(files: list[DataFile]) -> list[Finding]:
     held_out = [f for f in files if not f.is_train]
     findings = []
     if not train or not held_out:
-        return findings
+        # Inconclusive, and said so: a dataset without both splits has nothing to compare here.
+        missing = "a train split" if not train else "a held-out split"
+        return [Finding(f"not checked: the dataset has no {missing}", severity="warning")]
     train_rows = [(f, line, r) for f in train for line, r in f.records if isinstance(r, dict)]
     exact = {}
     for f, line, record in train_rows:

@@ -80,7 +80,7 @@ class ServeLimits:
     max_tokens_cap: int = 512
     """Largest max_tokens a request may ask for."""
     max_body_bytes: int = 1_000_000
-    """Largest request body (Content-Length)."""
+    """Largest request body, counted as it arrives (Content-Length or chunked)."""
 
 
 class APIError(Exception):
@@ -140,14 +140,38 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        too_large = _error_json(413, f"request body is over the limit of {self.max_body_bytes} bytes",
+                                "invalid_request_error", code="request_too_large")
         try:
             length = dict(scope.get("headers") or []).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                response = _error_json(413, f"request body is {int(length)} bytes; the limit is {self.max_body_bytes}",
-                                       "invalid_request_error", code="request_too_large")
-                await response(scope, receive, send_and_record)
+                await too_large(scope, receive, send_and_record)
             else:
-                await self.app(scope, receive, send_and_record)
+                # Read the body here, counting what actually arrives: a chunked upload (no
+                # Content-Length) or a lying header stops at the first byte over the cap, before any
+                # inner layer buffers it. The app then reads the same bytes from a replay.
+                body, more = b"", True
+                while more:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        break  # disconnected: the app sees an empty body and the disconnect
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > self.max_body_bytes:
+                        break
+                if len(body) > self.max_body_bytes:
+                    await too_large(scope, receive, send_and_record)
+                else:
+                    replayed = False
+
+                    async def replay() -> dict:
+                        nonlocal replayed
+                        if not replayed:
+                            replayed = True
+                            return {"type": "http.request", "body": body, "more_body": False}
+                        return await receive()
+
+                    await self.app(scope, replay, send_and_record)
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(route, str(status)).inc()

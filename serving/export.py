@@ -251,6 +251,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path, dtypes: Sequence[st
     prompt = prompt or serving_prompt(model_dir)
     prompts = list(prompts) if prompts is not None else parity_prompts(prompt, None, parity_n, model_dir)
     prompts = prompts[:parity_n]
+    if not prompts:
+        # Zero prompts would agree 100% and pass a gate that compared nothing.
+        raise InputError("the parity gate needs at least one prompt (none given, and the prompt has no examples)",
+                         field="prompts")
     skipped: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}

@@ -298,3 +298,26 @@ def test_a_dataset_with_a_non_commercial_licence_fails(tmp_path: Path, rows) -> 
     [check] = [c for c in check_dataset(folder, root=tmp_path) if c.name.endswith(":license")]
     assert not check.passed and check.findings[0].field == "license"
     assert check.findings[0].file.endswith("README.md")
+
+
+def test_a_card_that_lists_no_files_fails(tmp_path: Path) -> None:
+    folder = tmp_path / "datasets" / "empty"
+    folder.mkdir(parents=True)
+    write_card(folder, DatasetCard(license="MIT", pretty_name="empty", llmops=CardLineage(
+        name="empty", source="unit test", command="test", created="2026-01-01", files={})))
+    assert "sha256" in failed_checks(folder)
+    messages = [f.message for c in check_dataset(folder) if c.name.endswith(":sha256") for f in c.findings]
+    assert any("lists no files" in m for m in messages) and any("no data files" in m for m in messages)
+
+
+def test_train_eval_overlap_without_a_held_out_split_says_not_checked(tmp_path: Path, rows) -> None:
+    from llmops.dataset import load_card
+
+    folder = write_dataset(tmp_path, rows[0], [])
+    card = load_card(folder)
+    del card.llmops.files["eval.jsonl"]  # a train-only dataset, e.g. a feedback export
+    write_card(folder, card)
+    (folder / "eval.jsonl").unlink()
+    [check] = [c for c in check_dataset(folder) if c.name.endswith(":overlap")]
+    assert check.passed and [f.severity for f in check.findings] == ["warning"]
+    assert "not checked" in check.findings[0].message and "held-out" in check.findings[0].message

@@ -205,3 +205,20 @@ def test_torch_backend_serves_the_same_answer(client, micro_model):
     onnx_answer = client.post("/v1/chat/completions", json=body).json()
     assert torch_answer["choices"][0]["message"] == onnx_answer["choices"][0]["message"]
     assert torch_answer["usage"] == onnx_answer["usage"]
+
+
+def test_a_chunked_body_cannot_get_past_the_size_cap(client):
+    # No Content-Length header: the cap counts the bytes as they arrive, so a chunked upload over
+    # LIMITS.max_body_bytes (20 kB) gets a 413, and one under it is served.
+    def chunks(n: int):
+        yield b'{"prompt": "'
+        for _ in range(n):
+            yield b"x" * 1000
+        yield b'", "max_tokens": 2}'
+
+    r = client.post("/v1/completions", content=chunks(40), headers={"Content-Type": "application/json"})
+    assert "content-length" not in {k.lower() for k in r.request.headers}
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+    ok = client.post("/v1/completions", content=iter([b'{"prompt": "What is a lambda?", ', b'"max_tokens": 2}']),
+                     headers={"Content-Type": "application/json"})
+    assert ok.status_code == 200, ok.text

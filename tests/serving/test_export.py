@@ -114,3 +114,11 @@ def test_export_bad_input(micro_model, tmp_path, exported):
     assert main(["export", "--model", str(micro_model), "--out", str(tmp_path / "o"),
                  "--prompts-from", str(bad)]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_parity_with_no_prompts_is_refused_not_passed(micro_model: Path, tmp_path: Path) -> None:
+    from serving.export import export_model
+
+    with pytest.raises(InputError, match="at least one prompt"):
+        export_model(micro_model, tmp_path / "onnx", dtypes=("fp32",), prompts=[])
+    assert not (tmp_path / "onnx").exists()  # nothing half written
