@@ -93,7 +93,8 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        # joined exactly as serving/schemas.py joins them for the model: the guard sees the model's text
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return ""
 
 
