@@ -50,6 +50,7 @@ from llmops.errors import InputError
 from llmops.launch import LaunchError, free_port, running_process
 from llmops.prompts import Prompt
 from llmops.settings import Settings
+from serving.ratelimit import DEFAULT_RATE, RateLimitMiddleware, parse_rate
 from serving.schemas import (
     ChatChoice,
     ChatCompletion,
@@ -81,6 +82,9 @@ class ServeLimits:
     """Largest max_tokens a request may ask for."""
     max_body_bytes: int = 1_000_000
     """Largest request body, counted as it arrives (Content-Length or chunked)."""
+    rate_limit: str | None = DEFAULT_RATE
+    """Requests to /v1/* per client (API key, else address), e.g. "600/minute"; None: no limit
+    (workers behind the gateway, which limits at the edge)."""
 
 
 class APIError(Exception):
@@ -415,6 +419,9 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
 
         app.add_middleware(GuardMiddleware, config=GuardConfig(), registry=metrics.registry)
         check_request(["warm up"])  # load the embedding model now, not on the first user's request
+    rate = parse_rate(limits.rate_limit)
+    if rate is not None:  # inside the metrics middleware, so a 429 is counted
+        app.add_middleware(RateLimitMiddleware, rate=rate)
     app.add_middleware(MetricsMiddleware, metrics=metrics, max_body_bytes=limits.max_body_bytes)
     if operate if operate is not None else settings.operate:
         mount_operations(app)

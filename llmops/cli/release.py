@@ -115,14 +115,20 @@ def gateway() -> None:
 @click.option("--health-interval", default=0.5, show_default=True, type=float, help="Seconds between health checks.")
 @click.option("--worker-threads", default=None, type=int, help="--threads of each worker (default: all cores).")
 @click.option("--keep-workers", is_flag=True, help="Leave the workers running when the gateway stops.")
-def gateway_run(host: str, port: int, health_interval: float, worker_threads: int | None, keep_workers: bool) -> None:
+@click.option("--rate-limit", default=None, metavar="RATE",
+              help="Requests to /v1/* per client, e.g. '600/minute'; 'off' for none (default: DEFAULT_RATE).")
+def gateway_run(host: str, port: int, health_interval: float, worker_threads: int | None, keep_workers: bool,
+                rate_limit: str | None) -> None:
     """Run the gateway in the foreground; workers are restored from the saved state."""
     from serving.gateway.app import run_gateway
     from serving.gateway.core import GatewayOptions
 
     click.echo(f"gateway on http://{host}:{port}", err=True)
+    from serving.ratelimit import DEFAULT_RATE
+
     run_gateway(options=GatewayOptions(host=host, port=port, health_interval=health_interval,
-                                       worker_threads=worker_threads, keep_workers=keep_workers))
+                                       worker_threads=worker_threads, keep_workers=keep_workers,
+                                       rate_limit=rate_limit or DEFAULT_RATE))
 
 
 @gateway.command("status")

@@ -56,24 +56,30 @@ def export(model_dir: Path, out_dir: Path, dtypes: str, prompts_from: Path | Non
               help="Prompt id or file for chat requests (default: MODEL/prompt.yaml, else prompts/answer.yaml).")
 @click.option("--model-id", default=None, help="Name shown by /v1/models (default: the model folder's name).")
 @click.option("--threads", default=None, type=int, help="ORT intra-op / torch threads (default: all cores).")
+@click.option("--rate-limit", default=None, metavar="RATE",
+              help="Requests to /v1/* per client (API key, else address), e.g. '600/minute'; 'off' for none "
+                   "(default: serving/ratelimit.py DEFAULT_RATE).")
 def serve(model_dir: Path | None, host: str, port: int, backend: str, variant: str | None, prompt_ref: str | None,
-          model_id: str | None, threads: int | None) -> None:
+          model_id: str | None, threads: int | None, rate_limit: str | None) -> None:
     """Serve MODEL over an OpenAI-compatible HTTP API with uvicorn (one process), or, without --model,
     the blue/green topology: a gateway that routes /v1/* by weight to a blue and a green worker."""
+    from serving.ratelimit import DEFAULT_RATE
+
     if model_dir is None:
         from serving.gateway.app import run_gateway
         from serving.gateway.core import GatewayOptions
 
-        run_gateway(options=GatewayOptions(host=host, port=port, worker_threads=threads))
+        run_gateway(options=GatewayOptions(host=host, port=port, worker_threads=threads,
+                                           rate_limit=rate_limit or DEFAULT_RATE))
         return
     import uvicorn
 
-    from serving.app import create_app, default_model_id
+    from serving.app import ServeLimits, create_app, default_model_id
     from serving.runtime import find_onnx_dir
 
     served = find_onnx_dir(model_dir, variant) if backend == "onnx" and variant else model_dir
-    app = create_app(served, prompt_ref, backend=backend, threads=threads,
-                     model_id=model_id or default_model_id(served))
+    app = create_app(served, prompt_ref, backend=backend, threads=threads, model_id=model_id or default_model_id(served),
+                     limits=ServeLimits(rate_limit=rate_limit or DEFAULT_RATE))
     click.echo(f"serving {served} ({backend}) on http://{host}:{port}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 

@@ -25,6 +25,7 @@ from serving.feedback import FeedbackStore, chat_router, feedback_router
 from serving.gateway.admin import AdminError, ColourRequest, LoadRequest, PromoteRequest, WeightsRequest
 from serving.gateway.core import Gateway, GatewayOptions
 from serving.gateway.state import other
+from serving.ratelimit import RateLimitMiddleware, parse_rate
 
 
 def create_gateway(settings: Settings | None = None, options: GatewayOptions | None = None) -> Any:
@@ -114,7 +115,9 @@ def create_gateway(settings: Settings | None = None, options: GatewayOptions | N
         principal = auth.authenticate(authorization, "deploy.load", target=req.colour)
         return await gw.stop_colour(req.colour, principal, req.reason)
 
-    return ProxyFirst(app, gw)
+    front: Any = ProxyFirst(app, gw)
+    rate = parse_rate(options.rate_limit)
+    return RateLimitMiddleware(front, rate) if rate is not None else front
 
 
 class ProxyFirst:

@@ -43,6 +43,7 @@ from serving.gateway.state import (
     servable,
 )
 from serving.gateway.workers import Worker, start_worker
+from serving.ratelimit import DEFAULT_RATE
 
 
 @dataclasses.dataclass
@@ -58,6 +59,8 @@ class GatewayOptions:
     keep_workers: bool = False
     """Leave the workers running when the gateway stops (they are adopted on the next start)."""
     allow_faults: bool = False
+    rate_limit: str | None = DEFAULT_RATE
+    """Requests to /v1/* per client at the gateway (serving/ratelimit.py); its workers run without one."""
 
 
 class Gateway(Routing):

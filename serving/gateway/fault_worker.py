@@ -18,14 +18,15 @@ import uvicorn
 
 from llmops.errors import InputError
 from llmops.settings import Settings, apply_offline_env
-from serving.app import create_app
+from serving.app import ServeLimits, create_app
 from serving.gateway.faults import FAULT_ENV, FaultMiddleware, FaultSpec, parse_fault
 
 
 def serve_with_fault(model_dir: str | Path, spec: FaultSpec, *, host: str = "127.0.0.1", port: int = 8000,
                      backend: str = "onnx", model_id: str | None = None, threads: int | None = None) -> None:
     """Load the model, wrap its app in FaultMiddleware and serve it until SIGINT/SIGTERM."""
-    app = create_app(model_dir, backend=backend, model_id=model_id, threads=threads)
+    app = create_app(model_dir, backend=backend, model_id=model_id, threads=threads,
+                     limits=ServeLimits(rate_limit=None))  # behind the gateway, which limits at the edge
     uvicorn.run(FaultMiddleware(app, spec), host=host, port=port, log_level="warning", access_log=False)
 
 

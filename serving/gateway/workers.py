@@ -49,7 +49,8 @@ def worker_command(model_dir: str, port: int, backend: str, mid: str, threads: i
         args += ["--threads", str(threads)]
     if fault:
         return [sys.executable, "-m", "serving.gateway.fault_worker", *args]
-    return [sys.executable, "-m", "llmops", "serve", *args]
+    # behind the gateway, which limits per client at the edge: here every request comes from it
+    return [sys.executable, "-m", "llmops", "serve", *args, "--rate-limit", "off"]
 
 
 def start_worker(colour: str, version: str, model_dir: str, backend: str, *, log_dir: Path,

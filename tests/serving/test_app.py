@@ -12,6 +12,7 @@ import re
 import httpx
 import pytest
 
+from llmops.errors import InputError
 from serving.app import ServeLimits, create_app, running_server
 
 LIMITS = ServeLimits(max_prompt_chars=2000, max_prompt_tokens=200, max_tokens_cap=64, max_body_bytes=20_000)
@@ -222,3 +223,19 @@ def test_a_chunked_body_cannot_get_past_the_size_cap(client):
     ok = client.post("/v1/completions", content=iter([b'{"prompt": "What is a lambda?", ', b'"max_tokens": 2}']),
                      headers={"Content-Type": "application/json"})
     assert ok.status_code == 200, ok.text
+
+
+def test_rate_limit_per_client_answers_429_with_retry_after(exported):
+    from fastapi.testclient import TestClient
+
+    app = create_app(exported.out_dir, limits=ServeLimits(rate_limit="3/minute"), model_id="micro")
+    with TestClient(app) as c:
+        assert [c.get("/v1/models").status_code for _ in range(3)] == [200, 200, 200]
+        over = c.get("/v1/models")
+        assert over.status_code == 429 and over.json()["error"]["code"] == "rate_limit_exceeded"
+        assert int(over.headers["Retry-After"]) >= 1
+        assert c.get("/healthz").status_code == 200  # health and metrics are never limited
+        # another client (its own API key) has its own window
+        assert c.get("/v1/models", headers={"Authorization": "Bearer other-client"}).status_code == 200
+    with pytest.raises(InputError, match="not a rate limit"):
+        create_app(exported.out_dir, limits=ServeLimits(rate_limit="lots"), model_id="micro")

@@ -1,0 +1,68 @@
+"""Per-client rate limits at the front door: the worker (`llmops serve --model`) and the gateway.
+
+    llmops serve --model DIR --rate-limit "600/minute"     # "off" turns it off
+    llmops gateway run --rate-limit "600/minute"           # its workers run without one: the edge limits
+
+A client is its API key (the sha256 of the bearer token, never the token) or, without one, its
+address. `limits` (moving window, in memory) counts the requests to `/v1/*`; one over the limit
+gets an OpenAI-shaped 429 with `Retry-After`. Health, readiness and metrics routes are not limited.
+In memory means per process: several gateway replicas would each allow the rate (a shared store,
+e.g. Redis through `limits`' storage URIs, is the step for that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from llmops.errors import InputError
+
+DEFAULT_RATE = "6000/minute"  # per client; high enough for a load test from one address, low enough to stop a flood
+
+
+def parse_rate(text: str | None) -> Any:
+    """A `limits` rate item ("600/minute", "10/second"), or None for "off"/empty."""
+    if text is None or text.strip().lower() in ("", "off", "none", "0"):
+        return None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise InputError(f"not a rate limit: {text!r} (e.g. '600/minute', or 'off')", field="rate_limit") from exc
+
+
+def client_id(scope: dict[str, Any]) -> str:
+    for name, value in scope.get("headers") or []:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return "key:" + hashlib.sha256(value[7:].strip()).hexdigest()[:16]
+    client = scope.get("client")
+    return f"ip:{client[0] if client else 'unknown'}"
+
+
+class RateLimitMiddleware:
+    """ASGI middleware: requests to `/v1/*` over `rate` per client get a 429."""
+
+    def __init__(self, app: Any, rate: Any, prefix: str = "/v1/") -> None:
+        self.app, self.rate, self.prefix = app, rate, prefix
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        who = client_id(scope)
+        if self.limiter.hit(self.rate, who):
+            await self.app(scope, receive, send)
+            return
+        stats = self.limiter.get_window_stats(self.rate, who)
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        response = JSONResponse(status_code=429, headers={"Retry-After": str(retry)}, content={"error": {
+            "message": f"rate limit {self.rate} exceeded for this client; retry after {retry} s",
+            "type": "rate_limit_error", "param": None, "code": "rate_limit_exceeded"}})
+        await response(scope, receive, send)
