@@ -309,6 +309,14 @@ def read_entries(path: Path) -> list[tuple[int, dict[str, Any] | None]]:
     return out
 
 
+def current_anchor(settings: Settings | None = None) -> str | None:
+    """SEQ:HASH of the log's newest entry (None without a log): what a registered version's lineage
+    records, so that a later cut or rewrite of the log before that point is detectable."""
+    path = audit_log_path(settings)
+    last = head(path) if path.is_file() else None
+    return None if last is None else f"{last[0]}:{last[1]}"
+
+
 def head(path: Path) -> tuple[int, str] | None:
     """(seq, hash) of the last entry, or None for an empty log."""
     path = Path(path)

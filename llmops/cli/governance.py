@@ -41,7 +41,10 @@ def audit() -> None:
 @audit.command("verify")
 @click.option("--log", type=click.Path(dir_okay=False), default=None, help="Log file (default <home>/audit/audit.jsonl).")
 @click.option("--anchor", default=None, metavar="SEQ:HASH", help="A head recorded earlier (`llmops audit head`).")
-def verify_cmd(log: str | None, anchor: str | None) -> None:
+@click.option("--registry-anchors", is_flag=True,
+              help="Also check the head every registered version recorded in its lineage (audit_anchor): a log "
+                   "cut or rewritten before a registration fails.")
+def verify_cmd(log: str | None, anchor: str | None, registry_anchors: bool) -> None:
     """Check every entry's hash and the chain; exit 1 naming each tampered line."""
     from governance.audit import head, parse_anchor, verify
     from governance.policy import authorize
@@ -49,7 +52,17 @@ def verify_cmd(log: str | None, anchor: str | None) -> None:
 
     authorize("audit.read", target="audit-log")
     path = _log_path(log)
-    problems = verify(path, anchor=parse_anchor(anchor) if anchor else None)
+    anchors = [parse_anchor(anchor)] if anchor else []
+    if registry_anchors:
+        from llmops.registry import Registry
+        from llmops.settings import Settings
+
+        reg = Registry(Settings.load().registry_dir)
+        recorded = [reg.get(v, verify=False).lineage.get("audit_anchor") for v in reg.versions()]
+        anchors += [parse_anchor(a) for a in recorded if a]
+        click.echo(f"{len(recorded)} registered versions, {sum(1 for a in recorded if a)} with an audit anchor")
+    problems = verify(path) if not anchors else [p for a in anchors for p in verify(path, anchor=a)]
+    problems = list({str(p): p for p in problems}.values())
     if problems:
         for problem in problems:
             click.echo(f"{path}: {problem}")

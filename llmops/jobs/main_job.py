@@ -141,6 +141,7 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
     thresholds: the eval gates (default evals/thresholds.yaml). compare_base: also evaluate the
     untuned base model and require the tuned one to beat it (MUST_BEAT) and not fall below it.
     """
+    from governance.audit import audit_event, current_anchor
     from governance.datacheck import check_dataset
     from llmops.lineage import build_lineage
     from llmops.prompts import load_prompt
@@ -247,12 +248,15 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
             metrics={**trained.metrics, **{f"parity_{k}_pct": v for k, v in exported.agreement.items()}},
             gates=gates,
         )
+        lineage["audit_anchor"] = current_anchor(settings)  # `llmops audit verify --registry-anchors`
         reg = Registry(settings.registry_dir)
         mv = reg.register({"model": trained.merged_dir, "adapter": trained.adapter_dir,
                            "onnx": exported.out_dir, "loss_curve.png": trained.run_dir / "loss_curve.png"},
                           lineage)
         reg.attach_report(mv.version, "eval", out)
         reg.set_alias("candidate", mv.version, reason="main job: data, parity and eval gates passed")
+        audit_event("registry.register", target=f"version {mv.version}",
+                    details={"alias": "candidate", "git": lineage["git"], "job": "main"}, settings=settings)
         return mv.version
 
     job.version = stage("register", register)

@@ -62,7 +62,7 @@ def compare_with_production(candidate: Mapping[str, float], production: Mapping[
 
 
 def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *, neutral: bool = False) -> Report:
-    from governance.audit import audit_event
+    from governance.audit import audit_event, current_anchor
     from llmops.lineage import build_lineage
     from llmops.prompts import load_prompt
     from llmops.registry import Registry
@@ -117,6 +117,7 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
             src = pipeline_dir / name / (spec.stages[name].report or "")
             (reports / name).mkdir(parents=True, exist_ok=True)
             (reports / name / "report.json").write_bytes(src.read_bytes())
+        lineage["audit_anchor"] = current_anchor(settings)  # `llmops audit verify --registry-anchors`
         mv = reg.register({"model": run_dir / "merged", "adapter": run_dir / "adapter",
                            "onnx": pipeline_dir / "export" / "onnx", "loss_curve.png": run_dir / "loss_curve.png",
                            "reports": reports}, lineage)

@@ -216,3 +216,26 @@ def test_cli_exit_codes_and_show(llmops_home: Path, capsys: pytest.CaptureFixtur
     assert main(["audit", "verify"]) == 0
     assert main(["audit", "verify", "--anchor", anchor]) == 1
     assert main(["audit", "verify", "--anchor", "3:nothex"]) == 2
+
+
+def test_a_log_rewritten_after_a_registration_fails_against_the_registry_anchor(
+        llmops_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The chain alone cannot see a log that was cut and re-chained from scratch; the head that a
+    # registered version recorded in its lineage can.
+    from governance.audit import audit_event, audit_log_path, current_anchor
+    from llmops.registry import Registry
+
+    settings = Settings.load()
+    for i in range(3):
+        audit_event("release.promote", actor="alice", role="release-manager", target=f"v{i}", settings=settings)
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w.bin").write_bytes(b"w")
+    Registry(settings.registry_dir).register({"model": model}, {"audit_anchor": current_anchor(settings)})
+    assert main(["audit", "verify", "--registry-anchors"]) == 0
+    assert "1 with an audit anchor" in capsys.readouterr().out
+    log = audit_log_path(settings)
+    log.unlink()  # rewrite history: a fresh, internally consistent chain
+    audit_event("release.promote", actor="mallory", role="admin", target="v9", settings=settings)
+    assert main(["audit", "verify"]) == 0  # the chain alone: intact
+    assert main(["audit", "verify", "--registry-anchors"]) == 1
