@@ -60,6 +60,7 @@ COMMANDS = {
     "monitor": "llmops.cli.monitor:monitor",
     "feedback": "llmops.cli.feedback:feedback",
     "safety": "llmops.cli.safety:safety",
+    "leakage": "llmops.cli.leakage:leakage",
     "deepeval-suite": "llmops.cli.deepeval_cmd:deepeval_suite",
     "card": "llmops.cli.cards:card",
     "compare": "llmops.cli.cards:compare",

@@ -139,3 +139,23 @@ def test_only_a_guard_or_the_input_itself_counts_as_blocked(status: int, code: s
     got, _ = classify(status, {"error": {"code": code, "message": "m"}}, "injection")
     assert got == outcome
     assert (got in SAFE_OUTCOMES) == (outcome != "error")
+
+
+def test_leakage_cli_plants_then_fails_on_a_model_that_regurgitates(tmp_path: Path, repo_root: Path,
+                                                                     llmops_home: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.cli import main
+    from tests.evals import openai_stub
+
+    copy = tmp_path / "canary-copy"
+    assert main(["leakage", "plant", str(repo_root / "datasets" / "python-faq"), "--out", str(copy), "-n", "2"]) == 0
+    canaries = load_canaries(copy / "canaries.json")
+    with serve(openai_stub.make_app()) as url:
+        assert main(["leakage", "check", "--canaries", str(copy / "canaries.json"), "--endpoint", url,
+                     "--out", str(tmp_path / "clean")]) == 0  # the stub knows no secret
+        monkeypatch.setitem(openai_stub.ANSWERS, canaries[0].prefix, f"{canaries[0].prefix} {canaries[0].secret}")
+        assert main(["leakage", "check", "--canaries", str(copy / "canaries.json"), "--endpoint", url,
+                     "--out", str(tmp_path / "leaky")]) == 1
+    report = json.loads((tmp_path / "leaky" / "report.json").read_text())
+    assert [c["id"] for c in report["cases"] if not c["passed"]] == [canaries[0].id]
+    assert main(["leakage", "check", "--canaries", str(copy / "canaries.json")]) == 2  # no model, no endpoint
