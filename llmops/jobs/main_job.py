@@ -249,6 +249,8 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
             gates=gates,
         )
         lineage["audit_anchor"] = current_anchor(settings)  # `llmops audit verify --registry-anchors`
+        # promote-if-better compares only metrics measured on the same eval split
+        lineage["eval_split_sha256"] = (report.info.get("dataset") or {}).get("sha256")
         reg = Registry(settings.registry_dir)
         mv = reg.register({"model": trained.merged_dir, "adapter": trained.adapter_dir,
                            "onnx": exported.out_dir, "loss_curve.png": trained.run_dir / "loss_curve.png"},

@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -61,6 +62,17 @@ def compare_with_production(candidate: Mapping[str, float], production: Mapping[
     return ok, findings, metrics
 
 
+def _eval_split_sha256(pipeline_dir: Path, spec: Any) -> str | None:
+    """sha256 of the eval split recorded by the rule-evals report (evals/runner.py info.dataset)."""
+    for name, stage in spec.stages.items():
+        path = pipeline_dir / name / (stage.report or "")
+        if stage.report and path.is_file():
+            sha = (Report.load(path).info.get("dataset") or {}).get("sha256")
+            if sha:
+                return str(sha)
+    return None
+
+
 def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *, neutral: bool = False) -> Report:
     from governance.audit import audit_event, current_anchor
     from llmops.lineage import build_lineage
@@ -91,12 +103,25 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
                 if m.head is not None:
                     candidate[metric if metric not in candidate else f"{name}.{metric}"] = m.head
 
+    # The eval split the candidate's dataset metrics were measured on: production's must be the same
+    # one, or the comparison mixes two test sets.
+    split = _eval_split_sha256(pipeline_dir, spec)
     reg = Registry(settings.registry_dir)
     production = reg.aliases().get("production")
     if production:
-        prod_metrics = reg.get(production).lineage.get("metrics", {})
+        prod_lineage = reg.get(production).lineage
+        prod_metrics = prod_lineage.get("metrics", {})
         ok, findings, metrics = compare_with_production(candidate, prod_metrics, spec.promote_if_better.metrics,
                                                         spec.promote_if_better.tolerance, neutral)
+        prod_split = prod_lineage.get("eval_split_sha256")
+        if prod_split is None or split is None:
+            findings.append(Finding("cannot tell whether production was measured on the same eval split (no sha256 "
+                                    "recorded): the comparison may mix two test sets", severity="warning",
+                                    field="eval_split_sha256"))
+        elif prod_split != split:
+            findings.append(Finding(f"production was measured on eval split {prod_split[:12]}…, the candidate on "
+                                    f"{split[:12]}…: not comparable (re-measure production on this split)",
+                                    field="eval_split_sha256"))
         report.metrics.update(metrics)
         report.add_check(f"promote-if-better vs production (version {production})", findings)
     else:
@@ -112,6 +137,7 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
                                 prompts={prompt.id: prompt.sha256}, config=resolved,
                                 base_model={**extra.get("base_model", {}), "path": extra.get("base_model_path")},
                                 metrics=candidate, gates=gates)
+        lineage["eval_split_sha256"] = split
         reports = pipeline_dir / "register" / "gate-reports"
         for name in gates:
             src = pipeline_dir / name / (spec.stages[name].report or "")

@@ -145,3 +145,46 @@ def test_a_candidate_that_loses_to_production_is_not_registered(repo: Path, tmp_
     assert reg.versions() == [prod.version] and "candidate" not in reg.aliases()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["verdict"] == "fail" and report["metrics"]["perplexity"]["passed"] is False
+
+
+def test_a_nan_metric_is_worse_not_a_tie() -> None:
+    rules = {"dataset.rouge_l": "higher", "perplexity": "lower"}
+    ok, findings, _ = compare_with_production({"dataset.rouge_l": float("nan"), "perplexity": 30.0},
+                                              {"dataset.rouge_l": 0.18, "perplexity": 41.0}, rules, 0.005, True)
+    assert not ok and any("NaN" in f.message and f.severity == "error" for f in findings)
+
+
+def test_production_measured_on_another_eval_split_is_not_comparable(repo: Path, tmp_path: Path,
+                                                                      repo_root: Path) -> None:
+    import json
+
+    from llmops.registry import Registry
+    from llmops.report import Metric, Report
+
+    settings = Settings(root=repo, home=tmp_path / "home")
+    spec_path = repo_root / "pipeline.yaml"
+    shutil.copy(spec_path, repo / "pipeline.yaml")
+    pipe = tmp_path / "pipe"
+    for name, stage in load_pipeline(spec_path).stages.items():  # every gate passed, the candidate is better
+        if stage.report and name != "register":
+            rep = Report(kind=name)
+            if name == "rule-evals":
+                rep.metrics["dataset.rouge_l"] = Metric(head=0.30)
+                rep.metrics["dataset.token_f1"] = Metric(head=0.30)
+                rep.info["dataset"] = {"sha256": "a" * 64}
+            rep.add_check(name, [])
+            (pipe / name / Path(stage.report).parent).mkdir(parents=True, exist_ok=True)
+            (pipe / name / stage.report).write_text(json.dumps(rep.to_dict()))
+    (pipe / "train" / "run").mkdir(parents=True)
+    (pipe / "train" / "run" / "metrics.json").write_text('{"perplexity": 10.0}')
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"w")
+    reg = Registry(settings.registry_dir)
+    prod = reg.register({"model": weights}, {"metrics": {"dataset.rouge_l": 0.20, "dataset.token_f1": 0.12,
+                                                        "perplexity": 300.0}, "eval_split_sha256": "b" * 64})
+    reg.set_alias("production", prod.version)
+    with pytest.raises(GateFailed, match="candidate not registered"):
+        register_candidate(settings, pipe, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    messages = [f["message"] for c in report["checks"] for f in c["findings"]]
+    assert any("not comparable" in m and "bbbbbbbbbbbb" in m for m in messages)
