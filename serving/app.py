@@ -50,7 +50,7 @@ from llmops.errors import InputError
 from llmops.launch import LaunchError, free_port, running_process
 from llmops.prompts import Prompt
 from llmops.settings import Settings
-from serving.ratelimit import DEFAULT_RATE, RateLimitMiddleware, parse_rate
+from serving.ratelimit import DEFAULT_RATE, BodyCapMiddleware, RateLimitMiddleware, parse_rate
 from serving.schemas import (
     ChatChoice,
     ChatCompletion,
@@ -126,8 +126,8 @@ class ServeMetrics:
 class MetricsMiddleware:
     """ASGI middleware: counts, latency (to the end of a streamed body) and in-flight requests."""
 
-    def __init__(self, app: Any, metrics: ServeMetrics, max_body_bytes: int) -> None:
-        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+    def __init__(self, app: Any, metrics: ServeMetrics) -> None:
+        self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -144,38 +144,8 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        too_large = _error_json(413, f"request body is over the limit of {self.max_body_bytes} bytes",
-                                "invalid_request_error", code="request_too_large")
         try:
-            length = dict(scope.get("headers") or []).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await too_large(scope, receive, send_and_record)
-            else:
-                # Read the body here, counting what actually arrives: a chunked upload (no
-                # Content-Length) or a lying header stops at the first byte over the cap, before any
-                # inner layer buffers it. The app then reads the same bytes from a replay.
-                body, more = b"", True
-                while more:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        break  # disconnected: the app sees an empty body and the disconnect
-                    body += message.get("body", b"")
-                    more = message.get("more_body", False)
-                    if len(body) > self.max_body_bytes:
-                        break
-                if len(body) > self.max_body_bytes:
-                    await too_large(scope, receive, send_and_record)
-                else:
-                    replayed = False
-
-                    async def replay() -> dict:
-                        nonlocal replayed
-                        if not replayed:
-                            replayed = True
-                            return {"type": "http.request", "body": body, "more_body": False}
-                        return await receive()
-
-                    await self.app(scope, replay, send_and_record)
+            await self.app(scope, receive, send_and_record)
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(route, str(status)).inc()
@@ -422,7 +392,8 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
     rate = parse_rate(limits.rate_limit)
     if rate is not None:  # inside the metrics middleware, so a 429 is counted
         app.add_middleware(RateLimitMiddleware, rate=rate)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyCapMiddleware, max_bytes=limits.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     if operate if operate is not None else settings.operate:
         mount_operations(app)
 

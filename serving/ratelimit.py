@@ -1,4 +1,5 @@
-"""Per-client rate limits at the front door: the worker (`llmops serve --model`) and the gateway.
+"""Front-door limits of the worker (`llmops serve --model`) and the gateway: a body cap and
+per-client rate limits.
 
     llmops serve --model DIR --rate-limit "600/minute"     # "off" turns it off
     llmops gateway run --rate-limit "600/minute"           # its workers run without one: the edge limits
@@ -6,6 +7,10 @@
 A client is its API key (the sha256 of the bearer token, never the token) or, without one, its
 address. `limits` (moving window, in memory) counts the requests to `/v1/*`; one over the limit
 gets an OpenAI-shaped 429 with `Retry-After`. Health, readiness and metrics routes are not limited.
+BodyCapMiddleware reads the body itself, counting the bytes as they arrive, so a chunked upload (no
+Content-Length) or a lying header stops at the first byte over the cap with a 413, before any inner
+layer buffers it; the app then reads the same bytes from a replay.
+
 In memory means per process: several gateway replicas would each allow the rate (a shared store,
 e.g. Redis through `limits`' storage URIs, is the step for that).
 """
@@ -66,3 +71,42 @@ class RateLimitMiddleware:
             "message": f"rate limit {self.rate} exceeded for this client; retry after {retry} s",
             "type": "rate_limit_error", "param": None, "code": "rate_limit_exceeded"}})
         await response(scope, receive, send)
+
+
+class BodyCapMiddleware:
+    """ASGI middleware: a request body over `max_bytes` (declared or counted) gets a 413."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = JSONResponse(status_code=413, content={"error": {
+            "message": f"request body is over the limit of {self.max_bytes} bytes",
+            "type": "invalid_request_error", "param": None, "code": "request_too_large"}})
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await too_large(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # disconnected: the app sees an empty body and the disconnect
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await too_large(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -25,7 +25,7 @@ from serving.feedback import FeedbackStore, chat_router, feedback_router
 from serving.gateway.admin import AdminError, ColourRequest, LoadRequest, PromoteRequest, WeightsRequest
 from serving.gateway.core import Gateway, GatewayOptions
 from serving.gateway.state import other
-from serving.ratelimit import RateLimitMiddleware, parse_rate
+from serving.ratelimit import BodyCapMiddleware, RateLimitMiddleware, parse_rate
 
 
 def create_gateway(settings: Settings | None = None, options: GatewayOptions | None = None) -> Any:
@@ -117,7 +117,9 @@ def create_gateway(settings: Settings | None = None, options: GatewayOptions | N
 
     front: Any = ProxyFirst(app, gw)
     rate = parse_rate(options.rate_limit)
-    return RateLimitMiddleware(front, rate) if rate is not None else front
+    if rate is not None:
+        front = RateLimitMiddleware(front, rate)
+    return BodyCapMiddleware(front, options.max_body_bytes)  # the gateway buffers a body to retry it
 
 
 class ProxyFirst:

@@ -59,6 +59,8 @@ class GatewayOptions:
     keep_workers: bool = False
     """Leave the workers running when the gateway stops (they are adopted on the next start)."""
     allow_faults: bool = False
+    max_body_bytes: int = 1_000_000
+    """Largest request body the gateway reads (and buffers, to retry on the other colour); then 413."""
     rate_limit: str | None = DEFAULT_RATE
     """Requests to /v1/* per client at the gateway (serving/ratelimit.py); its workers run without one."""
 

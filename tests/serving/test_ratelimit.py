@@ -1,0 +1,46 @@
+"""The front-door limits (serving/ratelimit.py) on a bare app, and that the gateway puts them in front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+
+from serving.ratelimit import BodyCapMiddleware, RateLimitMiddleware, parse_rate
+
+
+def _echo_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/echo")
+    async def echo(request: Request) -> dict:
+        return {"bytes": len(await request.body())}
+
+    return app
+
+
+def test_body_cap_counts_chunked_bytes_and_replays_the_body() -> None:
+    client = TestClient(BodyCapMiddleware(_echo_app(), max_bytes=100))
+    assert client.post("/v1/echo", content=iter([b"x" * 60, b"y" * 30])).json() == {"bytes": 90}
+    over = client.post("/v1/echo", content=iter([b"x" * 60, b"y" * 60]))  # chunked: no Content-Length
+    assert over.status_code == 413 and over.json()["error"]["code"] == "request_too_large"
+    assert client.post("/v1/echo", content=b"z" * 101).status_code == 413  # declared
+
+
+def test_rate_limit_is_per_client() -> None:
+    client = TestClient(RateLimitMiddleware(_echo_app(), parse_rate("2/minute")))
+    a = {"Authorization": "Bearer key-a"}
+    assert [client.post("/v1/echo", headers=a).status_code for _ in range(3)] == [200, 200, 429]
+    assert client.post("/v1/echo", headers={"Authorization": "Bearer key-b"}).status_code == 200
+
+
+def test_the_gateway_puts_the_body_cap_and_the_rate_limit_in_front(llmops_home: Path) -> None:
+    from llmops.settings import Settings
+    from serving.gateway.app import create_gateway
+    from serving.gateway.core import GatewayOptions
+
+    app = create_gateway(Settings.load(), GatewayOptions(rate_limit="5/second", max_body_bytes=1234))
+    assert isinstance(app, BodyCapMiddleware) and app.max_bytes == 1234
+    assert isinstance(app.app, RateLimitMiddleware)
+    assert not isinstance(create_gateway(Settings.load(), GatewayOptions(rate_limit="off")).app, RateLimitMiddleware)
