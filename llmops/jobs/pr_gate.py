@@ -195,6 +195,8 @@ class ModelUnderTest:
     backend: str = "onnx"
     endpoint: str | None = None
     chat: Any = None  # llmops.prompts.ChatFormat of the model, None for the plain format
+    _session: contextlib.ExitStack | None = field(default=None, repr=False, compare=False)
+    _url: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from llmops.prompts import chat_format_of
@@ -203,15 +205,34 @@ class ModelUnderTest:
             self.chat = chat_format_of(self.model_dir)  # files only: a cached run loads no model
 
     @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Inside it, the first `serve()` starts the server and later ones reuse it (the head and the
+        base tree are measured on one loaded model); it stops when the session ends."""
+        with contextlib.ExitStack() as stack:
+            self._session = stack
+            try:
+                yield
+            finally:
+                self._session, self._url = None, None
+
+    @contextlib.contextmanager
     def serve(self) -> Iterator[str]:
         if self.endpoint:
             yield self.endpoint
+            return
+        if self._url is not None:
+            yield self._url
             return
         from serving.app import running_server
 
         if self.model_dir is None:
             raise InputError("the model under test has neither an endpoint nor a model folder")
-        with running_server(self.model_dir, port=0, backend=self.backend) as url:
+        server = running_server(self.model_dir, port=0, backend=self.backend)
+        if self._session is not None:
+            self._url = self._session.enter_context(server)
+            yield self._url
+            return
+        with server as url:
             yield url
 
 
@@ -459,7 +480,7 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
     code_sha = result_code_sha256(settings.root)
     cache_dir = settings.cache_dir / "eval"
     notes: list[Finding] = []
-    with tempfile.TemporaryDirectory(prefix="llmops-base-tree-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="llmops-base-tree-") as tmp, model.session():
         # What is measured and how it is judged come from the base ref: a PR cannot loosen its gate.
         tree = extract_base_tree(settings.root, changes.merge_base, Path(tmp)) if changes else settings.root
         thresholds = tree / "evals" / "thresholds.yaml"
