@@ -15,7 +15,6 @@ The caller is the holder of LLMOPS_API_KEY, else the local operator with the pol
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -118,11 +117,11 @@ def show(log: str | None, tail: int | None, action: str | None, as_json: bool) -
 def _key_manager():
     """(principal, settings) for a key command. The very first key may be created by the local
     operator even when the policy's local_role is null: otherwise nobody could ever create one."""
-    from governance.apikeys import ENV_KEY, KeyStore, Principal, key_file, local_actor
+    from governance.apikeys import KeyStore, Principal, configured_key, key_file, local_actor
     from governance.policy import authorize
 
     settings = _settings()
-    if not os.environ.get(ENV_KEY) and not KeyStore(key_file(settings)).list():
+    if configured_key(settings) is None and not KeyStore(key_file(settings)).list():
         return Principal(local_actor(), "bootstrap"), settings
     return authorize("keys.manage", target="apikeys", settings=settings), settings
 
