@@ -111,27 +111,39 @@ def test_register_refuses_when_a_gate_report_failed(repo: Path, tmp_path: Path) 
     assert '"verdict": "fail"' in (tmp_path / "out" / "report.json").read_text()
 
 
-def test_a_candidate_that_loses_to_production_is_not_registered(repo: Path, tmp_path: Path, repo_root: Path) -> None:
+def passed_pipeline(repo: Path, repo_root: Path, tmp_path: Path, *, rouge_l: float, token_f1: float,
+                    perplexity: float, split: str | None = None) -> Path:
+    """A pipeline folder in which every gate report passed, with these candidate metrics."""
     import json
 
-    from llmops.registry import Registry
     from llmops.report import Metric, Report
 
-    settings = Settings(root=repo, home=tmp_path / "home")
     spec_path = repo_root / "pipeline.yaml"
     shutil.copy(spec_path, repo / "pipeline.yaml")
     pipe = tmp_path / "pipe"
-    for name, stage in load_pipeline(spec_path).stages.items():  # every gate passed...
+    for name, stage in load_pipeline(spec_path).stages.items():
         if stage.report and name != "register":
             rep = Report(kind=name)
             if name == "rule-evals":
-                rep.metrics["dataset.rouge_l"] = Metric(head=0.10)
-                rep.metrics["dataset.token_f1"] = Metric(head=0.12)
+                rep.metrics["dataset.rouge_l"] = Metric(head=rouge_l)
+                rep.metrics["dataset.token_f1"] = Metric(head=token_f1)
+                if split:
+                    rep.info["dataset"] = {"sha256": split}
             rep.add_check(name, [])
             (pipe / name / Path(stage.report).parent).mkdir(parents=True, exist_ok=True)
             (pipe / name / stage.report).write_text(json.dumps(rep.to_dict()))
     (pipe / "train" / "run").mkdir(parents=True)
-    (pipe / "train" / "run" / "metrics.json").write_text('{"perplexity": 500.0}')
+    (pipe / "train" / "run" / "metrics.json").write_text(json.dumps({"perplexity": perplexity}))
+    return pipe
+
+
+def test_a_candidate_that_loses_to_production_is_not_registered(repo: Path, tmp_path: Path, repo_root: Path) -> None:
+    import json
+
+    from llmops.registry import Registry
+
+    settings = Settings(root=repo, home=tmp_path / "home")
+    pipe = passed_pipeline(repo, repo_root, tmp_path, rouge_l=0.10, token_f1=0.12, perplexity=500.0)  # every gate passed...
     # ...but production is better on ROUGE-L and perplexity.
     weights = tmp_path / "w.bin"
     weights.write_bytes(b"w")
@@ -159,24 +171,10 @@ def test_production_measured_on_another_eval_split_is_not_comparable(repo: Path,
     import json
 
     from llmops.registry import Registry
-    from llmops.report import Metric, Report
 
     settings = Settings(root=repo, home=tmp_path / "home")
-    spec_path = repo_root / "pipeline.yaml"
-    shutil.copy(spec_path, repo / "pipeline.yaml")
-    pipe = tmp_path / "pipe"
-    for name, stage in load_pipeline(spec_path).stages.items():  # every gate passed, the candidate is better
-        if stage.report and name != "register":
-            rep = Report(kind=name)
-            if name == "rule-evals":
-                rep.metrics["dataset.rouge_l"] = Metric(head=0.30)
-                rep.metrics["dataset.token_f1"] = Metric(head=0.30)
-                rep.info["dataset"] = {"sha256": "a" * 64}
-            rep.add_check(name, [])
-            (pipe / name / Path(stage.report).parent).mkdir(parents=True, exist_ok=True)
-            (pipe / name / stage.report).write_text(json.dumps(rep.to_dict()))
-    (pipe / "train" / "run").mkdir(parents=True)
-    (pipe / "train" / "run" / "metrics.json").write_text('{"perplexity": 10.0}')
+    pipe = passed_pipeline(repo, repo_root, tmp_path, rouge_l=0.30, token_f1=0.30, perplexity=10.0,
+                           split="a" * 64)  # every gate passed, the candidate is better
     weights = tmp_path / "w.bin"
     weights.write_bytes(b"w")
     reg = Registry(settings.registry_dir)
