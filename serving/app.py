@@ -367,6 +367,8 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
     from serving.runtime import find_onnx_dir, load_generator
 
     model_dir = Path(model_dir)
+    limits = limits or ServeLimits()
+    rate = parse_rate(limits.rate_limit)  # a bad limit is an input error before the model loads
     if generator is None:
         generator = load_generator(model_dir, backend, threads=threads)
     if prompt is None:
@@ -374,7 +376,6 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
     elif not isinstance(prompt, Prompt):
         prompt = load_prompt(str(prompt))
     metrics = ServeMetrics()
-    limits = limits or ServeLimits()
     state = ServingState(generator, prompt, model_id or default_model_id(model_dir), limits, metrics)
     state.warm_up()
 
@@ -389,7 +390,6 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
 
         app.add_middleware(GuardMiddleware, config=GuardConfig(), registry=metrics.registry)
         check_request(["warm up"])  # load the embedding model now, not on the first user's request
-    rate = parse_rate(limits.rate_limit)
     if rate is not None:  # inside the metrics middleware, so a 429 is counted
         app.add_middleware(RateLimitMiddleware, rate=rate)
     app.add_middleware(BodyCapMiddleware, max_bytes=limits.max_body_bytes)
