@@ -507,9 +507,13 @@ def mount_operations(app: FastAPI) -> None:
 @contextlib.contextmanager
 def running_server(model_dir: str | Path, port: int = 0, backend: str = "onnx", *, host: str = "127.0.0.1",
                    prompt: str | Path | None = None, model_id: str | None = None, threads: int | None = None,
-                   timeout: float = 120.0, env: dict[str, str] | None = None) -> Iterator[str]:
+                   timeout: float = 120.0, env: dict[str, str] | None = None,
+                   rate_limit: str = "off") -> Iterator[str]:
     """Run `llmops serve` as a uvicorn subprocess on `host` (a free port when port=0); yield its base
     URL (e.g. "http://127.0.0.1:41234") once /readyz answers 200; terminate it on exit.
+
+    It is a private server for one harness (an eval, the gate, a load test, the safety suite), all of
+    whose requests come from one address, so its per-client rate limit is off unless `rate_limit` says.
 
     Raises InputError if the server exits with code 2 (bad model or prompt), RuntimeError
     (llmops.launch.LaunchError) if it dies otherwise or is not ready within `timeout` seconds; the
@@ -517,7 +521,7 @@ def running_server(model_dir: str | Path, port: int = 0, backend: str = "onnx", 
     """
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "llmops", "serve", "--model", str(Path(model_dir).resolve()), "--host", host,
-           "--port", str(port), "--backend", backend]
+           "--port", str(port), "--backend", backend, "--rate-limit", rate_limit]
     if prompt is not None:
         cmd += ["--prompt", str(Path(prompt).resolve()) if Path(prompt).is_file() else str(prompt)]
     if model_id:
