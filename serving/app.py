@@ -50,7 +50,7 @@ from llmops.errors import InputError
 from llmops.launch import LaunchError, free_port, running_process
 from llmops.prompts import Prompt
 from llmops.settings import Settings
-from serving.ratelimit import DEFAULT_RATE, BodyCapMiddleware, RateLimitMiddleware, parse_rate
+from serving.ratelimit import DEFAULT_RATE, BodyCapMiddleware, RateLimitMiddleware, error_json, parse_rate
 from serving.schemas import (
     ChatChoice,
     ChatCompletion,
@@ -92,11 +92,6 @@ class APIError(Exception):
                  type_: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
-
-
-def _error_json(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status,
-                        content={"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
 # ---- metrics -----------------------------------------------------------------------------------
@@ -399,21 +394,21 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
-        return _error_json(exc.status, exc.message, exc.type, exc.param, exc.code)
+        return error_json(exc.status, exc.message, exc.type, exc.param, exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, param, code = _validation_message(exc)
-        return _error_json(400, message, "invalid_request_error", param, code)
+        return error_json(400, message, "invalid_request_error", param, code)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return _error_json(exc.status_code, str(exc.detail), kind)
+        return error_json(exc.status_code, str(exc.detail), kind)
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
-        return _error_json(400, str(exc), "invalid_request_error", exc.field, "invalid_value")
+        return error_json(400, str(exc), "invalid_request_error", exc.field, "invalid_value")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -32,6 +32,13 @@ from llmops.errors import InputError
 DEFAULT_RATE = "6000/minute"  # per client; high enough for a load test from one address, low enough to stop a flood
 
 
+def error_json(status: int, message: str, type_: str, param: str | None = None, code: str | None = None,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+    """An OpenAI-shaped error body: {"error": {"message", "type", "param", "code"}}."""
+    return JSONResponse(status_code=status, headers=headers,
+                        content={"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
 def parse_rate(text: str | None) -> Any:
     """A `limits` rate item ("600/minute", "10/second"), or None for "off"/empty."""
     if text is None or text.strip().lower() in ("", "off", "none", "0"):
@@ -67,9 +74,8 @@ class RateLimitMiddleware:
             return
         stats = self.limiter.get_window_stats(self.rate, who)
         retry = max(1, math.ceil(stats.reset_time - time.time()))
-        response = JSONResponse(status_code=429, headers={"Retry-After": str(retry)}, content={"error": {
-            "message": f"rate limit {self.rate} exceeded for this client; retry after {retry} s",
-            "type": "rate_limit_error", "param": None, "code": "rate_limit_exceeded"}})
+        response = error_json(429, f"rate limit {self.rate} exceeded for this client; retry after {retry} s",
+                              "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(retry)})
         await response(scope, receive, send)
 
 
@@ -83,9 +89,8 @@ class BodyCapMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = JSONResponse(status_code=413, content={"error": {
-            "message": f"request body is over the limit of {self.max_bytes} bytes",
-            "type": "invalid_request_error", "param": None, "code": "request_too_large"}})
+        too_large = error_json(413, f"request body is over the limit of {self.max_bytes} bytes",
+                               "invalid_request_error", code="request_too_large")
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await too_large(scope, receive, send)

@@ -78,13 +78,13 @@ def module_imports(rel: str) -> frozenset[str]:
 def reached_files(roots: set[str]) -> set[str]:
     """Files of every project module reachable from the `roots` modules."""
     seen: set[str] = set()
-    todo = [f for f in (module_file(m) for m in roots) if f]
-    while todo:
-        rel = todo.pop()
+    pending = [f for f in (module_file(m) for m in roots) if f]
+    while pending:
+        rel = pending.pop()
         if rel in seen:
             continue
         seen.add(rel)
-        todo.extend(f for f in (module_file(m) for m in module_imports(rel)) if f and f not in seen)
+        pending.extend(f for f in (module_file(m) for m in module_imports(rel)) if f and f not in seen)
     return seen - SHARED_ENTRY
 
 
@@ -112,14 +112,14 @@ def command_roots(command: click.Command) -> tuple[str, set[str]]:
     tree = ast.parse((REPO / rel).read_text(encoding="utf-8"), filename=rel)
     defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
     nodes: list[ast.AST] = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    todo, done = [function.__name__], {function.__name__}
-    while todo:
-        body = defs[todo.pop()].body  # the body only: a decorator names the group, not a helper
+    pending, done = [function.__name__], {function.__name__}
+    while pending:
+        body = defs[pending.pop()].body  # the body only: a decorator names the group, not a helper
         nodes.extend(body)
         called = {n.id for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Name)}
         for name in sorted(called & defs.keys() - done):
             done.add(name)
-            todo.append(name)
+            pending.append(name)
     return rel, imported_modules(nodes, module) - {module}
 
 
