@@ -93,7 +93,8 @@ def _hash(key: str) -> str:
 
 
 def key_file(settings: Settings | None = None) -> Path:
-    return (settings or Settings.load()).home / KEY_FILE
+    settings = settings or Settings.load()
+    return Path(settings.keys_file) if settings.keys_file else settings.home / KEY_FILE
 
 
 class KeyStore:

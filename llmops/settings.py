@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     cache: Path | None = Field(None, description="Downloaded wheels and converted base models (LLMOPS_CACHE); "
                                                  "default $XDG_CACHE_HOME/llmops, else ~/.cache/llmops.")
     api_key: SecretStr | None = Field(None, description="The caller's API key (LLMOPS_API_KEY).")
+    keys_file: Path | None = Field(None, description="The API key file (LLMOPS_KEYS_FILE); default <home>/apikeys.json.")
     eval_api_key: SecretStr | None = Field(None, description="Bearer token of an evaluated endpoint.")
     eval_endpoint: str = Field("", description="The endpoint `deepeval test run evals/test_deepeval_suite.py` scores.")
     eval_dataset: Path | None = Field(None, description="Its dataset folder (default datasets/python-faq).")

@@ -1,9 +1,9 @@
 """The OpenAI-compatible HTTP API over one model, and a context manager that runs it as a subprocess
 (started, waited for and stopped by llmops/launch.py).
 
-    llmops serve --model exports/v1 --port 8000          # then:
+    llmops serve --model exports/v1 --port 8000          # then, with a key (llmops keys create):
     curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' \
-        -d '{"messages": [{"role": "user", "content": "What is a lambda?"}]}'
+        -H "Authorization: Bearer $KEY" -d '{"messages": [{"role": "user", "content": "What is a lambda?"}]}'
 
 Routes: POST /v1/chat/completions (SSE when "stream": true), POST /v1/completions (raw prompt,
 no template), GET /v1/models, GET /healthz (process up), GET /readyz (model loaded and warmed),
@@ -22,7 +22,8 @@ Chat content is stripped of surrounding whitespace (training puts a space after 
 /v1/completions returns the raw text. One model per server: the request's `model` is echoed,
 not matched, so a gateway can route any name to it.
 
-Every invalid request gets a 4xx in OpenAI's shape {"error": {message, type, param, code}}.
+/v1/* needs an API key whose role holds `chat` (serving/auth.py; `--auth off` for a private
+server on loopback). Every invalid request gets a 4xx in OpenAI's shape {"error": {message, type, param, code}}.
 Generation runs in the threadpool, one at a time per model (the generator's lock), so the event
 loop keeps answering /healthz and /metrics while a request decodes.
 """
@@ -46,10 +47,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from governance.apikeys import KeyStore, key_file
+from governance.policy import load_policy
 from llmops.errors import InputError
 from llmops.launch import LaunchError, free_port, running_process
 from llmops.prompts import Prompt
 from llmops.settings import Settings
+from serving.auth import ApiKeyMiddleware, check_mode
 from serving.ratelimit import DEFAULT_RATE, BodyCapMiddleware, RateLimitMiddleware, error_json, parse_rate
 from serving.schemas import (
     ChatChoice,
@@ -351,11 +355,13 @@ def default_model_id(model_dir: Path) -> str:
 
 def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None, *, backend: str = "onnx",
                model_id: str | None = None, threads: int | None = None, limits: ServeLimits | None = None,
-               generator: Any = None, operate: bool | None = None, guards: bool | None = None) -> FastAPI:
+               generator: Any = None, operate: bool | None = None, guards: bool | None = None,
+               auth: str = "keys") -> FastAPI:
     """Load the model (InputError if it cannot be), warm it up, and return the FastAPI app.
 
     `model_dir`: an export root (serves fp32), an export variant folder, or, with backend="torch",
     a Hugging Face model folder. `prompt`: a Prompt, a prompt id/path, or None for the model's own.
+    `auth`: "keys" (an API key with the `chat` permission on /v1/*, serving/auth.py) or "off".
     """
     from llmops.prompts import load_prompt
     from serving.export import serving_prompt
@@ -364,6 +370,7 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
     model_dir = Path(model_dir)
     limits = limits or ServeLimits()
     rate = parse_rate(limits.rate_limit)  # a bad limit is an input error before the model loads
+    check_mode(auth)
     if generator is None:
         generator = load_generator(model_dir, backend, threads=threads)
     if prompt is None:
@@ -385,7 +392,10 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
 
         app.add_middleware(GuardMiddleware, config=GuardConfig(), registry=metrics.registry)
         check_request(["warm up"])  # load the embedding model now, not on the first user's request
-    if rate is not None:  # inside the metrics middleware, so a 429 is counted
+    if auth == "keys":  # before the guards read the body; inside the rate limit, which slows key guessing
+        app.add_middleware(ApiKeyMiddleware, keys=KeyStore(key_file(settings)), policy=load_policy(settings=settings),
+                           settings=settings)
+    if rate is not None:  # inside the metrics middleware, so a 401 or 429 is counted
         app.add_middleware(RateLimitMiddleware, rate=rate)
     app.add_middleware(BodyCapMiddleware, max_bytes=limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -476,8 +486,6 @@ def mount_operations(app: FastAPI) -> None:
     """The operating side: whylogs profiles of chat traffic per window, the chat page at /chat and
     the feedback API at /v1/feedback (role `user`). Off with LLMOPS_OPERATE=0 (the test suite's
     many short-lived workers) or create_app(operate=False)."""
-    from governance.apikeys import KeyStore, key_file
-    from llmops.settings import Settings
     from serving.feedback import FeedbackStore, chat_router, feedback_router
     from serving.monitoring.drift import load_config
     from serving.monitoring.profiles import ChatProfileMiddleware, ProfileWriter
@@ -503,12 +511,13 @@ def mount_operations(app: FastAPI) -> None:
 def running_server(model_dir: str | Path, port: int = 0, backend: str = "onnx", *, host: str = "127.0.0.1",
                    prompt: str | Path | None = None, model_id: str | None = None, threads: int | None = None,
                    timeout: float = 120.0, env: dict[str, str] | None = None,
-                   rate_limit: str = "off") -> Iterator[str]:
+                   rate_limit: str = "off", auth: str = "off") -> Iterator[str]:
     """Run `llmops serve` as a uvicorn subprocess on `host` (a free port when port=0); yield its base
     URL (e.g. "http://127.0.0.1:41234") once /readyz answers 200; terminate it on exit.
 
-    It is a private server for one harness (an eval, the gate, a load test, the safety suite), all of
-    whose requests come from one address, so its per-client rate limit is off unless `rate_limit` says.
+    It is a private server for one harness (an eval, the gate, a load test, the safety suite) on
+    loopback, all of whose requests come from one address, so its per-client rate limit and its API
+    keys are off unless `rate_limit` and `auth` say.
 
     Raises InputError if the server exits with code 2 (bad model or prompt), RuntimeError
     (llmops.launch.LaunchError) if it dies otherwise or is not ready within `timeout` seconds; the
@@ -516,7 +525,7 @@ def running_server(model_dir: str | Path, port: int = 0, backend: str = "onnx", 
     """
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "llmops", "serve", "--model", str(Path(model_dir).resolve()), "--host", host,
-           "--port", str(port), "--backend", backend, "--rate-limit", rate_limit]
+           "--port", str(port), "--backend", backend, "--rate-limit", rate_limit, "--auth", auth]
     if prompt is not None:
         cmd += ["--prompt", str(Path(prompt).resolve()) if Path(prompt).is_file() else str(prompt)]
     if model_id:

@@ -115,10 +115,11 @@ class KubernetesValues(BaseModel):
     prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
     query_window: str = "2m"
     api_key_secret: str = "llmops-api-key"
+    keys_secret: str = "llmops-keys"
     resources: Resources
     probe_resources: Resources
 
-    @field_validator("name", "models_claim", "api_key_secret")
+    @field_validator("name", "models_claim", "api_key_secret", "keys_secret")
     @classmethod
     def _dns_label(cls, value: str) -> str:
         # The longest derived name is <name>-preview / <name>-metrics (8 more characters).

@@ -117,8 +117,10 @@ def gateway() -> None:
 @click.option("--keep-workers", is_flag=True, help="Leave the workers running when the gateway stops.")
 @click.option("--rate-limit", default=None, metavar="RATE",
               help="Requests to /v1/* per client, e.g. '600/minute'; 'off' for none (default: DEFAULT_RATE).")
+@click.option("--auth", type=click.Choice(["keys", "off"]), default="keys", show_default=True,
+              help="keys: /v1/* needs an API key whose role holds `chat` (serving/auth.py); off: loopback tests only.")
 def gateway_run(host: str, port: int, health_interval: float, worker_threads: int | None, keep_workers: bool,
-                rate_limit: str | None) -> None:
+                rate_limit: str | None, auth: str) -> None:
     """Run the gateway in the foreground; workers are restored from the saved state."""
     from serving.gateway.app import run_gateway
     from serving.gateway.core import GatewayOptions
@@ -128,7 +130,7 @@ def gateway_run(host: str, port: int, health_interval: float, worker_threads: in
 
     run_gateway(options=GatewayOptions(host=host, port=port, health_interval=health_interval,
                                        worker_threads=worker_threads, keep_workers=keep_workers,
-                                       rate_limit=rate_limit or DEFAULT_RATE))
+                                       rate_limit=rate_limit or DEFAULT_RATE, auth=auth))
 
 
 @gateway.command("status")

@@ -59,8 +59,11 @@ def export(model_dir: Path, out_dir: Path, dtypes: str, prompts_from: Path | Non
 @click.option("--rate-limit", default=None, metavar="RATE",
               help="Requests to /v1/* per client (API key, else address), e.g. '600/minute'; 'off' for none "
                    "(default: serving/ratelimit.py DEFAULT_RATE).")
+@click.option("--auth", type=click.Choice(["keys", "off"]), default="keys", show_default=True,
+              help="keys: /v1/* needs an API key whose role holds `chat` (serving/auth.py); off: only for a "
+                   "server no one else reaches (loopback, behind a gateway).")
 def serve(model_dir: Path | None, host: str, port: int, backend: str, variant: str | None, prompt_ref: str | None,
-          model_id: str | None, threads: int | None, rate_limit: str | None) -> None:
+          model_id: str | None, threads: int | None, rate_limit: str | None, auth: str) -> None:
     """Serve MODEL over an OpenAI-compatible HTTP API with uvicorn (one process), or, without --model,
     the blue/green topology: a gateway that routes /v1/* by weight to a blue and a green worker."""
     from serving.ratelimit import DEFAULT_RATE
@@ -70,7 +73,7 @@ def serve(model_dir: Path | None, host: str, port: int, backend: str, variant: s
         from serving.gateway.core import GatewayOptions
 
         run_gateway(options=GatewayOptions(host=host, port=port, worker_threads=threads,
-                                           rate_limit=rate_limit or DEFAULT_RATE))
+                                           rate_limit=rate_limit or DEFAULT_RATE, auth=auth))
         return
     import uvicorn
 
@@ -79,7 +82,7 @@ def serve(model_dir: Path | None, host: str, port: int, backend: str, variant: s
 
     served = find_onnx_dir(model_dir, variant) if backend == "onnx" and variant else model_dir
     app = create_app(served, prompt_ref, backend=backend, threads=threads, model_id=model_id or default_model_id(served),
-                     limits=ServeLimits(rate_limit=rate_limit or DEFAULT_RATE))
+                     limits=ServeLimits(rate_limit=rate_limit or DEFAULT_RATE), auth=auth)
     click.echo(f"serving {served} ({backend}) on http://{host}:{port}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from governance.apikeys import KeyStore, install_log_redaction, key_file
 from llmops.settings import Settings
+from serving.auth import api_key_middleware, check_mode
 from serving.feedback import FeedbackStore, chat_router, feedback_router
 from serving.gateway.admin import AdminError, ColourRequest, LoadRequest, PromoteRequest, WeightsRequest
 from serving.gateway.core import Gateway, GatewayOptions
@@ -116,6 +117,8 @@ def create_gateway(settings: Settings | None = None, options: GatewayOptions | N
         return await gw.stop_colour(req.colour, principal, req.reason)
 
     front: Any = ProxyFirst(app, gw)
+    if check_mode(options.auth) == "keys":
+        front = api_key_middleware(front, settings)
     rate = parse_rate(options.rate_limit)
     if rate is not None:
         front = RateLimitMiddleware(front, rate)

@@ -63,6 +63,8 @@ class GatewayOptions:
     """Largest request body the gateway reads (and buffers, to retry on the other colour); then 413."""
     rate_limit: str | None = DEFAULT_RATE
     """Requests to /v1/* per client at the gateway (serving/ratelimit.py); its workers run without one."""
+    auth: str = "keys"
+    """API keys on /v1/* at the gateway (serving/auth.py): "keys" or "off"; its workers run with "off"."""
 
 
 class Gateway(Routing):

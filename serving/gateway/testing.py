@@ -31,13 +31,14 @@ from serving.gateway.faults import ALLOW_FAULTS_ENV
 @contextlib.contextmanager
 def running_gateway(home: Path, port: int = 0, *, allow_faults: bool = False, worker_threads: int | None = 1,
                     health_interval: float = 0.25, timeout: float = 60.0, rate_limit: str = "off",
-                    env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+                    auth: str = "off", env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run `llmops gateway run` for LLMOPS_HOME=home; yield (url, process) once /healthz answers.
     On exit the gateway is stopped (SIGTERM: it stops its workers too). The per-client rate limit is
-    off by default here: the test and bench load generators are many users behind one address."""
+    off by default here: the test and bench load generators are many users behind one address; so
+    are API keys (`auth`), as for any private loopback server (serving/auth.py)."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "llmops", "gateway", "run", "--port", str(port),
-           "--health-interval", str(health_interval), "--rate-limit", rate_limit]
+           "--health-interval", str(health_interval), "--rate-limit", rate_limit, "--auth", auth]
     if worker_threads:
         cmd += ["--worker-threads", str(worker_threads)]
     full_env = {**os.environ, "LLMOPS_HOME": str(home), **(env or {})}

@@ -50,7 +50,8 @@ def worker_command(model_dir: str, port: int, backend: str, mid: str, threads: i
     if fault:
         return [sys.executable, "-m", "serving.gateway.fault_worker", *args]
     # behind the gateway, which limits per client at the edge: here every request comes from it
-    return [sys.executable, "-m", "llmops", "serve", *args, "--rate-limit", "off"]
+    # Behind the gateway, on loopback: the gateway checks keys and limits at the edge.
+    return [sys.executable, "-m", "llmops", "serve", *args, "--rate-limit", "off", "--auth", "off"]
 
 
 def start_worker(colour: str, version: str, model_dir: str, backend: str, *, log_dir: Path,

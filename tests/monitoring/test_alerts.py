@@ -53,7 +53,7 @@ def exported(micro_model: Path, tmp_path_factory: pytest.TempPathFactory) -> set
     from serving.gateway.metrics import GatewayMetrics
     from serving.monitoring.drift import BaselineResult, load_config, write_drift_metrics
 
-    with TestClient(create_app(micro_model, backend="torch", threads=1)) as client:
+    with TestClient(create_app(micro_model, backend="torch", threads=1, auth="off")) as client:
         client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
         worker = client.get("/metrics").text
     gateway = GatewayMetrics().render().decode()

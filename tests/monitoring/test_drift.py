@@ -46,9 +46,9 @@ def test_window_names() -> None:
     assert window_name(when, 15) == "20261122T1445Z"
 
 
-def _chat(url: str, question: str, stream: bool) -> None:
+def _chat(url: str, key: str, question: str, stream: bool) -> None:
     body = {"messages": [{"role": "user", "content": question}], "max_tokens": 6, "stream": stream}
-    r = httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
+    r = httpx.post(url + "/v1/chat/completions", json=body, timeout=30, headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200, r.text
 
 
@@ -69,9 +69,12 @@ def test_traffic_profiles_and_drift(micro_model: Path, monitor_home: Path, tmp_p
     config = load_config()
     with live_app(micro_model, home) as app:
         for i, q in enumerate(questions):
-            _chat(app.url, q, stream=i % 2 == 0)
-        # a rejected request (400) is not profiled
-        assert httpx.post(app.url + "/v1/chat/completions", json={"messages": []}).status_code == 400
+            _chat(app.url, app.user_key, q, stream=i % 2 == 0)
+        # a rejected request (400, or 401 without a key) is not profiled
+        assert httpx.post(app.url + "/v1/chat/completions", json={"messages": []},
+                          headers={"Authorization": f"Bearer {app.user_key}"}).status_code == 400
+        assert httpx.post(app.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
+                          ).status_code == 401
         assert app.writer.pending() == len(questions)
         (written,) = app.writer.flush()
         view = read_profile(written)
@@ -97,7 +100,7 @@ def test_traffic_profiles_and_drift(micro_model: Path, monitor_home: Path, tmp_p
                                - dt.timedelta(hours=1), 60)
         written.rename(profiles_dir(home) / f"{previous}.bin")
         for i, q in enumerate(SHIFTED):
-            _chat(app.url, q, stream=i % 2 == 1)
+            _chat(app.url, app.user_key, q, stream=i % 2 == 1)
         app.writer.flush()
     assert list_windows(home) == [previous, current]
     code = _report(home, tmp_path / "r2", monkeypatch, repo_root)

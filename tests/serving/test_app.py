@@ -23,7 +23,7 @@ USER = [{"role": "user", "content": "What is a lambda?"}]
 def client(exported):
     from fastapi.testclient import TestClient
 
-    app = create_app(exported.out_dir, limits=LIMITS, model_id="micro")
+    app = create_app(exported.out_dir, limits=LIMITS, model_id="micro", auth="off")
     with TestClient(app) as c:
         yield c
 
@@ -200,7 +200,7 @@ def test_torch_backend_serves_the_same_answer(client, micro_model):
     from fastapi.testclient import TestClient
 
     body = {"messages": USER, "max_tokens": 8}
-    with TestClient(create_app(micro_model, backend="torch", limits=LIMITS, threads=1)) as torch_client:
+    with TestClient(create_app(micro_model, backend="torch", limits=LIMITS, threads=1, auth="off")) as torch_client:
         assert torch_client.get("/readyz").json()["backend"] == "torch"
         torch_answer = torch_client.post("/v1/chat/completions", json=body).json()
     onnx_answer = client.post("/v1/chat/completions", json=body).json()
@@ -229,7 +229,7 @@ def test_rate_limit_per_client_answers_429_with_retry_after(exported):
     from fastapi.testclient import TestClient
 
     app = create_app(exported.out_dir, limits=ServeLimits(rate_limit="3/minute"), model_id="micro", guards=False,
-                     operate=False)
+                     operate=False, auth="off")
     with TestClient(app) as c:
         assert [c.get("/v1/models").status_code for _ in range(3)] == [200, 200, 200]
         over = c.get("/v1/models")

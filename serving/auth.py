@@ -1,0 +1,91 @@
+"""API keys on the model API: `/v1/*` needs a key whose role holds `chat` (governance/policy.yaml).
+
+    llmops keys create --role user --name docs-bot          # prints the key once
+    curl -H "Authorization: Bearer $KEY" localhost:8000/v1/models
+    llmops serve --model DIR --auth off                     # a private server on loopback only
+
+Used by the worker (`llmops serve --model`) and the gateway (`llmops gateway run`), both with
+`--auth keys` by default: fail closed. A missing, malformed, unknown or revoked key gets a 401
+with `WWW-Authenticate: Bearer`; a key whose role lacks `chat` gets a 403 and a `role.denied`
+audit entry. `/v1/feedback` checks its own permission (`feedback`); health, readiness, metrics and
+the chat page are outside `/v1/`. The key file is re-read when it changes, so a revoke takes effect
+on the next request.
+
+`--auth off` is for servers no one else can reach: the workers behind a gateway (the gateway
+checks the key at the edge) and the harnesses' private servers (an eval, the PR gate, a load test),
+all on loopback.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from governance.apikeys import AuthenticationError, KeyStore, key_file
+from governance.policy import PermissionDenied, Policy, load_policy
+from llmops.errors import InputError
+from llmops.settings import Settings
+from serving.ratelimit import error_json
+
+AuthMode = Literal["keys", "off"]
+AUTH_MODES: tuple[str, ...] = ("keys", "off")
+
+
+def check_mode(mode: str) -> AuthMode:
+    if mode not in AUTH_MODES:
+        raise InputError(f"auth must be one of {', '.join(AUTH_MODES)}, not {mode!r}", field="auth")
+    return mode  # type: ignore[return-value]
+
+
+def bearer_token(scope: dict[str, Any]) -> str | None:
+    """The token of an `Authorization: Bearer ...` header, or None (no header, another scheme)."""
+    for name, value in scope.get("headers") or []:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
+
+
+class ApiKeyMiddleware:
+    """ASGI middleware: requests under `prefix` (except `skip`) need a key holding `permission`."""
+
+    def __init__(self, app: Any, keys: KeyStore, policy: Policy, permission: str = "chat",
+                 prefix: str = "/v1/", skip: tuple[str, ...] = ("/v1/feedback",),
+                 settings: Settings | None = None) -> None:
+        self.app, self.keys, self.policy, self.permission = app, keys, policy, permission
+        self.prefix, self.skip, self.settings = prefix, skip, settings
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(self.prefix) or path in self.skip:
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(scope)
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if token is None:
+            response = error_json(401, "missing API key: send 'Authorization: Bearer <key>' (create one with "
+                                       "`llmops keys create --role user --name NAME`)",
+                                  "authentication_error", code="missing_api_key", headers=challenge)
+            await response(scope, receive, send)
+            return
+        try:
+            principal = self.keys.authenticate(token)
+        except AuthenticationError:
+            response = error_json(401, "invalid or revoked API key", "authentication_error",
+                                  code="invalid_api_key", headers=challenge)
+            await response(scope, receive, send)
+            return
+        try:
+            self.policy.require(principal.role, self.permission, actor=principal.name, target=path,
+                                settings=self.settings)
+        except PermissionDenied as exc:
+            response = error_json(403, str(exc), "permission_error", code="permission_denied")
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def api_key_middleware(app: Any, settings: Settings | None = None) -> ApiKeyMiddleware:
+    """The middleware over `app` with the key file and policy of `settings`."""
+    settings = settings or Settings.load()
+    return ApiKeyMiddleware(app, KeyStore(key_file(settings)), load_policy(settings=settings), settings=settings)
