@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 # What each permission guards; policy.yaml repeats this in its header comment.
 PERMISSIONS: dict[str, str] = {
-    "chat": "call the OpenAI-compatible API (/v1/*)",
+    "chat": "call the OpenAI-compatible chat API (/v1/chat/completions, /v1/models)",
+    "completions.raw": "send a caller-templated prompt to /v1/completions, where only the size guards apply",
     "feedback": "send feedback about a response",
     "metrics.read": "read /metrics and the gateway state",
     "deploy.weights": "change the gateway's blue/green traffic weights",

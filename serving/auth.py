@@ -1,4 +1,5 @@
-"""API keys on the model API: `/v1/*` needs a key whose role holds `chat` (governance/policy.yaml).
+"""API keys on the model API: `/v1/*` needs a key whose role holds `chat`, and `/v1/completions`
+one whose role holds `completions.raw` (governance/policy.yaml).
 
     llmops keys create --role user --name docs-bot          # prints the key once
     curl -H "Authorization: Bearer $KEY" localhost:8000/v1/models
@@ -6,8 +7,10 @@
 
 Used by the worker (`llmops serve --model`) and the gateway (`llmops gateway run`), both with
 `--auth keys` by default: fail closed. A missing, malformed, unknown or revoked key gets a 401
-with `WWW-Authenticate: Bearer`; a key whose role lacks `chat` gets a 403 and a `role.denied`
-audit entry. `/v1/feedback` checks its own permission (`feedback`); health, readiness, metrics and
+with `WWW-Authenticate: Bearer`; a key whose role lacks the permission gets a 403 and a
+`role.denied` audit entry. `/v1/completions` takes a caller-built template, system turn included,
+where the input detectors cannot tell instructions from data (serving/guards.py `raw_completions`),
+so it is a harness permission (evals, parity, leakage) that the `user` role does not hold. `/v1/feedback` checks its own permission (`feedback`); health, readiness, metrics and
 the chat page are outside `/v1/`. The key file is re-read when it changes, so a revoke takes effect
 on the next request.
 
@@ -45,8 +48,13 @@ def bearer_token(scope: dict[str, Any]) -> str | None:
     return None
 
 
+# Paths under /v1/ that need more than `chat`.
+PATH_PERMISSIONS = {"/v1/completions": "completions.raw"}
+
+
 class ApiKeyMiddleware:
-    """ASGI middleware: requests under `prefix` (except `skip`) need a key holding `permission`."""
+    """ASGI middleware: requests under `prefix` (except `skip`) need a key holding `permission`
+    (or the path's own in `PATH_PERMISSIONS`)."""
 
     def __init__(self, app: Any, keys: KeyStore, policy: Policy, permission: str = "chat",
                  prefix: str = "/v1/", skip: tuple[str, ...] = ("/v1/feedback",),
@@ -75,8 +83,8 @@ class ApiKeyMiddleware:
             await response(scope, receive, send)
             return
         try:
-            self.policy.require(principal.role, self.permission, actor=principal.name, target=path,
-                                settings=self.settings)
+            self.policy.require(principal.role, PATH_PERMISSIONS.get(path.rstrip("/"), self.permission),
+                                actor=principal.name, target=path, settings=self.settings)
         except PermissionDenied as exc:
             response = error_json(403, str(exc), "permission_error", code="permission_denied")
             await response(scope, receive, send)

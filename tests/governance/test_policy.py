@@ -98,7 +98,7 @@ def test_local_role_null_requires_a_key(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize(("old", "new", "field", "message"), [
     ("[chat, feedback]\n", "[chat, feedbak]\n", "roles.user.permissions.1", "unknown value 'feedbak'"),
     ("  developer:\n", "  dev:\n", "roles.dev", "unknown key 'dev'"),
-    ("[chat, feedback, metrics.read, audit.read, train]", "[chat, train, chat]", "roles.developer.permissions",
+    ("[chat, completions.raw, feedback, metrics.read, audit.read, train]", "[chat, train, chat]", "roles.developer.permissions",
      "permission 'chat' is listed twice"),
     ("local_role: admin", "local_role: superuser", "local_role", "unknown role 'superuser'"),
     ("schema: 1", "schema: 1\nowner: me", "owner", "unknown key 'owner'"),
