@@ -1,7 +1,7 @@
 """Blue/green serving, release, rollback and status commands.
 
     llmops gateway run --port 8000          # the gateway; loads `production` into blue on first start
-    llmops release v1.3.0                   # tag -> candidate; or a version number / alias
+    llmops release v1.3.0                   # tag -> the version trained from its commit; or a version / alias
     llmops rollback --reason "errors after v1.3.0" [--to 3]
     llmops status
     llmops gateway bench                    # added latency of the gateway (p50/p99, ms)
@@ -38,9 +38,13 @@ GATEWAY_URL = click.option("--gateway", "gateway_url", default=None,
               help="With --target kubernetes: the folder the manifests are written to.")
 @click.option("--image", default=None, help="With --target kubernetes: the serving image (default from serving/k8s/values.yaml).")
 @click.option("--namespace", default="llmops", show_default=True, help="With --target kubernetes: the namespace.")
+@click.option("--commit", default=None, metavar="SHA",
+              help="For a tag VERSION: the commit it points at (default: the tag in this checkout). The release is "
+                   "the newest version the merge job trained from that commit.")
 def release(version: str, config_path: Path | None, gateway_url: str | None, fault: str | None, target: str,
-            render_dir: Path | None, image: str | None, namespace: str) -> None:
-    """Release VERSION (a registry version, an alias, or a tag vX.Y.Z = the candidate) blue/green."""
+            render_dir: Path | None, image: str | None, namespace: str, commit: str | None) -> None:
+    """Release VERSION (a registry version, an alias, or a tag vX.Y.Z = the version trained from the
+    tagged commit) blue/green."""
     if target == "kubernetes":
         from llmops.errors import InputError
         from serving.k8s_render import render_cli
@@ -52,7 +56,7 @@ def release(version: str, config_path: Path | None, gateway_url: str | None, fau
         return
     from llmops.jobs.release import release as run_release
 
-    result = run_release(version, config=config_path, gateway_url=gateway_url, fault=fault,
+    result = run_release(version, config=config_path, gateway_url=gateway_url, fault=fault, commit=commit,
                          log=lambda msg: click.echo(msg, err=True))
     click.echo(f"released version {result.version} on {result.colour}")
 

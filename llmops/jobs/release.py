@@ -12,7 +12,8 @@ and the evals:
 
  1. resolve VERSION in the registry and re-hash every file (a corrupted artifact: exit 2, the
     gateway is not touched). A git-tag-like name `vX.Y.Z` that is not a registry version means
-    "the current `candidate`"; the tag goes into the audit log and the promotion record.
+    the newest version trained from the tagged commit (its lineage's git sha, clean tree; the
+    workflow passes the commit); the tag goes into the audit log and the promotion record.
  2. load it into the idle colour: the preview, 0 % of traffic.
  3. pre-promotion analysis against the preview's own URL: /readyz, the golden cases
     (serving/rollout.yaml `golden_tags`) and the safety probes (`safety_tags`), gated by
@@ -36,6 +37,7 @@ import contextlib
 import fcntl
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,21 +69,43 @@ class ReleaseResult:
     analysis: dict[str, Any]
 
 
-def resolve_release_ref(registry: Any, ref: str) -> tuple[str, str | None]:
-    """(version, tag): a registry version or alias as is; an unknown `vX.Y.Z` is the `candidate`."""
+def tag_commit(root: Path, tag: str) -> str:
+    """The commit the git tag `tag` points at in the checkout at `root`; InputError without one."""
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"], cwd=root,
+                           capture_output=True, text=True)
+    if found.returncode != 0 or not found.stdout.strip():
+        raise InputError(f"{tag!r} is a release tag, but the checkout at {root} has no such tag (git fetch --tags), "
+                         "or pass the tagged commit with --commit SHA", field="version")
+    return found.stdout.strip()
+
+
+def resolve_release_ref(registry: Any, ref: str, *, commit: str | None = None,
+                        root: Path | None = None) -> tuple[str, str | None]:
+    """(version, tag): a registry version or alias as is. A tag `vX.Y.Z` releases the newest version
+    the merge job trained from the tagged commit (lineage git sha, from a clean tree), `commit` or
+    the tag's commit in the checkout at `root`; none trained from it is an InputError. So a tag
+    never releases whatever `candidate` happens to point at when the tag is pushed."""
     if ref in registry.versions() or ref in registry.aliases():
         return registry.resolve(ref), None
     if TAG.match(ref):
-        if "candidate" not in registry.aliases():
-            raise InputError(f"{ref!r} is a release tag, and a tag releases the `candidate` alias, which is not set "
-                             f"in {registry.root}; register a candidate first (llmops pipeline merge)")
-        return registry.resolve("candidate"), ref
+        commit = commit or tag_commit(root or Path.cwd(), ref)
+        trained = []
+        for version in registry.versions():
+            git = registry.get(version, verify=False).lineage.get("git") or {}
+            if git.get("sha") == commit and git.get("dirty") is False:
+                trained.append(version)
+        if not trained:
+            raise InputError(f"no registered version was trained from {ref} (commit {commit[:12]}, clean tree): the "
+                             "merge job registers one per commit on main; tag a commit it trained, or release a "
+                             "version number", field="version")
+        return max(trained, key=int), ref
     return registry.resolve(ref), None  # raises InputError listing what exists
 
 
-def verified_version(registry: Any, ref: str) -> tuple[Any, str | None]:
+def verified_version(registry: Any, ref: str, *, commit: str | None = None,
+                     root: Path | None = None) -> tuple[Any, str | None]:
     """(ModelVersion, tag) after re-hashing every file; IntegrityError (exit 2) names a corrupted one."""
-    version, tag = resolve_release_ref(registry, ref)
+    version, tag = resolve_release_ref(registry, ref, commit=commit, root=root)
     return registry.get(version), tag
 
 
@@ -207,11 +231,11 @@ class Controller:
         raise ReleaseAborted(f"release of version {version} aborted, traffic is on {stable or 'no colour'}: "
                              + "; ".join(reasons))
 
-    def release(self, ref: str, *, fault: str | None = None) -> ReleaseResult:
+    def release(self, ref: str, *, fault: str | None = None, commit: str | None = None) -> ReleaseResult:
         from llmops.registry import Registry
 
         registry = Registry(self.settings.registry_dir)
-        mv, tag = verified_version(registry, ref)
+        mv, tag = verified_version(registry, ref, commit=commit, root=self.settings.root)
         status = self.gw.status()
         stable = status["stable"]
         if stable is not None and status["colours"][stable]["version"] == mv.version:
@@ -254,9 +278,11 @@ class Controller:
 
 
 def release(ref: str, *, settings: Settings | None = None, config: RolloutConfig | str | Path | None = None,
-            gateway_url: str | None = None, fault: str | None = None, log: Any = print) -> ReleaseResult:
+            gateway_url: str | None = None, fault: str | None = None, commit: str | None = None,
+            log: Any = print) -> ReleaseResult:
     """`llmops release REF`: role check ("release"), then the whole blue/green release. Raises InputError
-    (exit 2) for bad input or a refused role, ReleaseAborted (exit 1) when an analysis fails."""
+    (exit 2) for bad input or a refused role, ReleaseAborted (exit 1) when an analysis fails.
+    `commit`: the commit a tag REF points at (default: the tag in the checkout)."""
     from governance.policy import authorize
     from serving.gateway import GatewayClient
 
@@ -265,11 +291,12 @@ def release(ref: str, *, settings: Settings | None = None, config: RolloutConfig
     from llmops.registry import Registry
 
     cfg = config if isinstance(config, RolloutConfig) else load_config(config)
-    verified_version(Registry(settings.registry_dir), ref)  # refuse a corrupted artifact before any change
+    # refuse a corrupted artifact, or a tag nothing was trained from, before any change
+    verified_version(Registry(settings.registry_dir), ref, commit=commit, root=settings.root)
     with release_lock(settings):
         client = GatewayClient(gateway_url, settings)
         try:
-            return Controller(settings, cfg, client, principal, log).release(ref, fault=fault)
+            return Controller(settings, cfg, client, principal, log).release(ref, fault=fault, commit=commit)
         finally:
             client.close()
 

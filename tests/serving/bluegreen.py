@@ -56,9 +56,15 @@ class BlueGreen:
                           on_timeout=lambda: AssertionError(f"{colour} not up within {timeout} s: {self.status()}"))
 
 
+def trained_from(version: int) -> str:
+    """The (made-up) commit that version `version` of make_home's store was trained from."""
+    return f"{version:x}".rjust(40, "c")
+
+
 def make_home(root: Path, model_dir: Path, versions: int = 3) -> tuple[Path, dict[str, str]]:
-    """A store with `versions` registered copies of one servable ONNX folder, production=1,
-    candidate=2, and an admin, a release-manager and a user key."""
+    """A store with `versions` registered copies of one servable ONNX folder (version n trained
+    from commit trained_from(n), a clean tree), production=1, candidate=2, and an admin, a
+    release-manager and a user key."""
     import os
 
     from governance.apikeys import create_key
@@ -70,7 +76,8 @@ def make_home(root: Path, model_dir: Path, versions: int = 3) -> tuple[Path, dic
     settings = Settings.load()
     registry = Registry(settings.registry_dir)
     for i in range(versions):
-        registry.register({"onnx/fp32": model_dir}, {"note": f"test copy {i + 1}"})
+        registry.register({"onnx/fp32": model_dir}, {"note": f"test copy {i + 1}",
+                                                     "git": {"sha": trained_from(i + 1), "dirty": False}})
     registry.set_alias("production", "1", reason="test setup")
     registry.set_alias("candidate", "2", reason="test setup")
     keys = {role: create_key(role, f"test-{role}", settings=settings)

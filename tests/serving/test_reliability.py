@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from serving.gateway.testing import TrafficLoop
-from tests.serving.bluegreen import audit_actions, bluegreen  # noqa: F401  (fixture)
+from tests.serving.bluegreen import audit_actions, bluegreen, trained_from  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +45,8 @@ def test_good_release_under_locust_has_no_failed_request(bluegreen, tmp_path):  
     proc = _locust(bluegreen.url, tmp_path)
     try:
         time.sleep(2)  # users spawned and sending
-        result = release("v1.0.0", config=load_config(bluegreen.config), gateway_url=bluegreen.url)
+        result = release("v1.0.0", config=load_config(bluegreen.config), gateway_url=bluegreen.url,
+                         commit=trained_from(2))
         time.sleep(1)
     finally:
         proc.send_signal(signal.SIGTERM)  # locust writes its CSVs on SIGTERM
@@ -54,7 +55,7 @@ def test_good_release_under_locust_has_no_failed_request(bluegreen, tmp_path):  
     total = rows["Aggregated"]
     assert total.requests > 20, (tmp_path / "locust.log").read_text()[-2000:]
     assert total.failures == 0, (tmp_path / "locust_failures.csv").read_text()
-    # v1.0.0 is a tag: it released the candidate (version 2) and recorded the tag.
+    # v1.0.0 is a tag of the commit version 2 was trained from: it released version 2, recorded the tag.
     assert (result.version, result.colour) == ("2", "green")
     status = bluegreen.status()
     assert status["stable"] == "green" and status["colours"]["green"]["weight"] == 100

@@ -142,15 +142,39 @@ def test_user_key_cannot_release_or_roll_back(llmops_home, exported, monkeypatch
     assert denied and denied[-1]["role"] == "user" and denied[-1]["details"]["permission"] == action
 
 
-def test_tag_releases_the_candidate_and_unknown_refs_are_input_errors(llmops_home, exported):
+def test_a_tag_releases_the_version_trained_from_its_commit(llmops_home, exported, tmp_path):
+    import subprocess
+
     from llmops.jobs.release import resolve_release_ref
     from llmops.registry import Registry
-    from tests.serving.bluegreen import make_home
+    from tests.serving.bluegreen import make_home, trained_from
 
     home, _ = make_home(llmops_home.parent, exported.variants["fp32"], versions=2)
     registry = Registry(home / "registry")
-    assert resolve_release_ref(registry, "v1.3.0") == ("2", "v1.3.0")
+    assert resolve_release_ref(registry, "v1.3.0", commit=trained_from(1)) == ("1", "v1.3.0")
     assert resolve_release_ref(registry, "1") == ("1", None)
     assert resolve_release_ref(registry, "production") == ("1", None)
+    # not the candidate's commit: a tag never means "whatever candidate points at now"
+    with pytest.raises(InputError, match="no registered version was trained from v1.4.0"):
+        resolve_release_ref(registry, "v1.4.0", commit="f" * 40)
     with pytest.raises(InputError, match="no model version or alias 'nightly'"):
         resolve_release_ref(registry, "nightly")
+    # without --commit the tag is looked up in the checkout: a real repository with a real tag
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "release me"], check=True)
+    subprocess.run([*git, "tag", "v2.0.0"], check=True)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    with pytest.raises(InputError, match="no registered version was trained from v2.0.0"):
+        resolve_release_ref(registry, "v2.0.0", root=repo)
+    registry.register({"onnx/fp32": exported.variants["fp32"]}, {"git": {"sha": sha, "dirty": True}})
+    with pytest.raises(InputError, match="clean tree"):  # trained from uncommitted changes: not that commit
+        resolve_release_ref(registry, "v2.0.0", root=repo)
+    registry.register({"onnx/fp32": exported.variants["fp32"]}, {"git": {"sha": sha, "dirty": False}})
+    assert resolve_release_ref(registry, "v2.0.0", root=repo) == ("4", "v2.0.0")
+    with pytest.raises(InputError, match="has no such tag"):
+        resolve_release_ref(registry, "v9.9.9", root=repo)
+
+
