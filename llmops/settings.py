@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     judge_url: str | None = Field(None, description="An OpenAI-compatible judge for DeepEval's judged metrics.")
     judge_model: str | None = None
     judge_api_key: SecretStr | None = None
+    receipt_key: SecretStr | None = Field(None, description="Fernet key of the response receipts (LLMOPS_RECEIPT_KEY); "
+                                                         "default <home>/serving/receipt.key.")
     guards: bool = Field(True, description="Serve with the input and output guards (LLMOPS_GUARDS=0: off).")
     operate: bool = Field(True, description="Serve the operations routes: drift, feedback (LLMOPS_OPERATE=0: off).")
     ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: one per core).")

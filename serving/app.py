@@ -55,6 +55,7 @@ from llmops.prompts import Prompt
 from llmops.settings import Settings
 from serving.auth import ApiKeyMiddleware, check_mode
 from serving.ratelimit import DEFAULT_RATE, BodyCapMiddleware, RateLimitMiddleware, error_json, parse_rate
+from serving.receipts import RECEIPT_FIELD, Receipts, default_receipts, last_user_text
 from serving.schemas import (
     ChatChoice,
     ChatCompletion,
@@ -156,10 +157,10 @@ class ServingState:
     """The loaded model and what every request needs: prompt, limits, metrics."""
 
     def __init__(self, generator: Any, prompt: Prompt, model_id: str, limits: ServeLimits,
-                 metrics: ServeMetrics) -> None:
+                 metrics: ServeMetrics, receipts: Receipts | None = None) -> None:
         from llmops.prompts import ChatFormat
 
-        self.generator, self.prompt, self.model_id = generator, prompt, model_id
+        self.generator, self.prompt, self.model_id, self.receipts = generator, prompt, model_id, receipts
         self.limits, self.metrics = limits, metrics
         tok = getattr(generator, "tokenizer", None)
         template = getattr(tok, "chat_template", None)
@@ -279,24 +280,27 @@ async def _stream_chunks(state: ServingState, ids: list[int], params: Any) -> As
 
 
 async def _chat_sse(state: ServingState, ids: list[int], params: Any, model: str,
-                    include_usage: bool) -> AsyncIterator[str]:
+                    include_usage: bool, question: str) -> AsyncIterator[str]:
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
-    def chunk(delta: dict[str, Any], finish: str | None) -> str:
+    def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> str:
         return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]})
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra})
 
     yield chunk({"role": "assistant", "content": ""}, None)
     trim = _TrimStream()
+    answer = ""
     try:
         async for piece in _stream_chunks(state, ids, params):
             text = trim.feed(piece.text)
             if text:
+                answer += text
                 yield chunk({"content": text}, None)
             if piece.completion is not None:
                 done = piece.completion
                 usage = state.count(done.prompt_tokens, done.completion_tokens)
-                yield chunk({}, done.finish_reason)
+                receipt = state.receipts.issue(cid, model, question, answer) if state.receipts else None
+                yield chunk({}, done.finish_reason, **({RECEIPT_FIELD: receipt} if receipt else {}))
                 if include_usage:
                     yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                                 "choices": [], "usage": usage.model_dump()})
@@ -378,12 +382,13 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
     elif not isinstance(prompt, Prompt):
         prompt = load_prompt(str(prompt))
     metrics = ServeMetrics()
-    state = ServingState(generator, prompt, model_id or default_model_id(model_dir), limits, metrics)
+    settings = Settings.load()  # LLMOPS_GUARDS / LLMOPS_OPERATE / the receipt key, as the worker was started with
+    state = ServingState(generator, prompt, model_id or default_model_id(model_dir), limits, metrics,
+                         default_receipts(settings))
     state.warm_up()
 
     app = FastAPI(title="llmops serving", version="1", docs_url=None, redoc_url=None)
     app.state.serving = state
-    settings = Settings.load()  # LLMOPS_GUARDS / LLMOPS_OPERATE, as the worker process was started with
     if guards if guards is not None else settings.guards:
         # Input guards (size, injection, PII requests, toxicity) and output guards (HTML escaping,
         # PII redaction) share their detectors with the safety suite (governance/detectors.py).
@@ -447,18 +452,22 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
     async def chat(req: ChatCompletionRequest) -> Any:
         text = state.render_chat(req.messages)
+        question = last_user_text(req.messages)
         stop = [*state.prompt.params.stop, *req.stop_list()]
         (ids,), params = state.prepare([text], req, stop, req.max_completion_tokens or req.max_tokens, "messages")
         model = req.model or state.model_id
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_chat_sse(state, ids, params, model, include_usage),
+            return StreamingResponse(_chat_sse(state, ids, params, model, include_usage, question),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         (done,) = await run_in_threadpool(state.generator.generate_ids, [ids], params)
         usage = state.count(done.prompt_tokens, done.completion_tokens)
-        return ChatCompletion(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model, usage=usage,
+        cid, answer = f"chatcmpl-{uuid.uuid4().hex}", done.text.strip()
+        return ChatCompletion(id=cid, created=int(time.time()), model=model, usage=usage,
                               choices=[ChatChoice(index=0, finish_reason=done.finish_reason,
-                                                  message={"role": "assistant", "content": done.text.strip()})])
+                                                  message={"role": "assistant", "content": answer})],
+                              llmops_receipt=state.receipts.issue(cid, model, question, answer) if state.receipts
+                              else None)
 
     @app.post("/v1/completions", response_model=Completion, responses=ERROR_RESPONSES)
     async def completions(req: CompletionRequest) -> Any:
@@ -493,7 +502,8 @@ def mount_operations(app: FastAPI) -> None:
     settings = Settings.load()
     writer = ProfileWriter(settings.home, window_minutes=load_config().window_minutes)
     app.add_middleware(ChatProfileMiddleware, writer=writer)
-    app.include_router(feedback_router(FeedbackStore.default(), KeyStore(key_file(settings))))
+    app.include_router(feedback_router(FeedbackStore.default(), KeyStore(key_file(settings)),
+                                       receipts=app.state.serving.receipts))
     app.include_router(chat_router())
     previous = app.router.lifespan_context
 

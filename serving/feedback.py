@@ -2,8 +2,7 @@
 
     curl -s localhost:8000/v1/feedback -H "Authorization: Bearer $LLMOPS_API_KEY" \
         -H 'content-type: application/json' \
-        -d '{"prompt": "What is a lambda?", "response": "An anonymous function.", "rating": "up",
-             "model": "v3", "colour": "blue"}'
+        -d '{"receipt": "<the answer's llmops_receipt>", "rating": "up", "colour": "blue"}'
     open http://localhost:8000/chat
 
 Mounting (the lead wires this into serving/app.py's create_app / the gateway):
@@ -13,10 +12,13 @@ Mounting (the lead wires this into serving/app.py's create_app / the gateway):
 
 POST /v1/feedback needs an API key (Bearer) whose role holds the `feedback` permission in
 governance/policy.yaml (401 without a valid key, 403 without the permission). The body is capped
-field by field (FeedbackIn). One entry is one line of `<home>/feedback/feedback.jsonl` (mode 0600: it
-holds user text), appended under an fcntl lock with a single write, so concurrent workers never
-interleave lines; entries are never rewritten. An entry carries who sent it (key id and name), when,
-the rating, prompt, response, model version and colour.
+field by field (FeedbackIn). The answer is named by its receipt (serving/receipts.py), which the
+server issued with the completion: the question, the answer and the model come from it, never from
+the client, and an unknown, altered or expired receipt gets a 400. One entry is one line of
+`<home>/feedback/feedback.jsonl` (mode 0600: it holds user text), appended under an fcntl lock with
+a single write, so concurrent workers never interleave lines; entries are never rewritten. An entry
+carries who sent it (key id and name), when, the rating, the response id, prompt, response, model
+and colour.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from governance.apikeys import AuthenticationError, Principal
+from llmops.errors import InputError
+from serving.receipts import Receipts, default_receipts
 
 FEEDBACK_FILE = "feedback/feedback.jsonl"
 CHAT_DIR = Path(__file__).with_name("chat")
@@ -44,8 +48,9 @@ CHAT_FILES = {"chat.js": "text/javascript; charset=utf-8", "chat.css": "text/css
 CHAT_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
             "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
-MAX_PROMPT = 16_000
-MAX_RESPONSE = 20_000
+# A receipt holds the question (at most the serving prompt cap, 16,000 characters) and the answer,
+# encrypted and base64-encoded: about 4/3 of their UTF-8 bytes.
+MAX_RECEIPT = 200_000
 MAX_COMMENT = 2_000
 
 
@@ -54,14 +59,10 @@ class FeedbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: StrictStr = Field(min_length=1, max_length=MAX_PROMPT)
-    """The user's question the answer was for."""
-    response: StrictStr = Field(min_length=1, max_length=MAX_RESPONSE)
-    """The answer being rated, as shown."""
+    receipt: StrictStr = Field(min_length=1, max_length=MAX_RECEIPT)
+    """The `llmops_receipt` of the answer being rated, as the completion carried it."""
     rating: Literal["up", "down"]
     """Thumbs up or down."""
-    model: StrictStr = Field(min_length=1, max_length=200)
-    """The model version that answered (the completion's `model`, or x-llmops-version)."""
     colour: Literal["blue", "green"] | None = None
     """The gateway colour that answered (x-llmops-colour); None when served without a gateway."""
     comment: StrictStr | None = Field(default=None, max_length=MAX_COMMENT)
@@ -115,11 +116,13 @@ class FeedbackStore:
                     yield entry
 
 
-def feedback_router(store: FeedbackStore, keystore: Any, policy: Any = None) -> APIRouter:
+def feedback_router(store: FeedbackStore, keystore: Any, policy: Any = None,
+                    receipts: Receipts | None = None) -> APIRouter:
     """POST /v1/feedback, guarded by an API key with the `feedback` permission."""
     from governance.policy import load_policy
 
     policy = policy or load_policy()
+    receipts = receipts or default_receipts()
     router = APIRouter(tags=["feedback"])
 
     def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
@@ -137,9 +140,15 @@ def feedback_router(store: FeedbackStore, keystore: Any, policy: Any = None) -> 
     # a default, not Annotated[..., Depends(principal)]: `principal` is local, and postponed
     # annotations are resolved in the module's globals
     def post_feedback(body: FeedbackIn, who: Principal = Depends(principal)) -> FeedbackOut:  # noqa: B008
+        try:
+            said = receipts.open(body.receipt)
+        except InputError as exc:
+            raise HTTPException(400, str(exc)) from None
         entry_id = uuid.uuid4().hex
         store.append({"id": entry_id, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                      "key_id": who.key_id, "actor": who.name, **body.model_dump()})
+                      "key_id": who.key_id, "actor": who.name, "response_id": said["id"],
+                      "prompt": said["question"], "response": said["answer"], "model": said["model"],
+                      "rating": body.rating, "colour": body.colour, "comment": body.comment})
         return FeedbackOut(id=entry_id)
 
     return router

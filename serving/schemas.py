@@ -116,6 +116,8 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    llmops_receipt: str | None = None
+    """Extension: what POST /v1/feedback takes to rate this answer (serving/receipts.py)."""
 
 
 class CompletionChoice(BaseModel):

@@ -55,7 +55,8 @@ async function* sseEvents(response) {
   }
 }
 
-function addFeedback(turn, prompt, answer, model, colour) {
+// `receipt`: the answer's llmops_receipt; the server reads the question, answer and model from it.
+function addFeedback(turn, receipt, colour) {
   const bar = document.createElement("div");
   bar.className = "feedback";
   for (const [rating, label] of [["up", "👍"], ["down", "👎"]]) {
@@ -70,7 +71,7 @@ function addFeedback(turn, prompt, answer, model, colour) {
       try {
         const r = await fetch("/v1/feedback", {
           method: "POST", headers: headers(),
-          body: JSON.stringify({ prompt, response: answer, rating, model, colour }),
+          body: JSON.stringify({ receipt, rating, colour }),
         });
         if (!r.ok) throw new Error("feedback failed: HTTP " + r.status);
         button.setAttribute("aria-pressed", "true");
@@ -96,6 +97,7 @@ async function ask(question) {
   setStatus("…");
   let answer = "";
   let model = "";
+  let receipt = null;
   try {
     const r = await fetch("/v1/chat/completions", {
       method: "POST", headers: headers(),
@@ -111,6 +113,7 @@ async function ask(question) {
     for await (const chunk of sseEvents(r)) {
       if (chunk.error) throw new Error(chunk.error.message);
       model = model || chunk.model || "";
+      if (chunk.llmops_receipt) receipt = chunk.llmops_receipt;
       for (const choice of chunk.choices || []) {
         const delta = (choice.delta && choice.delta.content) || "";
         if (delta) {
@@ -124,7 +127,7 @@ async function ask(question) {
     meta.className = "meta";
     meta.textContent = [model, colour].filter(Boolean).join(" · ");
     turn.appendChild(meta);
-    addFeedback(turn, question, answer, model || "unknown", colour === "blue" || colour === "green" ? colour : null);
+    if (receipt) addFeedback(turn, receipt, colour === "blue" || colour === "green" ? colour : null);
     turn.dataset.state = "done";
     setStatus("");
   } catch (err) {

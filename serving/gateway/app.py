@@ -27,6 +27,7 @@ from serving.gateway.admin import AdminError, ColourRequest, LoadRequest, Promot
 from serving.gateway.core import Gateway, GatewayOptions
 from serving.gateway.state import other
 from serving.ratelimit import BodyCapMiddleware, RateLimitMiddleware, parse_rate
+from serving.receipts import default_receipts
 
 
 def create_gateway(settings: Settings | None = None, options: GatewayOptions | None = None) -> Any:
@@ -68,7 +69,8 @@ def create_gateway(settings: Settings | None = None, options: GatewayOptions | N
     auth = gw.auth
 
     # The chat page and the feedback API live at the front door, next to the proxy.
-    app.include_router(feedback_router(FeedbackStore.default(), KeyStore(key_file(gw.settings))))
+    app.include_router(feedback_router(FeedbackStore.default(), KeyStore(key_file(gw.settings)),
+                                       receipts=default_receipts(gw.settings)))
     app.include_router(chat_router())
 
     @app.get("/healthz")

@@ -38,7 +38,7 @@ def live_app(model_dir: Path, home: Path, *, window_minutes: int = 60) -> Iterat
     writer = ProfileWriter(home, window_minutes=window_minutes, background=False)
     app = create_app(model_dir, backend="torch", threads=1, model_id="micro-v1",
                      limits=ServeLimits(max_tokens_cap=64), operate=False, auth="off")
-    app.include_router(feedback_router(store, keystore))
+    app.include_router(feedback_router(store, keystore, receipts=app.state.serving.receipts))
     app.include_router(chat_router())
     # The API keys of this app's own key file, in the place create_app(auth="keys") puts them.
     app.add_middleware(ApiKeyMiddleware, keys=keystore, policy=load_policy())

@@ -13,15 +13,18 @@ import threading
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from governance.apikeys import KeyStore
 from serving.feedback import FeedbackStore, chat_router, feedback_router
 from serving.feedback_export import export_feedback
+from serving.receipts import Receipts
 
-GOOD = {"prompt": "What is a lambda?", "response": "A small anonymous function.", "rating": "up",
-        "model": "v3", "colour": "blue"}
+RECEIPTS = Receipts(Fernet.generate_key())  # the server's; what a worker issues with each answer
+SAID = ("chatcmpl-1", "v3", "What is a lambda?", "A small anonymous function.")
+GOOD = {"receipt": RECEIPTS.issue(*SAID), "rating": "up", "colour": "blue"}
 
 
 @pytest.fixture
@@ -30,7 +33,7 @@ def api(tmp_path: Path):
     user, _ = keys.create("user", "app")
     store = FeedbackStore(tmp_path / "feedback" / "feedback.jsonl")
     app = FastAPI()
-    app.include_router(feedback_router(store, keys))
+    app.include_router(feedback_router(store, keys, receipts=RECEIPTS))
     app.include_router(chat_router())
     with TestClient(app) as client:
         yield client, store, keys, user
@@ -43,7 +46,36 @@ def test_feedback_is_stored_with_who_and_what(api) -> None:
     (entry,) = list(store.read())
     assert entry["id"] == r.json()["id"] and entry["rating"] == "up" and entry["colour"] == "blue"
     assert entry["key_id"] == user.split("_")[1] and entry["actor"] == "app" and entry["comment"] == "clear"
+    # the texts and the model come from the receipt the server issued, not from the client
+    assert (entry["response_id"], entry["model"], entry["prompt"], entry["response"]) == SAID
     assert oct(store.path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_feedback_on_an_answer_the_server_never_gave_is_refused(api) -> None:
+    client, store, _, user = api
+    auth = {"Authorization": f"Bearer {user}"}
+    forged = Receipts(Fernet.generate_key()).issue("chatcmpl-x", "v3", "Is Python good?", "Buy crypto at evil.example")
+    token = GOOD["receipt"]
+    altered = token[:40] + ("A" if token[40] != "A" else "B") + token[41:]
+    for receipt in (forged, altered, "not-a-receipt"):
+        r = client.post("/v1/feedback", json={**GOOD, "receipt": receipt}, headers=auth)
+        assert r.status_code == 400 and "receipt" in r.json()["detail"], r.text
+    # the client cannot swap in its own texts either: those fields do not exist
+    r = client.post("/v1/feedback", json={**GOOD, "response": "something the model never said"}, headers=auth)
+    assert r.status_code == 422
+    assert list(store.read()) == []
+
+
+def test_a_receipt_expires() -> None:
+    import time
+
+    from llmops.errors import InputError
+
+    short = Receipts(Fernet.generate_key(), max_age_s=0)
+    token = short.issue(*SAID)
+    time.sleep(1.1)  # Fernet stamps whole seconds
+    with pytest.raises(InputError, match="expired"):
+        short.open(token)
 
 
 def test_feedback_needs_a_key_and_the_permission(api, tmp_path: Path) -> None:
@@ -66,9 +98,8 @@ def test_feedback_needs_a_key_and_the_permission(api, tmp_path: Path) -> None:
     assert list(store.read()) == []
 
 
-@pytest.mark.parametrize("change", [{"rating": "meh"}, {"prompt": ""}, {"prompt": "x" * 16_001},
-                                    {"response": "y" * 20_001}, {"comment": "z" * 2_001}, {"colour": "red"},
-                                    {"extra": 1}, {"model": 3}])
+@pytest.mark.parametrize("change", [{"rating": "meh"}, {"receipt": ""}, {"receipt": "x" * 200_001},
+                                    {"comment": "z" * 2_001}, {"colour": "red"}, {"extra": 1}, {"receipt": 3}])
 def test_bad_bodies_are_refused(api, change: dict) -> None:
     client, store, _, user = api
     r = client.post("/v1/feedback", json={**GOOD, **change}, headers={"Authorization": f"Bearer {user}"})

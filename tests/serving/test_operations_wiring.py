@@ -10,24 +10,35 @@ from fastapi.testclient import TestClient
 
 def test_worker_serves_chat_page_and_feedback_api(micro_model: Path, llmops_home: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
     from governance.apikeys import create_key
     from serving.app import create_app
 
     user_key = create_key("user", "wiring-test")
+    auth = {"Authorization": f"Bearer {user_key}"}
     app = create_app(micro_model, backend="torch", threads=1, operate=True, auth="off")
+    question = {"messages": [{"role": "user", "content": "What is a list?"}], "max_tokens": 4}
     with TestClient(app) as client:
         page = client.get("/chat")
         assert page.status_code == 200 and "<script" in page.text
-        body = {"prompt": "What is a list?", "response": "A mutable sequence.", "rating": "up",
-                "model": "1", "colour": "blue"}
-        assert client.post("/v1/feedback", json=body).status_code == 401
-        ok = client.post("/v1/feedback", json=body, headers={"Authorization": f"Bearer {user_key}"})
-        assert ok.status_code in (200, 201), ok.text
-        chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "What is a list?"}],
-                                                          "max_tokens": 4})
-        assert chat.status_code == 200
-    stored = (llmops_home / "feedback" / "feedback.jsonl").read_text().splitlines()
-    assert len(stored) == 1 and '"rating": "up"' in stored[0].replace('"rating":"up"', '"rating": "up"')
+        chat = client.post("/v1/chat/completions", json=question).json()
+        answer, receipt = chat["choices"][0]["message"]["content"], chat["llmops_receipt"]
+        assert client.post("/v1/feedback", json={"receipt": receipt, "rating": "up"}).status_code == 401
+        ok = client.post("/v1/feedback", json={"receipt": receipt, "rating": "up", "colour": "blue"}, headers=auth)
+        assert ok.status_code == 201, ok.text
+        # a streamed answer carries its receipt in the chunk with the finish reason
+        events = [json.loads(line[6:]) for line in client.post(
+            "/v1/chat/completions", json={**question, "stream": True}).text.splitlines()
+            if line.startswith("data: {")]
+        streamed = "".join(c["delta"].get("content") or "" for e in events for c in e.get("choices", []))
+        (last,) = [e for e in events if e.get("llmops_receipt")]
+        assert last["choices"][0]["finish_reason"] is not None
+        assert client.post("/v1/feedback", json={"receipt": last["llmops_receipt"], "rating": "down"},
+                           headers=auth).status_code == 201
+    stored = [json.loads(line) for line in (llmops_home / "feedback" / "feedback.jsonl").read_text().splitlines()]
+    assert [(e["rating"], e["prompt"], e["response"], e["response_id"]) for e in stored] == [
+        ("up", "What is a list?", answer, chat["id"]), ("down", "What is a list?", streamed, last["id"])]
     profiles = list((llmops_home / "monitoring" / "profiles").glob("*.bin"))
     assert profiles, "closing the app flushes the window's profile"
 
