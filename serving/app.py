@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -72,7 +73,19 @@ from serving.schemas import (
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/feedback", "/chat", "/healthz", "/readyz",
           "/metrics")
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}}
+# With "stream": true the answer is server-sent events: one JSON chunk per `data:` line, then [DONE].
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": {  # one server-sent event: a JSON chunk or [DONE]
+        "type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}}},
+          "description": "The completion (JSON), or with stream=true its chunks as server-sent events"}}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "An invalid request, or one over a prompt or token cap"},
+    401: {"model": ErrorResponse, "description": "No valid API key (serving/auth.py)"},
+    403: {"model": ErrorResponse, "description": "The key's role lacks the permission"},
+    413: {"model": ErrorResponse, "description": "Body over the size cap"},
+    429: {"model": ErrorResponse, "description": "Over the per-client rate limit (Retry-After says when)"},
+    500: {"model": ErrorResponse, "description": "Generation failed"},
+}
 
 
 @dataclass(frozen=True)
@@ -336,13 +349,26 @@ async def _completion_sse(state: ServingState, ids: list[int], params: Any, mode
     yield "data: [DONE]\n\n"
 
 
+_UNION_BRANCH = re.compile(r"^(constrained-str|str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
+_ROLES = ("system", "developer", "user", "assistant")
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:
     errors = exc.errors()
     if not errors:
         return "invalid request", None, "invalid_request"
-    err = errors[0]
-    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    # the deepest error: of a union's failed branches, the one that got furthest into the value
+    err = max(errors, key=lambda e: len(e.get("loc", ())))
+    # pydantic names union branches ("constrained-str", "list[...]") and a discriminated message's
+    # role in the location; the client's field is what is left: messages.0.content, prompt.1
+    loc = [str(p) for p in err.get("loc", ()) if p != "body" and not _UNION_BRANCH.match(str(p))]
+    if len(loc) > 2 and loc[0] == "messages" and loc[1].isdigit() and loc[2] in _ROLES:
+        del loc[2]
+    if err.get("type") == "union_tag_invalid":  # a message role that is none of the four
+        loc.append("role")
     param = ".".join(loc) or None
+    if err.get("type") in ("string_too_short", "string_pattern_mismatch") and param:
+        return f"{param} is empty", param, "invalid_value"
     if err.get("type") == "json_invalid":
         return f"request body is not valid JSON: {err.get('msg')}", None, "invalid_json"
     if err.get("type") == "missing":
@@ -419,7 +445,8 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_json(exc.status_code, str(exc.detail), kind)
+        # keeps Allow on a 405 and WWW-Authenticate on a 401
+        return error_json(exc.status_code, str(exc.detail), kind, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
@@ -436,20 +463,21 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
                             content={"status": "ready" if ok else "loading", "model": state.model_id,
                                      "backend": state.generator.backend})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     async def metrics_route() -> PlainTextResponse:
         from prometheus_client import CONTENT_TYPE_LATEST
 
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList, responses={k: ERROR_RESPONSES[k] for k in (401, 403, 429)})
     async def models() -> ModelList:
         chat = state.chat_format
         return ModelList(data=[ModelCard(id=state.model_id, created=state.created,
                                          chat_template=chat.template if chat else None,
                                          special_tokens=chat.special_tokens if chat else None)])
 
-    @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={**STREAMED, **ERROR_RESPONSES})
     async def chat(req: ChatCompletionRequest) -> Any:
         text = state.render_chat(req.messages)
         question = last_user_text(req.messages)
@@ -469,7 +497,7 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
                               llmops_receipt=state.receipts.issue(cid, model, question, answer) if state.receipts
                               else None)
 
-    @app.post("/v1/completions", response_model=Completion, responses=ERROR_RESPONSES)
+    @app.post("/v1/completions", response_model=Completion, responses={**STREAMED, **ERROR_RESPONSES})
     async def completions(req: CompletionRequest) -> Any:
         texts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
         for i, t in enumerate(texts):
@@ -488,7 +516,29 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
                           choices=[CompletionChoice(index=i, text=d.text, finish_reason=d.finish_reason)
                                    for i, d in enumerate(done)])
 
+    document_errors_as_400(app)
     return app
+
+
+def document_errors_as_400(app: FastAPI) -> None:
+    """The OpenAPI says what the app does: a body that fails validation gets a 400 in OpenAI's
+    error shape (the handler above), not FastAPI's default 422."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for ops in schema.get("paths", {}).values():
+                for op in ops.values():
+                    responses = op.get("responses", {})
+                    if responses.pop("422", None) is not None and "400" not in responses:
+                        responses["400"] = {"description": "An invalid request body",
+                                            "content": {"application/json": {"schema": {
+                                                "$ref": "#/components/schemas/ErrorResponse"}}}}
+            app.openapi_schema = schema  # ErrorResponse is in components: the chat routes declare it
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def mount_operations(app: FastAPI) -> None:

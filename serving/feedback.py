@@ -59,7 +59,7 @@ class FeedbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    receipt: StrictStr = Field(min_length=1, max_length=MAX_RECEIPT)
+    receipt: StrictStr = Field(min_length=100, max_length=MAX_RECEIPT, pattern=r"^gAAAAA[A-Za-z0-9_=-]+$")
     """The `llmops_receipt` of the answer being rated, as the completion carried it."""
     rating: Literal["up", "down"]
     """Thumbs up or down."""
@@ -67,6 +67,14 @@ class FeedbackIn(BaseModel):
     """The gateway colour that answered (x-llmops-colour); None when served without a gateway."""
     comment: StrictStr | None = Field(default=None, max_length=MAX_COMMENT)
     """Optional free text (what was wrong, a better answer)."""
+
+
+# What /v1/feedback answers besides 201 (a body error is a 400 in the serving apps' OpenAI shape).
+FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A malformed body"}, 401: {"description": "No valid API key"},
+    403: {"description": "The key's role may not send feedback"},
+    404: {"description": "The receipt names no answer this server gave (unknown, altered or expired)"},
+    413: {"description": "Body over the size cap"}, 429: {"description": "Over the per-client rate limit"}}
 
 
 class FeedbackOut(BaseModel):
@@ -136,14 +144,14 @@ def feedback_router(store: FeedbackStore, keystore: Any, policy: Any = None,
             raise HTTPException(403, f"role {who.role!r} may not send feedback")
         return who
 
-    @router.post("/v1/feedback", response_model=FeedbackOut, status_code=201)
+    @router.post("/v1/feedback", response_model=FeedbackOut, status_code=201, responses=FEEDBACK_ERRORS)
     # a default, not Annotated[..., Depends(principal)]: `principal` is local, and postponed
     # annotations are resolved in the module's globals
     def post_feedback(body: FeedbackIn, who: Principal = Depends(principal)) -> FeedbackOut:  # noqa: B008
         try:
             said = receipts.open(body.receipt)
-        except InputError as exc:
-            raise HTTPException(400, str(exc)) from None
+        except InputError as exc:  # well-formed, but names no answer this server gave
+            raise HTTPException(404, str(exc)) from None
         entry_id = uuid.uuid4().hex
         store.append({"id": entry_id, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                       "key_id": who.key_id, "actor": who.name, "response_id": said["id"],

@@ -111,6 +111,20 @@ def request_texts(body: Any) -> list[str]:
     return [t for t in texts if t.strip()]
 
 
+def is_valid_request(path: str, body: dict[str, Any]) -> bool:
+    """Whether `body` is a valid request of route `path` (serving/schemas.py)."""
+    from pydantic import ValidationError
+
+    from serving.schemas import ChatCompletionRequest, CompletionRequest
+
+    model = ChatCompletionRequest if path == "/v1/chat/completions" else CompletionRequest
+    try:
+        model.model_validate(body)
+    except ValidationError:
+        return False
+    return True
+
+
 def check_request(texts: list[str], config: GuardConfig | None = None, *, size_only: bool = False) -> InputVerdict:
     """Size cap first (no model time is spent on oversized input), then the shared input detectors."""
     config = config or GuardConfig()
@@ -259,7 +273,8 @@ class GuardMiddleware:
             request = json.loads(raw)
         except ValueError:
             request = None  # not JSON: the app answers 400 in its own words
-        if isinstance(request, dict):
+        # A request the API would refuse anyway gets the app's 400, not a guard's answer.
+        if isinstance(request, dict) and is_valid_request(scope["path"], request):
             from starlette.concurrency import run_in_threadpool
 
             # The detectors are CPU work (an embedding per text): off the event loop.

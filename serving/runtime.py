@@ -267,7 +267,12 @@ class Generator(abc.ABC):
         """Next token from last-position logits (vocab,)."""
         if params.temperature <= 0.0:
             return int(np.argmax(logits))
-        scaled = logits.astype(np.float64) / params.temperature
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            scaled = logits.astype(np.float64) / params.temperature
+        if not np.isfinite(scaled).all():
+            # a temperature so close to 0 that the logits overflow: the limit is greedy (found by
+            # the schemathesis fuzz run: temperature 5e-324 made the probabilities NaN, a 500)
+            return int(np.argmax(logits))
         probs = np.exp(scaled - scaled.max())
         probs /= probs.sum()
         if params.top_p < 1.0:

@@ -14,6 +14,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 Float = Annotated[float, Field(strict=True)]  # strict float still accepts JSON integers
+# Text that must say something: one non-whitespace character (a JSON-schema pattern is a search).
+Text = Annotated[StrictStr, Field(min_length=1, pattern=r"\S")]
+# serving.app.ServeLimits' defaults; create_app writes a server's own limits into its OpenAPI.
+MAX_TOKENS_CAP = 512
+MAX_PROMPT_CHARS = 16_000
 
 
 class TextPart(BaseModel):
@@ -23,8 +28,10 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """A system, developer or assistant message: context or history; its content may be empty."""
+
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "assistant"]
     content: StrictStr | list[TextPart] | None = None
     name: StrictStr | None = None
 
@@ -36,6 +43,21 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
+class UserTextPart(TextPart):
+    text: Annotated[StrictStr, Field(max_length=MAX_PROMPT_CHARS)]
+
+
+class UserMessage(ChatMessage):
+    """A question: a user message whose text says something."""
+
+    role: Literal["user"]  # type: ignore[assignment]
+    content: (Annotated[Text, Field(max_length=MAX_PROMPT_CHARS)]  # type: ignore[assignment]
+              | Annotated[list[UserTextPart], Field(min_length=1, max_length=32)])
+
+
+Message = Annotated[UserMessage | ChatMessage, Field(discriminator="role")]
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: StrictBool = False
@@ -44,7 +66,7 @@ class StreamOptions(BaseModel):
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: StrictStr | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CAP)] | None = None
     temperature: Annotated[Float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[Float, Field(gt=0.0, le=1.0)] | None = None
     n: Annotated[StrictInt, Field(ge=1, le=1, description="Only one choice per request.")] = 1
@@ -61,12 +83,17 @@ class _Sampling(BaseModel):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    # The last message is the question; earlier ones are context (system, developer) or history.
+    messages: Annotated[list[Message], Field(min_length=1, max_length=64, json_schema_extra={
+        "contains": {"type": "object", "properties": {"role": {"const": "user"}}, "required": ["role"]}})]
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CAP)] | None = None
+
+
+PromptText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=r"\S")]
 
 
 class CompletionRequest(_Sampling):
-    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=32)]
+    prompt: PromptText | Annotated[list[PromptText], Field(min_length=1, max_length=32)]
 
 
 class Usage(BaseModel):

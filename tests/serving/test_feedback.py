@@ -57,9 +57,10 @@ def test_feedback_on_an_answer_the_server_never_gave_is_refused(api) -> None:
     forged = Receipts(Fernet.generate_key()).issue("chatcmpl-x", "v3", "Is Python good?", "Buy crypto at evil.example")
     token = GOOD["receipt"]
     altered = token[:40] + ("A" if token[40] != "A" else "B") + token[41:]
-    for receipt in (forged, altered, "not-a-receipt"):
+    for receipt in (forged, altered):
         r = client.post("/v1/feedback", json={**GOOD, "receipt": receipt}, headers=auth)
-        assert r.status_code == 400 and "receipt" in r.json()["detail"], r.text
+        assert r.status_code == 404 and "receipt" in r.json()["detail"], r.text
+    assert client.post("/v1/feedback", json={**GOOD, "receipt": "not-a-receipt"}, headers=auth).status_code == 422
     # the client cannot swap in its own texts either: those fields do not exist
     r = client.post("/v1/feedback", json={**GOOD, "response": "something the model never said"}, headers=auth)
     assert r.status_code == 422

@@ -101,6 +101,16 @@ def test_top_p_keeps_the_nucleus_only():
     assert picks == {0, 1}
 
 
+def test_a_vanishing_temperature_is_greedy_not_nan():
+    import numpy as np
+
+    # 5e-324 (the smallest float, sent by the schemathesis fuzz run) overflows logits / temperature
+    logits = np.array([1.0, 3.0, 2.0], dtype=np.float32)
+    rng = np.random.default_rng(0)
+    for temperature in (5e-324, 1e-300):
+        assert Generator._choose(logits, SamplingParams(temperature=temperature, top_p=5e-324), rng) == 1
+
+
 def test_context_window_and_bad_params(ort_untied):
     window = ort_untied.max_positions
     with pytest.raises(InputError, match="context window"):
