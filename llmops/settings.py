@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     judge_url: str | None = Field(None, description="An OpenAI-compatible judge for DeepEval's judged metrics.")
     judge_model: str | None = None
     judge_api_key: SecretStr | None = None
+    worker_token: SecretStr | None = Field(None, description="The gateway's token that its workers accept in place of "
+                                                         "an API key (LLMOPS_WORKER_TOKEN; set by the gateway).")
     receipt_key: SecretStr | None = Field(None, description="Fernet key of the response receipts (LLMOPS_RECEIPT_KEY); "
                                                          "default <home>/serving/receipt.key.")
     guards: bool = Field(True, description="Serve with the input and output guards (LLMOPS_GUARDS=0: off).")

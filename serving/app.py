@@ -425,7 +425,7 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
         check_request(["warm up"])  # load the embedding model now, not on the first user's request
     if auth == "keys":  # before the guards read the body; inside the rate limit, which slows key guessing
         app.add_middleware(ApiKeyMiddleware, keys=KeyStore(key_file(settings)), policy=load_policy(settings=settings),
-                           settings=settings)
+                           settings=settings, gateway_token=settings.secret("worker_token"))
     if rate is not None:  # inside the metrics middleware, so a 401 or 429 is counted
         app.add_middleware(RateLimitMiddleware, rate=rate)
     app.add_middleware(BodyCapMiddleware, max_bytes=limits.max_body_bytes)

@@ -14,13 +14,16 @@ so it is a harness permission (evals, parity, leakage) that the `user` role does
 the chat page are outside `/v1/`. The key file is re-read when it changes, so a revoke takes effect
 on the next request.
 
-`--auth off` is for servers no one else can reach: the workers behind a gateway (the gateway
-checks the key at the edge) and the harnesses' private servers (an eval, the PR gate, a load test),
-all on loopback.
+Workers behind a gateway run with keys too, and also accept the gateway's own token
+(LLMOPS_WORKER_TOKEN, `<home>/gateway/worker.token`, 0600), which the gateway presents on every
+request it forwards after checking the client's key: so a worker takes only the gateway or a key.
+`--auth off` (loopback only, announced on stderr) is for the harnesses' private servers (an eval,
+the PR gate, a load test) and a laptop demo.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any, Literal
 
 from governance.apikeys import AuthenticationError, KeyStore, key_file
@@ -33,10 +36,23 @@ AuthMode = Literal["keys", "off"]
 AUTH_MODES: tuple[str, ...] = ("keys", "off")
 
 
-def check_mode(mode: str) -> AuthMode:
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def check_mode(mode: str, host: str | None = None) -> AuthMode:
+    """`mode` as an AuthMode; InputError for an unknown one, or for "off" on an address other
+    than loopback (then anyone who reaches the host could use the model API)."""
     if mode not in AUTH_MODES:
         raise InputError(f"auth must be one of {', '.join(AUTH_MODES)}, not {mode!r}", field="auth")
+    if mode == "off" and host is not None and host not in LOOPBACK:
+        raise InputError(f"--auth off on {host}: without keys only a loopback address ({', '.join(LOOPBACK)}) "
+                         "may serve the model API", field="auth")
     return mode  # type: ignore[return-value]
+
+
+def insecure_notice(host: str, port: int) -> str:
+    return (f"WARNING: --auth off: /v1/* on http://{host}:{port} takes requests without an API key "
+            "(loopback only; for a demo, a harness, or workers behind a gateway)")
 
 
 def bearer_token(scope: dict[str, Any]) -> str | None:
@@ -58,9 +74,10 @@ class ApiKeyMiddleware:
 
     def __init__(self, app: Any, keys: KeyStore, policy: Policy, permission: str = "chat",
                  prefix: str = "/v1/", skip: tuple[str, ...] = ("/v1/feedback",),
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, gateway_token: str | None = None) -> None:
         self.app, self.keys, self.policy, self.permission = app, keys, policy, permission
         self.prefix, self.skip, self.settings = prefix, skip, settings
+        self.gateway_token = gateway_token
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -74,6 +91,9 @@ class ApiKeyMiddleware:
                                        "`llmops keys create --role user --name NAME`)",
                                   "authentication_error", code="missing_api_key", headers=challenge)
             await response(scope, receive, send)
+            return
+        if self.gateway_token and hmac.compare_digest(token.encode(), self.gateway_token.encode()):
+            await self.app(scope, receive, send)  # through the gateway, which checked the key at the edge
             return
         try:
             principal = self.keys.authenticate(token)
@@ -94,6 +114,7 @@ class ApiKeyMiddleware:
 
 
 def api_key_middleware(app: Any, settings: Settings | None = None) -> ApiKeyMiddleware:
-    """The middleware over `app` with the key file and policy of `settings`."""
+    """The middleware over `app` with the key file, policy and gateway token of `settings`."""
     settings = settings or Settings.load()
-    return ApiKeyMiddleware(app, KeyStore(key_file(settings)), load_policy(settings=settings), settings=settings)
+    return ApiKeyMiddleware(app, KeyStore(key_file(settings)), load_policy(settings=settings), settings=settings,
+                            gateway_token=settings.secret("worker_token"))

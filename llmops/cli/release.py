@@ -126,9 +126,13 @@ def gateway() -> None:
 def gateway_run(host: str, port: int, health_interval: float, worker_threads: int | None, keep_workers: bool,
                 rate_limit: str | None, auth: str) -> None:
     """Run the gateway in the foreground; workers are restored from the saved state."""
+    from serving.auth import check_mode, insecure_notice
     from serving.gateway.app import run_gateway
     from serving.gateway.core import GatewayOptions
 
+    check_mode(auth, host)
+    if auth == "off":
+        click.echo(insecure_notice(host, port), err=True)
     click.echo(f"gateway on http://{host}:{port}", err=True)
     from serving.ratelimit import DEFAULT_RATE
 

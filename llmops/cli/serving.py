@@ -66,8 +66,12 @@ def serve(model_dir: Path | None, host: str, port: int, backend: str, variant: s
           model_id: str | None, threads: int | None, rate_limit: str | None, auth: str) -> None:
     """Serve MODEL over an OpenAI-compatible HTTP API with uvicorn (one process), or, without --model,
     the blue/green topology: a gateway that routes /v1/* by weight to a blue and a green worker."""
+    from serving.auth import check_mode, insecure_notice
     from serving.ratelimit import DEFAULT_RATE
 
+    check_mode(auth, host)  # before any model loads
+    if auth == "off":
+        click.echo(insecure_notice(host, port), err=True)
     if model_dir is None:
         from serving.gateway.app import run_gateway
         from serving.gateway.core import GatewayOptions

@@ -47,6 +47,7 @@ from typing import Any
 from llmops.errors import GateFailed, InputError
 from llmops.files import atomic_write_json
 from llmops.settings import Settings
+from serving.gateway.admin import worker_token
 from serving.rollout import RolloutConfig, load_config, measure, parse_metrics
 
 TAG = re.compile(r"^v\d+\.\d+\.\d+([.+-][0-9A-Za-z.+-]+)?$")
@@ -163,9 +164,13 @@ class Controller:
             return [f"preview {preview_url} does not answer /readyz"]
         root = self.settings.root
         gates = root / self.cfg.pre_promotion.thresholds  # an absolute path stays absolute
+        # The workers take an API key or the gateway's token: the caller's key, else (the local
+        # operator, who can read the gateway's folder anyway) that token.
+        bearer = self.settings.secret("api_key") or worker_token(self.settings)
         for name, tags in (("golden", self.cfg.pre_promotion.golden_tags),
                            ("safety", self.cfg.pre_promotion.safety_tags)):
-            kwargs: dict[str, Any] = {"tags": tags, "workers": 2, "timeout": 60.0, "retries": 0, "thresholds_path": gates}
+            kwargs: dict[str, Any] = {"tags": tags, "workers": 2, "timeout": 60.0, "retries": 0, "thresholds_path": gates,
+                                      "api_key": bearer}
             baseline = (run_eval(stable_url, root / "evals" / "cases", root / "prompts",
                                  model_version=f"stable-{time.time()}", **kwargs) if stable_url else None)
             report = run_eval(preview_url, root / "evals" / "cases", root / "prompts", baseline=baseline,

@@ -36,6 +36,7 @@ from llmops.settings import Settings
 from serving.gateway.state import Colour
 
 ADMIN_TOKEN_FILE = "admin.token"
+WORKER_TOKEN_FILE = "worker.token"
 
 
 class AdminError(Exception):
@@ -84,6 +85,25 @@ def ensure_local_token(directory: Path) -> str:
     if not token_file.is_file() or token_file.stat().st_mode & 0o077:
         atomic_write_text(token_file, secrets.token_urlsafe(32), mode=0o600)
     return token_file.read_text(encoding="utf-8").strip()
+
+
+def ensure_worker_token(directory: Path) -> str:
+    """The token the gateway presents to its workers (`directory`/worker.token, 0600 in a 0700
+    folder), kept across restarts so that adopted workers still accept it. A worker accepts it in
+    place of an API key (serving/auth.py): it proves the request came through the gateway, which
+    checked the client's key at the edge."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    token_file = directory / WORKER_TOKEN_FILE
+    if not token_file.is_file() or token_file.stat().st_mode & 0o077:
+        atomic_write_text(token_file, "gw_" + secrets.token_urlsafe(32), mode=0o600)
+    return token_file.read_text(encoding="utf-8").strip()
+
+
+def worker_token(settings: Settings) -> str | None:
+    """The gateway's token for its workers, as the local operator reads it; None before a gateway ran."""
+    path = settings.home / "gateway" / WORKER_TOKEN_FILE
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
 class AdminAuth:

@@ -28,7 +28,7 @@ from llmops.launch import LaunchError, wait_ready_async
 from llmops.processes import pid_alive
 from llmops.registry import Registry
 from llmops.settings import Settings
-from serving.gateway.admin import AdminAuth, AdminError, LoadRequest, ensure_local_token
+from serving.gateway.admin import AdminAuth, AdminError, LoadRequest, ensure_local_token, ensure_worker_token
 from serving.gateway.faults import ALLOW_FAULTS_ENV, parse_fault
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.proxy import Routing
@@ -81,6 +81,8 @@ class Gateway(Routing):
         self.client: Any = None
         self.rng = random.Random()
         self.auth = AdminAuth(settings)
+        self.worker_token = ""
+        """Presented to the workers on every proxied request (ensure_worker_token); set at start."""
         self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle --
@@ -91,6 +93,7 @@ class Gateway(Routing):
                                         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
         if self.auth.policy.local_role is not None:
             self.auth.local_token = ensure_local_token(self.dir)
+        self.worker_token = ensure_worker_token(self.dir)
         self.state.gateway = {"url": f"http://{self.opts.host}:{self.opts.port}", "pid": os.getpid()}
         if self.state.stable is None and all(c.version is None for c in self.state.colours.values()):
             await self._bootstrap_production()
@@ -156,7 +159,7 @@ class Gateway(Routing):
         """Start a worker and wait for its /readyz. AdminError 400 when it refused its input (exit 2),
         500 when it died otherwise, 504 when it was not ready in time (it is stopped)."""
         worker = start_worker(colour, version, model_dir, backend, log_dir=self.dir / "logs",
-                              threads=self.opts.worker_threads, fault=fault, port=port)
+                              threads=self.opts.worker_threads, fault=fault, port=port, token=self.worker_token)
         try:
             await wait_ready_async(worker.url + "/readyz", self.client, proc=worker.proc, log=worker.log,
                                    timeout=self.opts.ready_timeout, what=f"the {colour} worker")

@@ -26,7 +26,7 @@ def serve_with_fault(model_dir: str | Path, spec: FaultSpec, *, host: str = "127
                      backend: str = "onnx", model_id: str | None = None, threads: int | None = None) -> None:
     """Load the model, wrap its app in FaultMiddleware and serve it until SIGINT/SIGTERM."""
     app = create_app(model_dir, backend=backend, model_id=model_id, threads=threads,
-                     limits=ServeLimits(rate_limit=None), auth="off")  # behind the gateway: it limits and checks keys
+                     limits=ServeLimits(rate_limit=None))  # behind the gateway: it limits; keys or its token
     uvicorn.run(FaultMiddleware(app, spec), host=host, port=port, log_level="warning", access_log=False)
 
 

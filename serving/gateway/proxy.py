@@ -48,6 +48,7 @@ class Routing:
     metrics: GatewayMetrics
     client: httpx.AsyncClient
     rng: random.Random
+    worker_token: str
 
     def _may_fall_back_to(self, colour: str) -> bool:
         worker = self.workers[colour]
@@ -71,6 +72,7 @@ class Routing:
     async def proxy(self, request: Request) -> Response:
         body = await request.body()
         headers = [(k, v) for k, v in request.headers.items() if k not in DROP_REQUEST_HEADERS]
+        headers.append(("authorization", f"Bearer {self.worker_token}"))  # the client's key stayed here
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         order = self.route()
         last: Response | None = None

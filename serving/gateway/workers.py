@@ -41,6 +41,9 @@ class Worker:
         return log_tail(self.log, chars)
 
 
+WORKER_TOKEN_ENV = "LLMOPS_WORKER_TOKEN"
+
+
 def worker_command(model_dir: str, port: int, backend: str, mid: str, threads: int | None,
                    fault: str | None) -> list[str]:
     args = ["--model", model_dir, "--host", "127.0.0.1", "--port", str(port), "--backend", backend,
@@ -49,19 +52,24 @@ def worker_command(model_dir: str, port: int, backend: str, mid: str, threads: i
         args += ["--threads", str(threads)]
     if fault:
         return [sys.executable, "-m", "serving.gateway.fault_worker", *args]
-    # behind the gateway, which limits per client at the edge: here every request comes from it
-    # Behind the gateway, on loopback: the gateway checks keys and limits at the edge.
-    return [sys.executable, "-m", "llmops", "serve", *args, "--rate-limit", "off", "--auth", "off"]
+    # Behind the gateway, on loopback, which limits per client at the edge (every request here comes
+    # from it) and checks the client's key there; the worker takes an API key or the gateway's
+    # token (LLMOPS_WORKER_TOKEN), so another local account cannot go around the gateway.
+    return [sys.executable, "-m", "llmops", "serve", *args, "--rate-limit", "off", "--auth", "keys"]
 
 
 def start_worker(colour: str, version: str, model_dir: str, backend: str, *, log_dir: Path,
-                 threads: int | None = None, fault: str | None = None, port: int | None = None) -> Worker:
+                 threads: int | None = None, fault: str | None = None, port: int | None = None,
+                 token: str = "") -> Worker:
     """Start the worker process (not yet ready: see the module docstring). The gateway's own API key
-    is not passed on; the fault spec is, in LLMOPS_FAULT."""
+    is not passed on; the fault spec is, in LLMOPS_FAULT, and the gateway's token for its workers
+    in LLMOPS_WORKER_TOKEN."""
     port = port or free_port()
     log = log_dir / f"{colour}.log"
     cmd = worker_command(model_dir, port, backend, model_id(colour, version), threads, fault)
-    env = {k: v for k, v in os.environ.items() if k not in (FAULT_ENV, "LLMOPS_API_KEY")}
+    env = {k: v for k, v in os.environ.items() if k not in (FAULT_ENV, "LLMOPS_API_KEY", WORKER_TOKEN_ENV)}
+    if token:
+        env[WORKER_TOKEN_ENV] = token
     if fault:
         env[FAULT_ENV] = fault
     proc = start_process(cmd, log=log, env=env, new_session=True)

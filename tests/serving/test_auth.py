@@ -7,6 +7,7 @@ audit entry; a valid key is served, also through the official openai client.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -118,16 +119,35 @@ def test_a_role_without_chat_gets_403_and_an_audit_entry(tmp_path: Path, llmops_
     assert key not in log.read_text()  # the key itself is never written
 
 
-def test_the_gateway_checks_the_key_at_the_edge(tmp_path: Path, keys: dict[str, str], home: Path) -> None:
+def test_the_gateway_checks_the_key_and_its_workers_take_only_the_gateway_or_a_key(
+        exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.launch import wait_until
     from serving.gateway.testing import running_gateway
+    from tests.serving.bluegreen import make_home
 
-    gw_home = tmp_path / "gw"
-    gw_home.mkdir()
-    (gw_home / "apikeys.json").write_bytes((home / "apikeys.json").read_bytes())
-    with running_gateway(gw_home, auth="keys") as (url, _):
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))  # make_home sets it; restored after
+    home, keys = make_home(tmp_path, exported.variants["fp32"], versions=2)
+    with running_gateway(home, auth="keys") as (url, _):
+        wait_until(lambda: httpx.get(url + "/healthz", timeout=5).json()["up"].get("blue"), timeout=120,
+                   interval=0.5, on_timeout=lambda: AssertionError("blue did not come up"))
         r = httpx.post(url + "/v1/chat/completions", json={"messages": USER}, timeout=30)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", r.text
-        # with a key the request passes the edge and reaches routing: no worker is loaded, so 503
-        served = httpx.post(url + "/v1/chat/completions", json={"messages": USER}, timeout=30,
+        served = httpx.post(url + "/v1/chat/completions", json={"messages": USER, "max_tokens": 4}, timeout=60,
                             headers=bearer(keys["user"]))
-        assert served.status_code == 503, served.text
+        assert served.status_code == 200 and served.headers["x-llmops-colour"] == "blue", served.text
+        # around the gateway, straight to its worker: no key, no entry; the gateway's token or a key: in
+        state = json.loads((home / "gateway" / "state.json").read_text())
+        worker = f"http://127.0.0.1:{state['colours']['blue']['port']}"
+        assert httpx.get(worker + "/v1/models", timeout=10).status_code == 401
+        token = (home / "gateway" / "worker.token").read_text().strip()
+        assert oct((home / "gateway" / "worker.token").stat().st_mode & 0o777) == "0o600"
+        assert httpx.get(worker + "/v1/models", headers=bearer(token), timeout=10).status_code == 200
+        assert httpx.get(worker + "/v1/models", headers=bearer(keys["user"]), timeout=10).status_code == 200
+
+
+def test_no_keys_only_on_loopback(exported, capsys) -> None:
+    from llmops.cli import main
+
+    assert main(["serve", "--model", str(exported.out_dir), "--host", "0.0.0.0", "--auth", "off"]) == 2
+    assert "only a loopback address" in capsys.readouterr().err
+    assert main(["gateway", "run", "--host", "10.1.2.3", "--auth", "off"]) == 2
