@@ -90,9 +90,12 @@ def ingest_file_cmd(path: Path, name: str, question: str, answer: str, context: 
 
 @data.command("check")
 @click.argument("datasets", nargs=-1)
+@click.option("--training-config", "training_config", type=click.Path(path_type=Path), default=None,
+              help="Check the datasets this training config trains on (`dataset` and `extra_datasets`), "
+                   "e.g. training/config.yaml; instead of DATASETS.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Where report.json and report.md go (default: .llmops/reports/data-check).")
-def check(datasets: tuple[str, ...], out_dir: Path | None) -> None:
+def check(datasets: tuple[str, ...], training_config: Path | None, out_dir: Path | None) -> None:
     """Check DATASETS (names under datasets/ or folders; default: all) for schema, sha256 against the
     card, exact/near duplicates, PII and train/eval overlap. Exit 1 on a failed check, 2 on bad input."""
     from governance.datacheck import discover_datasets, format_summary, resolve_datasets, run_data_check
@@ -100,6 +103,13 @@ def check(datasets: tuple[str, ...], out_dir: Path | None) -> None:
     from llmops.settings import Settings
 
     settings = Settings.load()
+    if training_config is not None:
+        if datasets:
+            raise InputError("give DATASETS or --training-config, not both", field="--training-config")
+        from training.config import load_config
+
+        cfg = load_config(training_config)
+        datasets = tuple(str(settings.root / d) for d in (cfg.dataset, *cfg.extra_datasets))
     if datasets:
         dirs = resolve_datasets(datasets, settings.datasets_dir)
     else:

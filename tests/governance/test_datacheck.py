@@ -287,6 +287,22 @@ def test_cli_exits_2_on_bad_json_missing_card_or_unknown_dataset(repo: Path, row
     assert "dataset card missing" in capsys.readouterr().err
 
 
+def test_cli_checks_the_datasets_a_training_config_names(repo: Path, rows, capsys) -> None:
+    # what the merge pipeline's data-check stage runs: the configured datasets, not a fixed list
+    train, eval_ = rows
+    write_dataset(repo, train, eval_)
+    config = repo / "config.yaml"
+    config.write_text("dataset: datasets/demo\nextra_datasets: []\n", encoding="utf-8")
+    assert main(["data", "check", "--training-config", str(config), "--out", str(repo / "r1")]) == 0
+    assert "data:demo:pii" in capsys.readouterr().out
+    train[1]["answer"] = "mail me: maria.rossi@gmail.com"
+    write_dataset(repo, train, eval_)
+    assert main(["data", "check", "--training-config", str(config), "--out", str(repo / "r2")]) == 1
+    config.write_text("dataset: datasets/missing\nextra_datasets: []\n", encoding="utf-8")
+    assert main(["data", "check", "--training-config", str(config)]) == 2
+    assert main(["data", "check", "demo", "--training-config", str(config)]) == 2
+
+
 def test_cli_without_datasets_is_an_input_error(repo: Path) -> None:
     assert main(["data", "check"]) == 2
 
