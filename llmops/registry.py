@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator, Mapping
@@ -31,6 +32,13 @@ from llmops.errors import InputError
 from llmops.files import atomic_dir, atomic_write_json, sha256_file, sha256_tree
 
 ALIASES = ("candidate", "production", "previous")
+GENESIS = "0" * 64  # prev_hash of the first alias move
+
+
+def move_hash(entry: Mapping[str, Any]) -> str:
+    """sha256 of an alias move's canonical JSON, its own `hash` left out (it covers prev_hash)."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class IntegrityError(InputError):
@@ -162,14 +170,47 @@ class Registry:
                 aliases["previous"] = old
             moves.append((alias, old, version))
             aliases[alias] = version
-            atomic_write_json(self.root / "aliases.json", aliases)
-            entries = [{"time": _now(), "alias": a, "from": f, "to": t, "reason": reason, "actor": actor}
-                       for a, f, t in moves]
+            history = self.alias_history()
+            seq, prev = (history[-1].get("seq", len(history)), history[-1].get("hash", GENESIS)) if history else (0, GENESIS)
+            entries = []
+            for a, f, t in moves:
+                seq += 1
+                entry = {"seq": seq, "time": _now(), "alias": a, "from": f, "to": t, "reason": reason,
+                         "actor": actor, "prev_hash": prev}
+                entry["hash"] = prev = move_hash(entry)
+                entries.append(entry)
+            # the history first: a crash between the two leaves a move recorded but not made, which
+            # verify_alias_history reports, never a move made and not recorded
             with open(self.root / "alias_history.jsonl", "a", encoding="utf-8") as handle:
                 for entry in entries:
                     handle.write(json.dumps(entry, sort_keys=True) + "\n")
                 handle.flush()
+            atomic_write_json(self.root / "aliases.json", aliases)
         return entries[-1]
+
+    def verify_alias_history(self) -> list[str]:
+        """Problems with the alias history: a line whose hash or chain link is wrong (edited, cut out
+        or inserted), or aliases.json disagreeing with the history's last move of an alias. The
+        history's head is also recorded in the audit log by whoever moved it (`alias_history_hash`),
+        which `llmops audit verify --registry-anchors` checks, so a rewrite of the whole file fails too."""
+        problems, prev, last = [], GENESIS, {}
+        for n, entry in enumerate(self.alias_history(), start=1):
+            if entry.get("prev_hash") != prev:
+                problems.append(f"alias_history.jsonl:{n}: prev_hash does not match line {n - 1}'s hash")
+            if entry.get("hash") != move_hash(entry):
+                problems.append(f"alias_history.jsonl:{n}: hash does not match the entry (edited)")
+            prev = entry.get("hash", "")
+            last[entry.get("alias")] = entry.get("to")
+        for alias, version in self.aliases().items():
+            if last.get(alias) != version:
+                problems.append(f"aliases.json: {alias} -> {version}, but the history's last move of {alias} is "
+                                f"-> {last.get(alias)}")
+        return problems
+
+    def alias_head(self) -> str | None:
+        """The hash of the newest alias move (None: no move yet)."""
+        history = self.alias_history()
+        return history[-1].get("hash") if history else None
 
     # --- reports produced after registration -------------------------------------------------
     def attach_report(self, ref: str, name: str, src_dir: Path) -> Path:

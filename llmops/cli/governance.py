@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -42,7 +43,8 @@ def audit() -> None:
 @click.option("--anchor", default=None, metavar="SEQ:HASH", help="A head recorded earlier (`llmops audit head`).")
 @click.option("--registry-anchors", is_flag=True,
               help="Also check the head every registered version recorded in its lineage (audit_anchor): a log "
-                   "cut or rewritten before a registration fails.")
+                   "cut or rewritten before a registration fails; and the registry's alias history: its own hash "
+                   "chain, aliases.json against it, and its head recorded in the audit log by the move's entry.")
 def verify_cmd(log: str | None, anchor: str | None, registry_anchors: bool) -> None:
     """Check every entry's hash and the chain; exit 1 naming each tampered line."""
     from governance.audit import head, parse_anchor, verify
@@ -60,8 +62,10 @@ def verify_cmd(log: str | None, anchor: str | None, registry_anchors: bool) -> N
         recorded = [reg.get(v, verify=False).lineage.get("audit_anchor") for v in reg.versions()]
         anchors += [parse_anchor(a) for a in recorded if a]
         click.echo(f"{len(recorded)} registered versions, {sum(1 for a in recorded if a)} with an audit anchor")
-    problems = verify(path) if not anchors else [p for a in anchors for p in verify(path, anchor=a)]
+    problems: list[Any] = verify(path) if not anchors else [p for a in anchors for p in verify(path, anchor=a)]
     problems = list({str(p): p for p in problems}.values())
+    if registry_anchors:
+        problems += alias_history_problems(reg, path)
     if problems:
         for problem in problems:
             click.echo(f"{path}: {problem}")
@@ -69,6 +73,26 @@ def verify_cmd(log: str | None, anchor: str | None, registry_anchors: bool) -> N
     last = head(path)
     click.echo(f"audit log intact: {path}, {last[0] if last else 0} entries"
                + (f", head {last[0]}:{last[1]}" if last else ""))
+
+
+def alias_history_problems(reg: Any, log: Path) -> list[str]:
+    """The alias history's own chain, and its tie to the audit log: the audit entries of alias moves
+    record the history's hash at the time (alias_history_hash), so the history's head must be one of
+    them (no unaudited move after the last audited one), and every recorded hash must still be in
+    the history (it was not rewritten)."""
+    from governance.audit import read_entries
+
+    problems = [f"registry {p}" for p in reg.verify_alias_history()]
+    recorded = [e["details"]["alias_history_hash"] for _, e in read_entries(log)
+                if e and isinstance(e.get("details"), dict) and e["details"].get("alias_history_hash")]
+    hashes = {h.get("hash") for h in reg.alias_history()}
+    head = reg.alias_head()
+    if head and head not in recorded:
+        problems.append(f"registry alias_history.jsonl: its newest move ({head[:12]}) has no audit entry "
+                        "(moved outside llmops, or the audit log was cut)")
+    problems += [f"registry alias_history.jsonl: the move {h[:12]} the audit log recorded is gone (rewritten)"
+                 for h in recorded if h not in hashes]
+    return problems
 
 
 @audit.command("head")

@@ -69,7 +69,7 @@ def alias(alias: str, ref: str, reason: str) -> None:
     principal = authorize("registry.alias", target=f"alias:{alias}")
     entry = _registry().set_alias(alias, ref, reason=reason, actor=principal.name)
     audit_event("registry.alias", actor=principal.name, role=principal.role, target=f"alias:{alias}",
-                details={"from": entry["from"], "to": entry["to"]}, reason=reason)
+                details={"from": entry["from"], "to": entry["to"], "alias_history_hash": entry["hash"]}, reason=reason)
     click.echo(f"{entry['alias']}: {entry['from']} -> {entry['to']}")
 
 

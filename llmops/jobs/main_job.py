@@ -256,9 +256,10 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
                            "onnx": exported.out_dir, "loss_curve.png": trained.run_dir / "loss_curve.png"},
                           lineage)
         reg.attach_report(mv.version, "eval", out)
-        reg.set_alias("candidate", mv.version, reason="main job: data, parity and eval gates passed")
+        moved = reg.set_alias("candidate", mv.version, reason="main job: data, parity and eval gates passed")
         audit_event("registry.register", target=f"version {mv.version}",
-                    details={"alias": "candidate", "git": lineage["git"], "job": "main"}, settings=settings)
+                    details={"alias": "candidate", "git": lineage["git"], "job": "main",
+                             "alias_history_hash": moved["hash"]}, settings=settings)
         return mv.version
 
     job.version = stage("register", register)

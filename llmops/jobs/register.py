@@ -147,9 +147,10 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
         mv = reg.register({"model": run_dir / "merged", "adapter": run_dir / "adapter",
                            "onnx": pipeline_dir / "export" / "onnx", "loss_curve.png": run_dir / "loss_curve.png",
                            "reports": reports}, lineage)
-        reg.set_alias("candidate", mv.version, reason="merge pipeline: all gates passed, promote-if-better")
+        moved = reg.set_alias("candidate", mv.version, reason="merge pipeline: all gates passed, promote-if-better")
         audit_event("registry.register", target=f"version {mv.version}",
-                    details={"alias": "candidate", "git": lineage["git"], "neutral": neutral}, settings=settings)
+                    details={"alias": "candidate", "git": lineage["git"], "neutral": neutral,
+                             "alias_history_hash": moved["hash"]}, settings=settings)
         report.info["registered"] = mv.version
         from governance.cards import write_cards
 

@@ -269,14 +269,15 @@ class Controller:
             if failures:
                 self.abort(stable, preview, mv.version, failures, tag)
         self.gw.promote(preview, self.cfg.scale_down_delay_seconds, reason=f"release {ref} promoted")
-        registry.set_alias("production", mv.version, reason=f"release {ref}" + (f" (tag {tag})" if tag else ""),
-                           actor=self.principal.name)
+        moved = registry.set_alias("production", mv.version, reason=f"release {ref}" + (f" (tag {tag})" if tag else ""),
+                                   actor=self.principal.name)
         self.record.update(verdict="pass", reasons=[], finished=time.time())
         self.save_record()
         self.audit("release.promote", "production", {"version": mv.version, "tag": tag, "colour": preview,
                                                       "previous_colour": stable,
                                                       "scale_down_delay_seconds": self.cfg.scale_down_delay_seconds,
-                                                      "analysis": self.record["phases"]})
+                                                      "analysis": self.record["phases"],
+                                                      "alias_history_hash": moved["hash"]})
         self.log(f"promoted version {mv.version} on {preview}; {stable or 'no colour'} stays warm for "
                  f"{self.cfg.scale_down_delay_seconds:g} s")
         return ReleaseResult(mv.version, preview, True, self.record)
@@ -348,12 +349,14 @@ def rollback(*, reason: str, to: str | None = None, settings: Settings | None = 
             switch_s = time.perf_counter() - started
         finally:
             client.close()
+    moved = None
     if registry.aliases().get("production") != version:
-        registry.set_alias("production", version, reason=f"rollback: {reason}", actor=principal.name)
+        moved = registry.set_alias("production", version, reason=f"rollback: {reason}", actor=principal.name)
     audit_event("rollback", actor=principal.name, role=principal.role, target="production",
                 details={"from_colour": stable, "from_version": status["colours"][stable]["version"],
                          "to_colour": target, "to_version": version, "loaded": loaded,
-                         "switch_s": round(switch_s, 4)}, reason=reason, settings=settings)
+                         "switch_s": round(switch_s, 4),
+                         **({"alias_history_hash": moved["hash"]} if moved else {})}, reason=reason, settings=settings)
     log(f"traffic on {target} (version {version}) in {switch_s * 1000:.0f} ms; production -> {version}")
     return {"colour": target, "version": version, "switch_s": switch_s, "loaded": loaded}
 

@@ -118,3 +118,46 @@ def test_cli_alias_move_needs_the_permission_and_is_audited(llmops_home: Path, a
     assert len(moves) == 1 and moves[0]["actor"] == "oncall" and moves[0]["details"]["to"] == "2"
     assert any(e and e["action"] == "role.denied" for _, e in read_entries(log))
     assert verify(log) == []
+    # the alias history is chained and its head is in the audit log
+    assert moves[0]["details"]["alias_history_hash"] == reg.alias_head()
+    assert main(["audit", "verify", "--registry-anchors"]) == 0
+
+
+def test_alias_history_tampering_is_caught(llmops_home: Path, artifacts: dict[str, Path],
+                                           monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from llmops.cli import main
+    from llmops.settings import Settings
+
+    reg = Registry(Settings.load().registry_dir)
+    for _ in range(3):
+        reg.register(artifacts, {})
+    assert main(["registry", "alias", "production", "1", "--reason", "first"]) == 0
+    assert main(["registry", "alias", "production", "2", "--reason", "second"]) == 0
+    assert reg.verify_alias_history() == [] and main(["audit", "verify", "--registry-anchors"]) == 0
+    path = reg.root / "alias_history.jsonl"
+    clean = path.read_text()
+
+    # a move made behind llmops' back (valid chain, no audit entry) is caught by the audit tie
+    reg.set_alias("production", "3", reason="sneaky")
+    assert reg.verify_alias_history() == []
+    capsys.readouterr()
+    assert main(["audit", "verify", "--registry-anchors"]) == 1
+    assert "has no audit entry" in capsys.readouterr().out
+
+    # an edited line breaks the chain
+    path.write_text(clean.replace('"reason": "first"', '"reason": "approved by the board"'))
+    (reg.root / "aliases.json").write_text('{"production": "2", "previous": "1"}')
+    assert any("hash does not match" in p for p in reg.verify_alias_history())
+
+    # a rewritten history (hashes recomputed) no longer holds the hashes the audit log recorded
+    path.unlink()
+    (reg.root / "aliases.json").unlink()
+    reg.set_alias("production", "2", reason="history rewritten")
+    assert reg.verify_alias_history() == []
+    capsys.readouterr()
+    assert main(["audit", "verify", "--registry-anchors"]) == 1
+    assert "is gone (rewritten)" in capsys.readouterr().out
+
+    # aliases.json edited by hand disagrees with the history
+    (reg.root / "aliases.json").write_text('{"production": "3"}')
+    assert any("aliases.json: production -> 3" in p for p in reg.verify_alias_history())
