@@ -55,7 +55,14 @@ from llmops.launch import LaunchError, free_port, running_process
 from llmops.prompts import Prompt
 from llmops.settings import Settings
 from serving.auth import ApiKeyMiddleware, check_mode
-from serving.ratelimit import DEFAULT_RATE, BodyCapMiddleware, RateLimitMiddleware, error_json, parse_rate
+from serving.ratelimit import (
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_RATE,
+    BodyCapMiddleware,
+    RateLimitMiddleware,
+    error_json,
+    parse_rate,
+)
 from serving.receipts import RECEIPT_FIELD, Receipts, default_receipts, last_user_text
 from serving.schemas import (
     ChatChoice,
@@ -103,6 +110,9 @@ class ServeLimits:
     rate_limit: str | None = DEFAULT_RATE
     """Requests to /v1/* per client (API key, else address), e.g. "600/minute"; None: no limit
     (workers behind the gateway, which limits at the edge)."""
+    max_concurrent: int | None = DEFAULT_MAX_CONCURRENT
+    """Requests of one client in flight at once (a stream counts until it ends); None or 0: no cap.
+    Only where `rate_limit` is on: the workers behind the gateway and the harness servers have neither."""
 
 
 class APIError(Exception):
@@ -427,7 +437,7 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
         app.add_middleware(ApiKeyMiddleware, keys=KeyStore(key_file(settings)), policy=load_policy(settings=settings),
                            settings=settings, gateway_token=settings.secret("worker_token"))
     if rate is not None:  # inside the metrics middleware, so a 401 or 429 is counted
-        app.add_middleware(RateLimitMiddleware, rate=rate)
+        app.add_middleware(RateLimitMiddleware, rate=rate, max_concurrent=limits.max_concurrent)
     app.add_middleware(BodyCapMiddleware, max_bytes=limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if operate if operate is not None else settings.operate:

@@ -30,6 +30,7 @@ from limits.strategies import MovingWindowRateLimiter
 from llmops.errors import InputError
 
 DEFAULT_RATE = "6000/minute"  # per client; high enough for a load test from one address, low enough to stop a flood
+DEFAULT_MAX_CONCURRENT = 16  # requests of one client in flight at once; the worker decodes one at a time anyway
 
 
 def error_json(status: int, message: str, type_: str, param: str | None = None, code: str | None = None,
@@ -58,25 +59,39 @@ def client_id(scope: dict[str, Any]) -> str:
 
 
 class RateLimitMiddleware:
-    """ASGI middleware: requests to `/v1/*` over `rate` per client get a 429."""
+    """ASGI middleware: requests to `/v1/*` over `rate` per client, or over `max_concurrent` of its
+    requests in flight at once (a stream counts until its last byte), get a 429."""
 
-    def __init__(self, app: Any, rate: Any, prefix: str = "/v1/") -> None:
-        self.app, self.rate, self.prefix = app, rate, prefix
+    def __init__(self, app: Any, rate: Any, prefix: str = "/v1/", max_concurrent: int | None = None) -> None:
+        self.app, self.rate, self.prefix, self.max_concurrent = app, rate, prefix, max_concurrent
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.active: dict[str, int] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
         who = client_id(scope)
-        if self.limiter.hit(self.rate, who):
-            await self.app(scope, receive, send)
+        if self.max_concurrent and self.active.get(who, 0) >= self.max_concurrent:
+            response = error_json(429, f"{self.max_concurrent} requests of this client are already in flight; "
+                                       "retry when one has finished", "rate_limit_error",
+                                  code="concurrency_limit_exceeded", headers={"Retry-After": "1"})
+            await response(scope, receive, send)
             return
-        stats = self.limiter.get_window_stats(self.rate, who)
-        retry = max(1, math.ceil(stats.reset_time - time.time()))
-        response = error_json(429, f"rate limit {self.rate} exceeded for this client; retry after {retry} s",
-                              "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(retry)})
-        await response(scope, receive, send)
+        if self.rate is not None and not self.limiter.hit(self.rate, who):
+            stats = self.limiter.get_window_stats(self.rate, who)
+            retry = max(1, math.ceil(stats.reset_time - time.time()))
+            response = error_json(429, f"rate limit {self.rate} exceeded for this client; retry after {retry} s",
+                                  "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(retry)})
+            await response(scope, receive, send)
+            return
+        self.active[who] = self.active.get(who, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active[who] -= 1
+            if not self.active[who]:
+                del self.active[who]
 
 
 class BodyCapMiddleware:

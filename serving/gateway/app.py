@@ -26,7 +26,7 @@ from serving.feedback import FeedbackStore, chat_router, feedback_router
 from serving.gateway.admin import AdminError, ColourRequest, LoadRequest, PromoteRequest, WeightsRequest
 from serving.gateway.core import Gateway, GatewayOptions
 from serving.gateway.state import other
-from serving.ratelimit import BodyCapMiddleware, RateLimitMiddleware, parse_rate
+from serving.ratelimit import DEFAULT_MAX_CONCURRENT, BodyCapMiddleware, RateLimitMiddleware, parse_rate
 from serving.receipts import default_receipts
 
 
@@ -123,7 +123,7 @@ def create_gateway(settings: Settings | None = None, options: GatewayOptions | N
         front = api_key_middleware(front, settings)
     rate = parse_rate(options.rate_limit)
     if rate is not None:
-        front = RateLimitMiddleware(front, rate)
+        front = RateLimitMiddleware(front, rate, max_concurrent=DEFAULT_MAX_CONCURRENT)
     return BodyCapMiddleware(front, options.max_body_bytes)  # the gateway buffers a body to retry it
 
 

@@ -44,3 +44,36 @@ def test_the_gateway_puts_the_body_cap_and_the_rate_limit_in_front(llmops_home: 
     assert isinstance(app, BodyCapMiddleware) and app.max_bytes == 1234
     assert isinstance(app.app, RateLimitMiddleware)
     assert not isinstance(create_gateway(Settings.load(), GatewayOptions(rate_limit="off")).app, RateLimitMiddleware)
+
+
+def test_concurrent_requests_per_client_are_capped() -> None:
+    import asyncio
+
+    import httpx
+
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_app(scope: dict, receive, send) -> None:  # a long stream, held open until released
+        entered.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    limited = RateLimitMiddleware(slow_app, None, max_concurrent=1)
+    a, b = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=limited), base_url="http://t") as client:
+            first = asyncio.create_task(client.post("/v1/x", headers=a))
+            await entered.wait()
+            second = await client.post("/v1/x", headers=a)
+            assert second.status_code == 429 and second.json()["error"]["code"] == "concurrency_limit_exceeded"
+            assert second.headers["Retry-After"] == "1"
+            entered.clear()
+            other = asyncio.create_task(client.post("/v1/x", headers=b))  # another key has its own count
+            await entered.wait()
+            release.set()
+            assert (await first).status_code == 200 and (await other).status_code == 200
+            assert (await client.post("/v1/x", headers=a)).status_code == 200  # the slot came back
+
+    asyncio.run(scenario())
