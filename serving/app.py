@@ -363,7 +363,8 @@ _UNION_BRANCH = re.compile(r"^(constrained-str|str|int|float|bool|none|list\[.*\
 _ROLES = ("system", "developer", "user", "assistant")
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:
+def validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:
+    """(message, param, code) of a request body that failed validation, for a 400 in OpenAI's shape."""
     errors = exc.errors()
     if not errors:
         return "invalid request", None, "invalid_request"
@@ -449,7 +450,7 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param, code = _validation_message(exc)
+        message, param, code = validation_message(exc)
         return error_json(400, message, "invalid_request_error", param, code)
 
     @app.exception_handler(StarletteHTTPException)

@@ -15,18 +15,26 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 
 from governance.apikeys import KeyStore, install_log_redaction, key_file
 from llmops.settings import Settings
+from serving.app import validation_message
 from serving.auth import api_key_middleware, check_mode
 from serving.feedback import FeedbackStore, chat_router, feedback_router
 from serving.gateway.admin import AdminError, ColourRequest, LoadRequest, PromoteRequest, WeightsRequest
 from serving.gateway.core import Gateway, GatewayOptions
 from serving.gateway.state import other
-from serving.ratelimit import DEFAULT_MAX_CONCURRENT, BodyCapMiddleware, RateLimitMiddleware, parse_rate
+from serving.ratelimit import (
+    DEFAULT_MAX_CONCURRENT,
+    BodyCapMiddleware,
+    RateLimitMiddleware,
+    error_json,
+    parse_rate,
+)
 from serving.receipts import default_receipts
 
 
@@ -50,6 +58,12 @@ def create_gateway(settings: Settings | None = None, options: GatewayOptions | N
     @app.exception_handler(AdminError)
     async def admin_error(_: Request, exc: AdminError) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content={"error": {"message": exc.message, "code": exc.status}})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # /v1/feedback, served here: the same 400 in OpenAI's shape as at a worker, not FastAPI's 422
+        message, param, code = validation_message(exc)
+        return error_json(400, message, "invalid_request_error", param, code)
 
     @app.exception_handler(ValidationError)
     async def invalid(_: Request, exc: ValidationError) -> JSONResponse:

@@ -1,13 +1,13 @@
-"""API keys on /v1/*: a real worker (uvicorn subprocess) and a real gateway, each with `--auth keys`,
-the default. No key, a forged key and a revoked key get 401; a role without `chat` gets 403 and an
-audit entry; a valid key is served, also through the official openai client.
+"""API keys on /v1/*: a real worker (uvicorn subprocess) with `--auth keys`, the default. No key, a
+forged key and a revoked key get 401; a role without `chat` gets 403 and an audit entry; a valid key
+is served, also through the official openai client. The gateway's side (the key at the edge, its
+workers taking only its token or a key) is in tests/serving/test_contract.py, on its gateway.
 
     .venv/bin/pytest tests/serving/test_auth.py -q
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
@@ -117,32 +117,6 @@ def test_a_role_without_chat_gets_403_and_an_audit_entry(tmp_path: Path, llmops_
     denied = [e for _, e in read_entries(log) if e and e["action"] == "role.denied"]
     assert denied and denied[-1]["actor"] == "feedback-only" and denied[-1]["target"] == "/v1/models"
     assert key not in log.read_text()  # the key itself is never written
-
-
-def test_the_gateway_checks_the_key_and_its_workers_take_only_the_gateway_or_a_key(
-        exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmops.launch import wait_until
-    from serving.gateway.testing import running_gateway
-    from tests.serving.bluegreen import make_home
-
-    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))  # make_home sets it; restored after
-    home, keys = make_home(tmp_path, exported.variants["fp32"], versions=2)
-    with running_gateway(home, auth="keys") as (url, _):
-        wait_until(lambda: httpx.get(url + "/healthz", timeout=5).json()["up"].get("blue"), timeout=120,
-                   interval=0.5, on_timeout=lambda: AssertionError("blue did not come up"))
-        r = httpx.post(url + "/v1/chat/completions", json={"messages": USER}, timeout=30)
-        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", r.text
-        served = httpx.post(url + "/v1/chat/completions", json={"messages": USER, "max_tokens": 4}, timeout=60,
-                            headers=bearer(keys["user"]))
-        assert served.status_code == 200 and served.headers["x-llmops-colour"] == "blue", served.text
-        # around the gateway, straight to its worker: no key, no entry; the gateway's token or a key: in
-        state = json.loads((home / "gateway" / "state.json").read_text())
-        worker = f"http://127.0.0.1:{state['colours']['blue']['port']}"
-        assert httpx.get(worker + "/v1/models", timeout=10).status_code == 401
-        token = (home / "gateway" / "worker.token").read_text().strip()
-        assert oct((home / "gateway" / "worker.token").stat().st_mode & 0o777) == "0o600"
-        assert httpx.get(worker + "/v1/models", headers=bearer(token), timeout=10).status_code == 200
-        assert httpx.get(worker + "/v1/models", headers=bearer(keys["user"]), timeout=10).status_code == 200
 
 
 def test_no_keys_only_on_loopback(exported, capsys) -> None:
