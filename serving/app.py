@@ -31,7 +31,6 @@ loop keeps answering /healthz and /metrics while a request decodes.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
@@ -63,7 +62,7 @@ from serving.ratelimit import (
     error_json,
     parse_rate,
 )
-from serving.receipts import RECEIPT_FIELD, Receipts, default_receipts, last_user_text
+from serving.receipts import Receipts, default_receipts, last_user_text
 from serving.schemas import (
     ChatChoice,
     ChatCompletion,
@@ -77,6 +76,7 @@ from serving.schemas import (
     ModelList,
     Usage,
 )
+from serving.streaming import chat_sse, completion_sse
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/feedback", "/chat", "/healthz", "/readyz",
           "/metrics")
@@ -263,102 +263,6 @@ class ServingState:
                      total_tokens=prompt_tokens + completion_tokens)
 
 
-class _TrimStream:
-    """Streamed equivalent of str.strip(): drop leading whitespace, hold trailing whitespace back."""
-
-    def __init__(self) -> None:
-        self.started, self.pending = False, ""
-
-    def feed(self, delta: str) -> str:
-        if not self.started:
-            delta = delta.lstrip()
-            if not delta:
-                return ""
-            self.started = True
-        text = self.pending + delta
-        kept = text.rstrip()
-        self.pending = text[len(kept):]
-        return kept
-
-
-def _sse(obj: dict[str, Any]) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-async def _stream_chunks(state: ServingState, ids: list[int], params: Any) -> AsyncIterator[Any]:
-    """Run the generator's stream in the threadpool, one step per hop; close it if the client leaves."""
-    iterator = state.generator.stream_ids(ids, params)
-    sentinel = object()
-    try:
-        while True:
-            chunk = await run_in_threadpool(next, iterator, sentinel)
-            if chunk is sentinel:
-                return
-            yield chunk
-    finally:
-        # Runs on disconnect too. The worker thread has finished its step by now (anyio waits for
-        # it even when cancelled), so close() only runs the generator's finally: the lock is freed.
-        with contextlib.suppress(ValueError):
-            iterator.close()
-
-
-async def _chat_sse(state: ServingState, ids: list[int], params: Any, model: str,
-                    include_usage: bool, question: str) -> AsyncIterator[str]:
-    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-    def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> str:
-        return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra})
-
-    yield chunk({"role": "assistant", "content": ""}, None)
-    trim = _TrimStream()
-    answer = ""
-    try:
-        async for piece in _stream_chunks(state, ids, params):
-            text = trim.feed(piece.text)
-            if text:
-                answer += text
-                yield chunk({"content": text}, None)
-            if piece.completion is not None:
-                done = piece.completion
-                usage = state.count(done.prompt_tokens, done.completion_tokens)
-                receipt = state.receipts.issue(cid, model, question, answer) if state.receipts else None
-                yield chunk({}, done.finish_reason, **({RECEIPT_FIELD: receipt} if receipt else {}))
-                if include_usage:
-                    yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                                "choices": [], "usage": usage.model_dump()})
-    except Exception as exc:  # headers are sent: report in-band, as OpenAI does
-        yield _sse({"error": {"message": f"generation failed: {exc}", "type": "server_error",
-                              "param": None, "code": None}})
-    yield "data: [DONE]\n\n"
-
-
-async def _completion_sse(state: ServingState, ids: list[int], params: Any, model: str,
-                          include_usage: bool) -> AsyncIterator[str]:
-    cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-
-    def chunk(text: str, finish: str | None) -> str:
-        return _sse({"id": cid, "object": "text_completion", "created": created, "model": model,
-                     "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]})
-
-    try:
-        async for piece in _stream_chunks(state, ids, params):
-            if piece.completion is None:
-                if piece.text:
-                    yield chunk(piece.text, None)
-            else:
-                done = piece.completion
-                usage = state.count(done.prompt_tokens, done.completion_tokens)
-                yield chunk(piece.text, done.finish_reason)
-                if include_usage:
-                    yield _sse({"id": cid, "object": "text_completion", "created": created, "model": model,
-                                "choices": [], "usage": usage.model_dump()})
-    except Exception as exc:
-        yield _sse({"error": {"message": f"generation failed: {exc}", "type": "server_error",
-                              "param": None, "code": None}})
-    yield "data: [DONE]\n\n"
-
-
 _UNION_BRANCH = re.compile(r"^(constrained-str|str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
 _ROLES = ("system", "developer", "user", "assistant")
 
@@ -497,7 +401,7 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
         model = req.model or state.model_id
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_chat_sse(state, ids, params, model, include_usage, question),
+            return StreamingResponse(chat_sse(state, ids, params, model, include_usage, question),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         (done,) = await run_in_threadpool(state.generator.generate_ids, [ids], params)
         usage = state.count(done.prompt_tokens, done.completion_tokens)
@@ -519,7 +423,7 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
         model = req.model or state.model_id
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_completion_sse(state, ids[0], params, model, include_usage),
+            return StreamingResponse(completion_sse(state, ids[0], params, model, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         done = await run_in_threadpool(state.generator.generate_ids, ids, params)
         usage = state.count(sum(d.prompt_tokens for d in done), sum(d.completion_tokens for d in done))

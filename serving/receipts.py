@@ -17,15 +17,15 @@ receipts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import time
+import tempfile
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from llmops.errors import InputError
-from llmops.files import atomic_write_text
 from llmops.settings import Settings
 
 RECEIPT_FIELD = "llmops_receipt"
@@ -43,17 +43,16 @@ def receipt_key(settings: Settings | None = None) -> bytes:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path.parent, 0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".receipt-")  # mode 0600
         try:
-            # exclusive create: two workers starting at once must not end up with two keys
-            fd = os.open(path.with_suffix(".lock"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            deadline = time.monotonic() + 5
-            while not path.is_file() and time.monotonic() < deadline:
-                time.sleep(0.05)
-        else:
+            os.write(fd, Fernet.generate_key() + b"\n")
+            os.fsync(fd)
             os.close(fd)
-            atomic_write_text(path, Fernet.generate_key().decode() + "\n", mode=0o600)
-            path.with_suffix(".lock").unlink(missing_ok=True)
+            # link(2) fails if the key exists: of two workers starting at once, one key wins
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
     return path.read_text().strip().encode()
 
 

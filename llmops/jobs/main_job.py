@@ -84,7 +84,8 @@ def _eval_key(settings: Settings, model_id: str, dataset_dir: Path, limit: int) 
         "eval_split": sha256_file(dataset_dir / "eval.jsonl"),
         "assertions": {name: a.version for name, a in sorted(ASSERTIONS.items())},
         "code": {p: sha256_file(settings.root / p) for p in
-                 ("evals/runner.py", "evals/metrics.py", "serving/runtime.py", "serving/app.py", "llmops/prompts.py")
+                 ("evals/runner.py", "evals/metrics.py", "serving/runtime.py", "serving/app.py", "serving/streaming.py",
+                  "llmops/prompts.py")
                  if (settings.root / p).is_file()},
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]

@@ -75,29 +75,27 @@ class ColourRequest(BaseModel):
     reason: str = ""
 
 
-def ensure_local_token(directory: Path) -> str:
-    """The local operator's token in `directory`/admin.token, written once with mode 0600 in a folder
-    of mode 0700: it grants admin, so no other local account may read it. A token file that others
-    can read (an older gateway's) is replaced."""
+def ensure_token(directory: Path, name: str, prefix: str = "") -> str:
+    """The secret in `directory`/`name`, written once with mode 0600 in a folder of mode 0700, and
+    kept across restarts. A file that others can read (an older gateway's) is replaced."""
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    token_file = directory / ADMIN_TOKEN_FILE
+    token_file = directory / name
     if not token_file.is_file() or token_file.stat().st_mode & 0o077:
-        atomic_write_text(token_file, secrets.token_urlsafe(32), mode=0o600)
+        atomic_write_text(token_file, prefix + secrets.token_urlsafe(32), mode=0o600)
     return token_file.read_text(encoding="utf-8").strip()
+
+
+def ensure_local_token(directory: Path) -> str:
+    """The local operator's token (admin.token): it grants admin, so no other local account may read it."""
+    return ensure_token(directory, ADMIN_TOKEN_FILE)
 
 
 def ensure_worker_token(directory: Path) -> str:
-    """The token the gateway presents to its workers (`directory`/worker.token, 0600 in a 0700
-    folder), kept across restarts so that adopted workers still accept it. A worker accepts it in
-    place of an API key (serving/auth.py): it proves the request came through the gateway, which
-    checked the client's key at the edge."""
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    token_file = directory / WORKER_TOKEN_FILE
-    if not token_file.is_file() or token_file.stat().st_mode & 0o077:
-        atomic_write_text(token_file, "gw_" + secrets.token_urlsafe(32), mode=0o600)
-    return token_file.read_text(encoding="utf-8").strip()
+    """The token the gateway presents to its workers (worker.token), kept so that adopted workers
+    still accept it. A worker accepts it in place of an API key (serving/auth.py): it proves the
+    request came through the gateway, which checked the client's key at the edge."""
+    return ensure_token(directory, WORKER_TOKEN_FILE, prefix="gw_")
 
 
 def worker_token(settings: Settings) -> str | None:
