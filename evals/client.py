@@ -117,10 +117,12 @@ class OpenAIClient:
         return [m["id"] for m in self._request("GET", "/v1/models").get("data", [])]
 
     def complete(self, prompt: str, max_tokens: int = 64, temperature: float = 0.0,
-                 stop: list[str] | None = None) -> str:
-        """The completion text for `prompt` (first choice)."""
+                 stop: list[str] | None = None, frequency_penalty: float = 0.0, presence_penalty: float = 0.0) -> str:
+        """The completion text for `prompt` (first choice). The penalties are always sent, so a
+        server's own defaults never change what a prompt file's params ask for."""
         body: dict[str, Any] = {"model": self.model or "default", "prompt": prompt, "max_tokens": max_tokens,
-                                "temperature": temperature}
+                                "temperature": temperature, "frequency_penalty": frequency_penalty,
+                                "presence_penalty": presence_penalty}
         if stop:
             body["stop"] = list(stop)
         data = self._request("POST", "/v1/completions", body)
@@ -130,10 +132,11 @@ class OpenAIClient:
             raise EndpointError(f"/v1/completions answer has no choices[0].text: {str(data)[:200]}") from None
 
     def chat(self, messages: list[dict[str, str]], max_tokens: int = 64, temperature: float = 0.0,
-             stop: list[str] | None = None) -> str:
+             stop: list[str] | None = None, frequency_penalty: float = 0.0, presence_penalty: float = 0.0) -> str:
         """The assistant message content for `messages` ([{role, content}, ...], first choice)."""
         body: dict[str, Any] = {"model": self.model or "default", "messages": messages, "max_tokens": max_tokens,
-                                "temperature": temperature}
+                                "temperature": temperature, "frequency_penalty": frequency_penalty,
+                                "presence_penalty": presence_penalty}
         if stop:
             body["stop"] = list(stop)
         data = self._request("POST", "/v1/chat/completions", body)

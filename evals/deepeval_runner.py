@@ -66,8 +66,7 @@ def run_deepeval(base_url: str, dataset_dir: Path, prompts_dir: Path, model_dir:
         chat = client.chat_format
         rendered = [prompt.render(client.chat_format, question=r["question"],
                                   **({"context": r["context"]} if r.get("context") else {})) for r in rows]
-        outputs = parallel(lambda text: client.complete(text, max_tokens=params["max_tokens"],
-                                                        temperature=params["temperature"], stop=params["stop"]),
+        outputs = parallel(lambda text: client.complete(text, **params),
                            rendered, workers)
 
     factories = judged_metric_factories(judge, gates) if judge is not None else {}

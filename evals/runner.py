@@ -280,8 +280,7 @@ def run_case(client: OpenAIClient, case: EvalCase, prompt: Prompt, model_version
     }
     started = time.perf_counter()
     try:
-        output = client.complete(rendered, max_tokens=params["max_tokens"],
-                                 temperature=params["temperature"], stop=params["stop"])
+        output = client.complete(rendered, **params)
     except EndpointError as exc:
         if exc.status is None:
             raise  # unreachable endpoint: abort the run
@@ -383,8 +382,7 @@ def run_rows(client: OpenAIClient, prompt: Prompt, rows: list[dict[str, Any]],
         if row.get("context"):
             values["context"] = row["context"]
         try:
-            return client.complete(prompt.render(client.chat_format, **values), max_tokens=params.max_tokens,
-                                   temperature=params.temperature, stop=params.stop), None
+            return client.complete(prompt.render(client.chat_format, **values), **params.model_dump()), None
         except EndpointError as exc:
             if exc.status is None:
                 raise

@@ -47,8 +47,7 @@ def _answer(question: str, context: str | None) -> str:
     with OpenAIClient(ENDPOINT, api_key=SETTINGS.secret("eval_api_key")) as client:
         client.resolve_model()
         text = prompt.render(client.chat_format, question=question, **({"context": context} if context else {}))
-        return client.complete(text, max_tokens=params.max_tokens, temperature=params.temperature,
-                               stop=params.stop).strip()
+        return client.complete(text, **params.model_dump()).strip()
 
 
 def _case(row: dict):

@@ -48,6 +48,10 @@ class Params(BaseModel):
     max_tokens: int = Field(64, ge=1, le=4096, description="Most tokens to generate.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
     stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description=(
+        "OpenAI's frequency penalty: a token's logit drops by this much per time it was already generated."))
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description=(
+        "OpenAI's presence penalty: a token's logit drops by this much once it was generated."))
 
 
 class Message(BaseModel):

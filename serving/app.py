@@ -252,8 +252,13 @@ class ServingState:
                            param=param, code="context_length_exceeded")
         new_tokens = max_tokens or min(self.prompt.params.max_tokens, room, self.limits.max_tokens_cap)
         temperature = self.prompt.params.temperature if req.temperature is None else req.temperature
+        defaults = self.prompt.params
         params = SamplingParams(max_new_tokens=new_tokens, temperature=temperature,
-                                top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed, stop=tuple(stop))
+                                top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed, stop=tuple(stop),
+                                frequency_penalty=(defaults.frequency_penalty if req.frequency_penalty is None
+                                                   else req.frequency_penalty),
+                                presence_penalty=(defaults.presence_penalty if req.presence_penalty is None
+                                                  else req.presence_penalty))
         return ids, params
 
     def count(self, prompt_tokens: int, completion_tokens: int) -> Usage:

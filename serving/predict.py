@@ -130,7 +130,8 @@ def predict_file(in_path: str | Path, out_path: str | Path, model_dir: str | Pat
 
     chat = chat_format_of(find_onnx_dir(model_dir) if backend == "onnx" else model_dir)
     templated = SamplingParams(max_new_tokens=new_tokens, temperature=prompt.params.temperature, seed=0,
-                               stop=tuple(prompt.params.stop))
+                               stop=tuple(prompt.params.stop), frequency_penalty=prompt.params.frequency_penalty,
+                               presence_penalty=prompt.params.presence_penalty)
     raw = SamplingParams(max_new_tokens=new_tokens, temperature=prompt.params.temperature, seed=0)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(rows), initial=result.already_done, desc="predict", unit="row", disable=not progress)

@@ -49,6 +49,10 @@ class SamplingParams:
     """Generation ends at the first of these strings; the returned text excludes it."""
     ignore_eos: bool = False
     """Keep generating after eos (benchmarks that need a fixed length)."""
+    frequency_penalty: float = 0.0
+    """OpenAI's: subtracted from a token's logit once per time the token was already generated."""
+    presence_penalty: float = 0.0
+    """OpenAI's: subtracted once from the logit of every token already generated."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -57,7 +61,14 @@ class SamplingParams:
             raise InputError("temperature must be in [0, 2]", field="temperature")
         if not 0.0 < self.top_p <= 1.0:
             raise InputError("top_p must be in (0, 1]", field="top_p")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise InputError(f"{name} must be in [-2, 2]", field=name)
         object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
+
+    @property
+    def penalised(self) -> bool:
+        return self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
 
 
 @dataclass
@@ -231,6 +242,8 @@ class Generator(abc.ABC):
             next_pos = positions[:, -1:] + 1  # (batch, 1)
             while True:
                 next_ids = np.full((batch, 1), self.pad_id, dtype=np.int64)
+                if params.penalised:
+                    logits = self._penalise(logits, rows, params)
                 greedy = logits.argmax(axis=-1) if params.temperature <= 0.0 else None  # (batch,)
                 for i, row in enumerate(rows):
                     if row.finish_reason is not None:
@@ -261,6 +274,17 @@ class Generator(abc.ABC):
                 return
         if len(row.ids) >= row.budget:
             row.finish_reason = "length"
+
+    @staticmethod
+    def _penalise(logits: np.ndarray, rows: list[_Row], params: SamplingParams) -> np.ndarray:
+        """OpenAI's penalties over each row's generated tokens (the prompt's do not count):
+        logit[t] -= count[t] * frequency_penalty + (count[t] > 0) * presence_penalty."""
+        logits = np.array(logits, dtype=np.float32)  # a copy: a runtime may reuse its output buffer
+        for i, row in enumerate(rows):
+            if row.ids and row.finish_reason is None:
+                tokens, counts = np.unique(np.asarray(row.ids), return_counts=True)
+                logits[i, tokens] -= (counts * params.frequency_penalty + params.presence_penalty).astype(np.float32)
+        return logits
 
     @staticmethod
     def _choose(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:

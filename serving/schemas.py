@@ -69,6 +69,8 @@ class _Sampling(BaseModel):
     max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CAP)] | None = None
     temperature: Annotated[Float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[Float, Field(gt=0.0, le=1.0)] | None = None
+    frequency_penalty: Annotated[Float, Field(ge=-2.0, le=2.0)] | None = None
+    presence_penalty: Annotated[Float, Field(ge=-2.0, le=2.0)] | None = None
     n: Annotated[StrictInt, Field(ge=1, le=1, description="Only one choice per request.")] = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None

@@ -374,8 +374,7 @@ def run_gate_evals(tree: Path, changes: Changes | None, model: ModelUnderTest, *
 
             def complete(item: tuple[dict, str]) -> str:
                 row, _ = item
-                return client.complete(row_prompts[row["id"]], max_tokens=params["max_tokens"],
-                                       temperature=params["temperature"], stop=params["stop"])
+                return client.complete(row_prompts[row["id"]], **params)
 
             outputs = parallel(complete, pending_rows, 4)
             for (row, key), output in zip(pending_rows, outputs, strict=True):

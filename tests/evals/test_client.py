@@ -20,8 +20,9 @@ def test_complete_and_chat(stub_url: str, stub_app) -> None:
                                temperature=0.0, stop=["###"])
         assert text.strip() == REFUSAL
         sent = stub_app.state.requests[-1]
+        # the penalties are always sent: a server's defaults must not change a prompt file's params
         assert sent == {"model": "stub-model", "prompt": sent["prompt"], "max_tokens": 8, "temperature": 0.0,
-                        "stop": ["###"]}
+                        "stop": ["###"], "frequency_penalty": 0.0, "presence_penalty": 0.0}
         reply = client.chat([{"role": "user", "content": "What is a lambda?"}], max_tokens=16)
         assert "anonymous function" in reply
 

@@ -120,6 +120,8 @@ BAD_REQUESTS = [
      "invalid_value"),
     ("temperature-range", "/v1/chat/completions", {"messages": USER, "temperature": 3}, 400, "temperature",
      "invalid_value"),
+    ("frequency-penalty-range", "/v1/completions", {"prompt": "x", "frequency_penalty": -2.5}, 400,
+     "frequency_penalty", "invalid_value"),
     ("n-above-one", "/v1/chat/completions", {"messages": USER, "n": 2}, 400, "n", "invalid_value"),
     ("no-user-message", "/v1/chat/completions", {"messages": [{"role": "system", "content": "ctx"}]}, 400,
      "messages", "invalid_value"),
@@ -171,6 +173,21 @@ def test_in_process_chat_uses_the_prompt_template(client, exported):
     usage = client.post("/v1/chat/completions", json=body).json()["usage"]
     expected = prompt.render(question=USER[0]["content"], context="Some context.")
     assert usage["prompt_tokens"] == gen.count_tokens(expected)
+
+
+def test_the_prompts_penalties_are_the_default_and_a_request_overrides_them(client):
+    state = client.app.state.serving
+    served = state.prompt
+    state.prompt = served.model_copy(update={"params": served.params.model_copy(update={"frequency_penalty": 1.5})})
+    try:
+        def text(**extra):
+            body = {"prompt": "import os", "max_tokens": 24, "stop": [], **extra}
+            return client.post("/v1/completions", json=body).json()["choices"][0]["text"]
+
+        default, penalised, plain = text(), text(frequency_penalty=1.5), text(frequency_penalty=0)
+    finally:
+        state.prompt = served
+    assert default == penalised != plain
 
 
 def test_running_server_reports_a_bad_model(tmp_path):

@@ -111,6 +111,43 @@ def test_a_vanishing_temperature_is_greedy_not_nan():
         assert Generator._choose(logits, SamplingParams(temperature=temperature, top_p=5e-324), rng) == 1
 
 
+def test_frequency_and_presence_penalties_match_openais_formula(ort_untied, torch_untied):
+    """OpenAI's penalties, through both runtimes and batched, against an independent torch
+    logits processor on `model.generate`: logit[t] -= count[t] * frequency + (count[t] > 0) * presence."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class OpenAIPenalties(LogitsProcessor):
+        def __init__(self, start: int, frequency: float, presence: float) -> None:
+            self.start, self.frequency, self.presence = start, frequency, presence
+
+        def __call__(self, input_ids, scores):
+            counts = torch.zeros_like(scores)
+            counts.scatter_add_(1, input_ids[:, self.start:], torch.ones_like(input_ids[:, self.start:], dtype=scores.dtype))
+            return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
+
+    plain = SamplingParams(max_new_tokens=24, ignore_eos=True)
+    penalised = SamplingParams(max_new_tokens=24, ignore_eos=True, frequency_penalty=0.8, presence_penalty=0.4)
+    prompt = PROMPTS[2]
+    ids = ort_untied.encode(prompt)
+    with torch.inference_mode():
+        out = torch_untied.model.generate(
+            input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), max_new_tokens=24,
+            do_sample=False, pad_token_id=torch_untied.pad_id, eos_token_id=None, temperature=None, top_p=None,
+            top_k=None, logits_processor=LogitsProcessorList([OpenAIPenalties(len(ids), 0.8, 0.4)]))
+    reference = out[0, len(ids):].tolist()
+    got = ort_untied.generate([prompt], penalised)[0].token_ids
+    assert got == torch_untied.generate([prompt], penalised)[0].token_ids == reference
+    greedy = ort_untied.generate([prompt], plain)[0].token_ids
+    assert got != greedy and len(set(got)) > len(set(greedy))  # the penalty really changes the answer
+    batched = ort_untied.generate(PROMPTS, penalised)  # per-row counts: rows do not penalise each other
+    assert batched[2].token_ids == got
+    assert [c.token_ids for c in batched] == [ort_untied.generate([p], penalised)[0].token_ids for p in PROMPTS]
+    for name in ("frequency_penalty", "presence_penalty"):
+        with pytest.raises(InputError, match=name):
+            SamplingParams(**{name: 2.5})
+
+
 def test_context_window_and_bad_params(ort_untied):
     window = ort_untied.max_positions
     with pytest.raises(InputError, match="context window"):
