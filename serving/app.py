@@ -24,8 +24,13 @@ not matched, so a gateway can route any name to it.
 
 /v1/* needs an API key whose role holds `chat` (serving/auth.py; `--auth off` for a private
 server on loopback). Every invalid request gets a 4xx in OpenAI's shape {"error": {message, type, param, code}}.
-Generation runs in the threadpool, one at a time per model (the generator's lock), so the event
-loop keeps answering /healthz and /metrics while a request decodes.
+Generation is batched across requests (serving/batching.py): one scheduler thread owns the model
+and decodes every request in flight in one batch (at most `ServeLimits.max_batch` rows), new
+requests joining at step boundaries; a route only queues its request and awaits its result or
+stream on the event loop, so /healthz and /metrics keep answering while requests decode. When
+`max_waiting` sequences already wait for a row, a request gets 503 `server_busy` with Retry-After
+at once (overload is the server's state, not the client's fault, hence not 429, which is the
+per-client rate limit; the gateway retries a 503 once on the other colour).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import re
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +50,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from governance.apikeys import KeyStore, key_file
@@ -54,6 +59,7 @@ from llmops.launch import LaunchError, free_port, running_process
 from llmops.prompts import Prompt
 from llmops.settings import Settings
 from serving.auth import ApiKeyMiddleware, check_mode
+from serving.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAITING, Scheduler, ServerBusy, Ticket
 from serving.ratelimit import (
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_RATE,
@@ -92,6 +98,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "Body over the size cap"},
     429: {"model": ErrorResponse, "description": "Over the per-client rate limit (Retry-After says when)"},
     500: {"model": ErrorResponse, "description": "Generation failed"},
+    503: {"model": ErrorResponse, "description": "The server is busy: its waiting queue is full (code "
+          "server_busy; Retry-After says when to try again)"},
 }
 
 
@@ -113,13 +121,18 @@ class ServeLimits:
     max_concurrent: int | None = DEFAULT_MAX_CONCURRENT
     """Requests of one client in flight at once (a stream counts until it ends); None or 0: no cap.
     Only where `rate_limit` is on: the workers behind the gateway and the harness servers have neither."""
+    max_batch: int = DEFAULT_MAX_BATCH
+    """Most sequences decoded together (serving/batching.py); more wait for a row."""
+    max_waiting: int = DEFAULT_MAX_WAITING
+    """Most sequences waiting for a row; a request over it gets 503 server_busy at once."""
 
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type_: str = "invalid_request_error") -> None:
+                 type_: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
+        self.headers = headers
 
 
 # ---- metrics -----------------------------------------------------------------------------------
@@ -140,10 +153,39 @@ class ServeMetrics:
                                         registry=self.registry)
         self.prompt_tokens = Counter("llmops_prompt_tokens", "Prompt tokens processed", registry=self.registry)
 
+    def watch(self, scheduler: Scheduler) -> None:
+        """Export the scheduler's batch and queue, read at scrape time (no work on the decode path)."""
+        self.registry.register(_SchedulerCollector(scheduler))
+
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+class _SchedulerCollector:
+    """Prometheus families of a Scheduler: gauges of now, counters since start."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        sched, stats = self.scheduler, self.scheduler.stats
+        yield GaugeMetricFamily("llmops_batch_rows", "Sequences in the running decode batch", value=sched.batch_rows)
+        yield GaugeMetricFamily("llmops_batch_rows_max", "Most sequences decoded in one step since start",
+                                value=stats.max_batch)
+        yield GaugeMetricFamily("llmops_batch_capacity", "Most sequences one decode step may hold (max_batch)",
+                                value=sched.max_batch)
+        yield GaugeMetricFamily("llmops_queue_depth", "Sequences waiting for a batch row", value=sched.waiting)
+        yield CounterMetricFamily("llmops_decode_steps", "Decode steps run", value=stats.steps)
+        yield CounterMetricFamily("llmops_decode_rows", "Rows summed over decode steps (/ steps = mean batch size)",
+                                  value=stats.decoded_rows)
+        yield CounterMetricFamily("llmops_requests_rejected_busy", "Requests refused with 503 server_busy",
+                                  value=stats.rejected)
+        yield CounterMetricFamily("llmops_requests_cancelled", "Requests cancelled in flight (the client left)",
+                                  value=stats.cancelled)
 
 
 class MetricsMiddleware:
@@ -185,6 +227,8 @@ class ServingState:
 
         self.generator, self.prompt, self.model_id, self.receipts = generator, prompt, model_id, receipts
         self.limits, self.metrics = limits, metrics
+        self.scheduler = Scheduler(generator, max_batch=limits.max_batch, max_waiting=limits.max_waiting)
+        metrics.watch(self.scheduler)
         tok = getattr(generator, "tokenizer", None)
         template = getattr(tok, "chat_template", None)
         self.chat_format = None if not isinstance(template, str) else ChatFormat(template, {
@@ -260,6 +304,14 @@ class ServingState:
                                 presence_penalty=(defaults.presence_penalty if req.presence_penalty is None
                                                   else req.presence_penalty))
         return ids, params
+
+    def submit(self, ids: list[list[int]], params: Any, *, stream: bool = False) -> Ticket:
+        """Queue a request on the scheduler; a full queue is a 503 server_busy, never a wait."""
+        try:
+            return self.scheduler.submit(ids, params, stream=stream)
+        except ServerBusy as exc:
+            raise APIError(503, str(exc), code="server_busy", type_="server_error",
+                           headers={"Retry-After": "1"}) from None
 
     def count(self, prompt_tokens: int, completion_tokens: int) -> Usage:
         self.metrics.prompt_tokens.inc(prompt_tokens)
@@ -355,7 +407,7 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_json(exc.status, exc.message, exc.type, exc.param, exc.code)
+        return error_json(exc.status, exc.message, exc.type, exc.param, exc.code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -404,11 +456,11 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
         stop = [*state.prompt.params.stop, *req.stop_list()]
         (ids,), params = state.prepare([text], req, stop, req.max_completion_tokens or req.max_tokens, "messages")
         model = req.model or state.model_id
+        ticket = state.submit([ids], params, stream=bool(req.stream))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(chat_sse(state, ids, params, model, include_usage, question),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        (done,) = await run_in_threadpool(state.generator.generate_ids, [ids], params)
+            return sse_response(chat_sse(state, ticket, model, include_usage, question), ticket)
+        (done,) = await ticket.aresult()
         usage = state.count(done.prompt_tokens, done.completion_tokens)
         cid, answer = f"chatcmpl-{uuid.uuid4().hex}", done.text.strip()
         return ChatCompletion(id=cid, created=int(time.time()), model=model, usage=usage,
@@ -426,18 +478,40 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
             raise APIError(400, "stream supports a single prompt", param="prompt", code="invalid_value")
         ids, params = state.prepare(texts, req, req.stop_list(), req.max_tokens, "prompt")
         model = req.model or state.model_id
+        ticket = state.submit(ids, params, stream=bool(req.stream))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(completion_sse(state, ids[0], params, model, include_usage),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        done = await run_in_threadpool(state.generator.generate_ids, ids, params)
+            return sse_response(completion_sse(state, ticket, model, include_usage), ticket)
+        done = await ticket.aresult()
         usage = state.count(sum(d.prompt_tokens for d in done), sum(d.completion_tokens for d in done))
         return Completion(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model, usage=usage,
                           choices=[CompletionChoice(index=i, text=d.text, finish_reason=d.finish_reason)
                                    for i, d in enumerate(done)])
 
+    stop_scheduler_on_shutdown(app)
     document_errors_as_400(app)
     return app
+
+
+def sse_response(body: AsyncIterator[str], ticket: Ticket) -> StreamingResponse:
+    """The SSE response of a queued request. The body cancels the request when it is closed (the
+    client left mid-stream); a body never started (the client left before the first byte) is never
+    closed, so its garbage collection cancels the request too."""
+    weakref.finalize(body, ticket.cancel)
+    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def stop_scheduler_on_shutdown(app: FastAPI) -> None:
+    """Stop the scheduler thread when the server stops (requests still in flight get an error)."""
+    previous = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(inner: Any) -> AsyncIterator[Any]:
+        async with previous(inner) as state:
+            yield state
+        app.state.serving.scheduler.stop()
+
+    app.router.lifespan_context = lifespan
 
 
 def document_errors_as_400(app: FastAPI) -> None:

@@ -1,7 +1,9 @@
-"""Generation speed of every backend on the same model and prompts, in one run, as ratios.
+"""Generation speed of every backend on the same model and prompts, in one run, as ratios; and the
+HTTP server under concurrent streams (continuous batching).
 
     llmops bench serve --n-prompts 8 --max-new-tokens 32                 # the CLI builds a micro model first
     llmops bench serve --model runs/merged --out runs/bench-serve.json   # a real merged HF model
+    llmops bench batching --model exports/v1 --streams 16                # a real server, 1 vs 16 streams
 
 Backends: torch eager (`generate`), optimum ORTModelForCausalLM (`generate`), and the project's
 ORT loop on the fp32 and int8 exports. Each runs the same left-padded batches of greedy decoding
@@ -134,6 +136,162 @@ def bench_serve(model_dir: str | Path, *, n_prompts: int = 8, max_new_tokens: in
              "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     tmp.cleanup()
     return {"setup": setup, "results": [asdict(r) for r in results], "ratios": ratios}
+
+
+# ---- the HTTP server under concurrent streams --------------------------------------------------
+QUESTIONS = ("How do I make a Python script executable on Unix?", "What is a lambda?", "How do I copy a file in Python?",
+             "Why are default arguments shared between calls?", "How do I read a file line by line?",
+             "What is the difference between a list and a tuple?", "How can I find the methods of an object?",
+             "How do I convert a string to a number?")
+
+
+@dataclass
+class LevelResult:
+    streams: int
+    requests: int
+    errors: int
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+
+
+def _served_folder(model_dir: Path, work: Path) -> Path:
+    """An export root or model.onnx folder as it is; a Hugging Face folder exported to fp32 first."""
+    from llmops.errors import InputError
+    from serving.export import export_model
+    from serving.runtime import find_onnx_dir
+
+    try:
+        find_onnx_dir(model_dir)
+        return model_dir
+    except InputError:
+        if not (model_dir / "config.json").is_file():
+            raise InputError("neither an ONNX export (model.onnx, or fp32/model.onnx) nor a Hugging Face "
+                             "model folder (config.json)", file=str(model_dir)) from None
+    return export_model(model_dir, work / "export", ["fp32"], parity_n=2, max_new_tokens=8).out_dir
+
+
+def _stream_once(client: Any, url: str, question: str, max_tokens: int) -> tuple[float, int]:
+    """One streamed chat request: (seconds to the first content or finish chunk, completion tokens)."""
+    import json
+
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "temperature": 0,
+            "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    first, tokens = None, None
+    with client.stream("POST", url + "/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        for line in resp.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise RuntimeError(event["error"]["message"])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            for choice in event.get("choices", []):
+                if first is None and (choice["delta"].get("content") or choice["finish_reason"]):
+                    first = time.perf_counter() - start
+    if first is None or tokens is None:
+        raise RuntimeError("the stream ended without a finish chunk and usage")
+    return first, tokens
+
+
+def _run_level(url: str, streams: int, requests_per_stream: int, max_tokens: int) -> LevelResult:
+    """`streams` clients at once, each sending `requests_per_stream` streamed requests one after another."""
+    import threading
+
+    import httpx
+    import numpy as np
+
+    ttfts: list[float] = []
+    tokens: list[int] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(streams + 1)
+
+    def client(k: int) -> None:
+        with httpx.Client(timeout=600) as http:
+            barrier.wait()
+            for r in range(requests_per_stream):
+                try:
+                    first, n = _stream_once(http, url, QUESTIONS[(k + r) % len(QUESTIONS)], max_tokens)
+                except (httpx.HTTPError, RuntimeError) as exc:
+                    with lock:
+                        errors.append(str(exc))
+                    continue
+                with lock:
+                    ttfts.append(first)
+                    tokens.append(n)
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(streams)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    p50, p95 = (float(np.percentile(ttfts, q)) * 1000 for q in (50, 95)) if ttfts else (float("nan"),) * 2
+    return LevelResult(streams=streams, requests=streams * requests_per_stream, errors=len(errors),
+                       tokens=sum(tokens), seconds=seconds, tokens_per_s=sum(tokens) / seconds,
+                       ttft_p50_ms=p50, ttft_p95_ms=p95)
+
+
+def bench_batching(model_dir: str | Path, *, streams: int = 16, requests_per_stream: int = 2, max_tokens: int = 32,
+                   threads: int | None = None, work_dir: str | Path | None = None) -> dict[str, Any]:
+    """Drive a real `llmops serve` with 1 stream, then `streams` concurrent streams, in one run.
+
+    Every request is a streamed greedy chat request of at most `max_tokens` tokens. Aggregate
+    tokens/s = completion tokens of a level / its wall seconds; TTFT = time to the first content
+    (or finish) chunk. Returns {"setup", "levels", "ratios", "goals"}; the ratios compare the levels
+    of this run only (absolute numbers vary with the machine's load).
+    """
+    import httpx
+
+    from serving.app import running_server
+
+    tmp = tempfile.TemporaryDirectory(prefix="llmops-bench-batching-")
+    try:
+        served = _served_folder(Path(model_dir), Path(work_dir) if work_dir else Path(tmp.name))
+        load_before = os.getloadavg()[0]
+        with running_server(served, model_id="bench", threads=threads, timeout=300) as url:
+            _run_level(url, 1, 1, max_tokens)  # warm-up: session, allocator, the first prefill
+            levels = [_run_level(url, n, requests_per_stream, max_tokens) for n in (1, streams)]
+            metrics = httpx.get(url + "/metrics", timeout=30).text
+    finally:
+        tmp.cleanup()
+    one, many = levels
+    max_batch = next((float(line.split()[-1]) for line in metrics.splitlines()
+                      if line.startswith("llmops_batch_rows_max ")), 0.0)
+    ratios = {f"tokens/s at {streams} streams / 1 stream": many.tokens_per_s / one.tokens_per_s if one.tokens_per_s
+              else float("nan"),
+              f"TTFT p95 at {streams} streams / 1 stream": many.ttft_p95_ms / one.ttft_p95_ms if one.ttft_p95_ms
+              else float("nan")}
+    setup = {"model": str(model_dir), "served": str(served), "streams": streams,
+             "requests_per_stream": requests_per_stream, "max_tokens": max_tokens, "threads": threads,
+             "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+             "largest_batch_seen": int(max_batch),
+             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    goals = {f"tokens/s at {streams} streams / 1 stream": ">= 4", f"TTFT p95 at {streams} streams / 1 stream": "<= 2"}
+    return {"setup": setup, "levels": [asdict(level) for level in levels], "ratios": ratios, "goals": goals}
+
+
+def batching_table(bench: dict[str, Any]) -> str:
+    s = bench["setup"]
+    lines = [f"Model {s['model']}, greedy chat streams of at most {s['max_tokens']} tokens, {s['requests_per_stream']} "
+             f"requests per stream, largest decode batch seen {s['largest_batch_seen']}, {s['cores']} cores "
+             f"({s['cpu']}); 1-min load average before/after: {s['load_avg_1min'][0]}/{s['load_avg_1min'][1]}.", "",
+             "| streams | requests | errors | tokens | seconds | tokens/s | TTFT p50 ms | TTFT p95 ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    for lv in bench["levels"]:
+        lines.append(f"| {lv['streams']} | {lv['requests']} | {lv['errors']} | {lv['tokens']} | {lv['seconds']:.2f} | "
+                     f"{lv['tokens_per_s']:.1f} | {lv['ttft_p50_ms']:.0f} | {lv['ttft_p95_ms']:.0f} |")
+    lines += ["", "| ratio | value | goal |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.2f}x | {bench['goals'].get(k, '')} |" for k, v in bench["ratios"].items()]
+    return "\n".join(lines)
 
 
 def markdown_table(bench: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from limits.strategies import MovingWindowRateLimiter
 from llmops.errors import InputError
 
 DEFAULT_RATE = "6000/minute"  # per client; high enough for a load test from one address, low enough to stop a flood
-DEFAULT_MAX_CONCURRENT = 16  # requests of one client in flight at once; the worker decodes one at a time anyway
+DEFAULT_MAX_CONCURRENT = 16  # requests of one client in flight at once: one client can fill a worker's batch (16 rows)
 
 
 def error_json(status: int, message: str, type_: str, param: str | None = None, code: str | None = None,

@@ -13,6 +13,11 @@ deltas. A backend only supplies two model calls, `_prefill` (the whole prompt, e
   and feeds each step's `present.*` back in. This is the serving runtime.
 - `TorchGenerator`: the merged Hugging Face model in torch eager, the parity and speed baseline.
 - `OptimumGenerator`: optimum's `ORTModelForCausalLM.generate`, for the bench only.
+
+The loop here decodes one batch under `Generator.lock`, all rows with one SamplingParams. The HTTP
+server batches across requests instead (serving/batching.py): it drives `_prefill`/`_decode`
+itself and needs three cache operations per backend (`_cache_select`, `_cache_trim`,
+`_cache_merge`) to drop finished rows and merge newly prefilled ones into the running batch.
 """
 
 from __future__ import annotations
@@ -140,6 +145,20 @@ class Generator(abc.ABC):
     def _decode(self, cache: Any, next_ids: np.ndarray, attention_mask: np.ndarray,
                 position_ids: np.ndarray) -> tuple[np.ndarray, Any]:
         """next_ids, position_ids (batch, 1); attention_mask (batch, past + 1)."""
+
+    # Cache operations of continuous batching (serving/batching.py). A cache's rows follow the
+    # batch's rows; its past axis is left-padded, like the attention mask that masks the padding.
+    def _cache_select(self, cache: Any, rows: Sequence[int]) -> Any:
+        """The cache of `rows` only (finished or cancelled rows leave the batch)."""
+        raise NotImplementedError(f"the {self.backend} backend does not support batching across requests")
+
+    def _cache_trim(self, cache: Any, drop: int) -> Any:
+        """The cache without its first `drop` past positions (padding in every remaining row)."""
+        raise NotImplementedError(f"the {self.backend} backend does not support batching across requests")
+
+    def _cache_merge(self, first: Any, second: Any) -> Any:
+        """`first`'s rows then `second`'s, the shorter past left-padded with zeros to the longer."""
+        raise NotImplementedError(f"the {self.backend} backend does not support batching across requests")
 
     # ---- public API ----------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -417,6 +436,32 @@ class OrtGenerator(Generator):
         feeds.update(cache)
         return self._run(feeds)
 
+    # past_key_values.N.key/value: numpy (batch, kv_heads, past, head_dim)
+    def _cache_select(self, cache, rows):
+        index = np.asarray(list(rows), dtype=np.int64)
+        return {name: value[index] for name, value in cache.items()}  # fancy indexing copies: contiguous
+
+    def _cache_trim(self, cache, drop):
+        return {name: np.ascontiguousarray(value[:, :, drop:, :]) for name, value in cache.items()}
+
+    def _cache_merge(self, first, second):
+        past = max(_past_len(first), _past_len(second))
+        return {name: np.concatenate([_left_pad(first[name], past), _left_pad(second[name], past)], axis=0)
+                for name in first}
+
+
+def _past_len(cache: dict[str, np.ndarray]) -> int:
+    return int(next(iter(cache.values())).shape[2])
+
+
+def _left_pad(value: np.ndarray, past: int) -> np.ndarray:
+    """(batch, heads, n, dim) -> (batch, heads, past, dim) with zeros in front (masked out)."""
+    missing = past - value.shape[2]
+    if missing <= 0:
+        return value
+    zeros = np.zeros((value.shape[0], value.shape[1], missing, value.shape[3]), dtype=value.dtype)
+    return np.concatenate([zeros, value], axis=2)
+
 
 def _layer_order(name: str) -> tuple[int, str]:
     parts = name.split(".")  # past_key_values.<layer>.<key|value>
@@ -456,6 +501,47 @@ class TorchGenerator(Generator):
 
     def _decode(self, cache, next_ids, attention_mask, position_ids):
         return self._forward(next_ids, attention_mask, position_ids, cache)
+
+    # transformers' DynamicCache: one layer per decoder layer, keys/values (batch, kv_heads, past, head_dim).
+    # The layers are edited in place; a sliding-window layer would need its own rules, so it is refused.
+    def _layers(self, cache: Any) -> list[Any]:
+        from transformers.cache_utils import DynamicLayer
+
+        layers = list(cache.layers)
+        if any(type(layer) is not DynamicLayer for layer in layers):
+            raise NotImplementedError("batching across requests supports full-attention DynamicCache layers only")
+        return layers
+
+    def _cache_select(self, cache, rows):
+        torch = self.torch
+        index = torch.tensor(list(rows), dtype=torch.long)
+        with torch.inference_mode():
+            for layer in self._layers(cache):
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
+        return cache
+
+    def _cache_trim(self, cache, drop):
+        with self.torch.inference_mode():
+            for layer in self._layers(cache):
+                layer.keys, layer.values = layer.keys[:, :, drop:, :], layer.values[:, :, drop:, :]
+        return cache
+
+    def _cache_merge(self, first, second):
+        torch = self.torch
+
+        def pad(value: Any, past: int) -> Any:
+            missing = past - value.shape[2]
+            if missing <= 0:
+                return value
+            zeros = value.new_zeros((value.shape[0], value.shape[1], missing, value.shape[3]))
+            return torch.cat([zeros, value], dim=2)
+
+        with torch.inference_mode():
+            for mine, theirs in zip(self._layers(first), self._layers(second), strict=True):
+                past = max(mine.keys.shape[2], theirs.keys.shape[2])
+                mine.keys = torch.cat([pad(mine.keys, past), pad(theirs.keys, past)], dim=0)
+                mine.values = torch.cat([pad(mine.values, past), pad(theirs.values, past)], dim=0)
+        return first
 
 
 # ---- optimum (bench only) ----------------------------------------------------------------------

@@ -198,7 +198,7 @@ def test_running_server_reports_a_bad_model(tmp_path):
 
 
 def test_concurrent_requests_all_answer_the_same(server):
-    """Generation is serialised by the generator's lock; concurrent greedy requests all succeed alike."""
+    """Concurrent greedy requests are batched together (serving/batching.py) and all answer alike."""
     from concurrent.futures import ThreadPoolExecutor
 
     body = {"messages": USER, "max_tokens": 8}
