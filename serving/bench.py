@@ -53,7 +53,8 @@ def bench_serve(model_dir: str | Path, *, n_prompts: int = 8, max_new_tokens: in
     import torch
 
     from serving.export import export_model, serving_prompt, token_agreement
-    from serving.runtime import OptimumGenerator, OrtGenerator, SamplingParams, TorchGenerator, hf_generate
+    from serving.hf_baseline import OptimumGenerator, hf_generate
+    from serving.runtime import OrtGenerator, SamplingParams, TorchGenerator
 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)

@@ -158,7 +158,8 @@ def token_agreement(reference: Sequence[Sequence[int]], candidate: Sequence[Sequ
 
 def torch_reference(model_dir: Path, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], Any]:
     """Greedy token ids of torch `generate`, one prompt at a time (no padding), and the torch generator."""
-    from serving.runtime import SamplingParams, TorchGenerator, hf_generate
+    from serving.hf_baseline import hf_generate
+    from serving.runtime import SamplingParams, TorchGenerator
 
     torch_gen = TorchGenerator(model_dir)
     params = SamplingParams(max_new_tokens=max_new_tokens)

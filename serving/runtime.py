@@ -12,7 +12,7 @@ deltas. A backend only supplies two model calls, `_prefill` (the whole prompt, e
   export. It feeds `past_key_values.*` (empty, (batch, kv_heads, 0, head_dim), on the first step)
   and feeds each step's `present.*` back in. This is the serving runtime.
 - `TorchGenerator`: the merged Hugging Face model in torch eager, the parity and speed baseline.
-- `OptimumGenerator`: optimum's `ORTModelForCausalLM.generate`, for the bench only.
+- `OptimumGenerator` and `hf_generate` (serving/hf_baseline.py): the Hugging Face baselines, for the bench and parity.
 
 The loop here decodes one batch under `Generator.lock`, all rows with one SamplingParams. The HTTP
 server batches across requests instead (serving/batching.py): it drives `_prefill`/`_decode`
@@ -148,17 +148,17 @@ class Generator(abc.ABC):
 
     # Cache operations of continuous batching (serving/batching.py). A cache's rows follow the
     # batch's rows; its past axis is left-padded, like the attention mask that masks the padding.
+    @abc.abstractmethod
     def _cache_select(self, cache: Any, rows: Sequence[int]) -> Any:
         """The cache of `rows` only (finished or cancelled rows leave the batch)."""
-        raise NotImplementedError(f"the {self.backend} backend does not support batching across requests")
 
+    @abc.abstractmethod
     def _cache_trim(self, cache: Any, drop: int) -> Any:
         """The cache without its first `drop` past positions (padding in every remaining row)."""
-        raise NotImplementedError(f"the {self.backend} backend does not support batching across requests")
 
+    @abc.abstractmethod
     def _cache_merge(self, first: Any, second: Any) -> Any:
         """`first`'s rows then `second`'s, the shorter past left-padded with zeros to the longer."""
-        raise NotImplementedError(f"the {self.backend} backend does not support batching across requests")
 
     # ---- public API ----------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -509,7 +509,9 @@ class TorchGenerator(Generator):
 
         layers = list(cache.layers)
         if any(type(layer) is not DynamicLayer for layer in layers):
-            raise NotImplementedError("batching across requests supports full-attention DynamicCache layers only")
+            kinds = sorted({type(layer).__name__ for layer in layers} - {"DynamicLayer"})
+            raise InputError(f"batching across requests needs full-attention cache layers; this model has "
+                             f"{', '.join(kinds)}", file=str(self.model_dir))
         return layers
 
     def _cache_select(self, cache, rows):
@@ -542,56 +544,6 @@ class TorchGenerator(Generator):
                 mine.keys = torch.cat([pad(mine.keys, past), pad(theirs.keys, past)], dim=0)
                 mine.values = torch.cat([pad(mine.values, past), pad(theirs.values, past)], dim=0)
         return first
-
-
-# ---- optimum (bench only) ----------------------------------------------------------------------
-class OptimumGenerator:
-    """optimum's ORTModelForCausalLM.generate: what the bench compares the project's loop with."""
-
-    backend = "optimum"
-
-    def __init__(self, model_dir: Path, *, threads: int | None = None) -> None:
-        import onnxruntime as ort
-        from optimum.onnxruntime import ORTModelForCausalLM
-
-        onnx_dir = find_onnx_dir(model_dir)
-        self.tokenizer = _load_tokenizer(onnx_dir)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        self.model = ORTModelForCausalLM.from_pretrained(str(onnx_dir), session_options=options, use_cache=True,
-                                                         use_io_binding=False)
-
-    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
-        """Greedy token ids per prompt (eos kept), via `generate` on a left-padded batch."""
-        return hf_generate(self.model, self.tokenizer, prompt_ids, params)
-
-
-def hf_generate(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]],
-                params: SamplingParams) -> list[list[int]]:
-    """Greedy `model.generate` on a left-padded batch; returns the new ids per row, cut after eos."""
-    import torch
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    longest = max(len(p) for p in prompt_ids)
-    ids = torch.full((len(prompt_ids), longest), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompt_ids):
-        ids[i, longest - len(p):] = torch.tensor(list(p))
-        mask[i, longest - len(p):] = 1
-    eos = None if params.ignore_eos else tokenizer.eos_token_id
-    device = getattr(model, "device", None)
-    if device is not None and str(device) != "cpu":  # e.g. the CUDA baseline of `llmops bench serve`
-        ids, mask = ids.to(device), mask.to(device)
-    with torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_new_tokens,
-                             do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos,
-                             temperature=None, top_p=None, top_k=None)
-    rows = []
-    for row in out[:, longest:].tolist():
-        if eos is not None and eos in row:
-            row = row[: row.index(eos) + 1]
-        rows.append(row)
-    return rows
 
 
 def load_generator(model_dir: str | Path, backend: str = "onnx", *, threads: int | None = None,

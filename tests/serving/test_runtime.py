@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from llmops.errors import InputError
-from serving.runtime import Generator, SamplingParams, hf_generate
+from serving.hf_baseline import hf_generate
+from serving.runtime import Generator, SamplingParams
 
 PROMPTS = ["def f(x):\n    return", "What is a lambda? é", "import os", "A much longer prompt about classes and methods:"]
 
