@@ -68,9 +68,6 @@ def test_baseline_on_the_tuned_model_meets_every_floor(main_repo: Path) -> None:
     base = json.loads((main_repo / "evals" / "baseline" / "report.json").read_text())
     floors = yaml.safe_load((main_repo / "evals" / "thresholds.yaml").read_text())
     for suite, gate in floors["suites"].items():
-        if suite == "json":  # no floor, on purpose (thresholds.yaml says why); json_form gates the format
-            assert gate["min"] is None and floors["suites"]["json_form"]["min"] > 0
-            continue
         assert gate["min"] is not None and gate["min"] > 0, f"{suite}: a floor of none or 0 cannot fail"
         assert base["metrics"][f"pass_rate.{suite}"]["head"] >= gate["min"], suite
     for name in ("rouge_l", "token_f1"):
