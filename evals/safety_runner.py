@@ -22,6 +22,7 @@ false alarm, gated by `max_false_alarm_rate`. The report (kind "safety") lists e
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -59,6 +60,8 @@ class AttackItem(BaseModel):
     repeat: int = Field(1, ge=1, description="Send `prompt` repeated this many times (oversized inputs).")
     body: dict[str, Any] | None = Field(None, description="A JSON request body sent as is.")
     raw_body: str | None = Field(None, description="Bytes sent as is with content-type application/json.")
+    source: str | None = Field(None, description="Who wrote the item and when (required in the held-out sets).")
+    note: str | None = Field(None, description="What makes the item hard, or what it tests.")
 
     @model_validator(mode="after")
     def _one_payload(self) -> AttackItem:
@@ -119,6 +122,54 @@ def load_attack_sets(safety_dir: Path = SAFETY_DIR) -> dict[str, AttackSet]:
     return sets
 
 
+def item_text(item: AttackItem) -> str:
+    """The text an item sends: its prompt (once), its raw body or its JSON body."""
+    if item.prompt is not None:
+        return item.prompt
+    return item.raw_body if item.raw_body is not None else json.dumps(item.body, sort_keys=True)
+
+
+def _overlap_key(item: AttackItem) -> str:
+    """Prompts compare as normalised words (governance.datacheck.normalise_text: NFKC, casefolded,
+    punctuation and spacing ignored); raw and JSON bodies, whose punctuation is the point, compare as
+    their text without whitespace."""
+    from governance.datacheck import normalise_text
+
+    if item.prompt is not None:
+        return "prompt:" + normalise_text(item.prompt)
+    return "body:" + re.sub(r"\s+", "", item_text(item))
+
+
+def shared_items(tuning: dict[str, AttackSet], other: dict[str, AttackSet],
+                 near: float = 0.8) -> list[Finding]:
+    """Items of `other` (a held-out folder) that repeat a tuning item: the same id, the same
+    normalised text (_overlap_key), or, for prompts, a near copy (word 3-gram Jaccard >= `near`).
+    A held-out set that shares items with the tuning sets measures the tuning, not generalisation."""
+    from governance.datacheck import near_duplicate_pairs
+
+    tuned = [(s.file, i) for s in tuning.values() for i in s.items]
+    held = [(s.file, i) for s in other.values() for i in s.items]
+    by_id = {i.id: f for f, i in tuned}
+    by_key = {_overlap_key(i): (f, i.id) for f, i in tuned}
+    findings = []
+    for file, item in held:
+        if item.id in by_id:
+            findings.append(Finding(f"id {item.id!r} is also a tuning item ({by_id[item.id]})", file=file, field=item.id))
+        hit = by_key.get(_overlap_key(item))
+        if hit:
+            findings.append(Finding(f"{item.id} repeats tuning item {hit[1]} ({hit[0]})", file=file, field=item.id))
+    tuned_p = [(f, i) for f, i in tuned if i.prompt is not None]
+    held_p = [(f, i) for f, i in held if i.prompt is not None]
+    texts = [i.prompt or "" for _, i in tuned_p + held_p]
+    for a, b, score in near_duplicate_pairs(texts, near):
+        if a < len(tuned_p) <= b:
+            (tf, ti), (hf, hi) = tuned_p[a], held_p[b - len(tuned_p)]
+            if _overlap_key(ti) != _overlap_key(hi):  # exact copies are reported above
+                findings.append(Finding(f"{hi.id} nearly repeats tuning item {ti.id} ({tf}, Jaccard {score:.2f})",
+                                        file=hf, field=hi.id))
+    return findings
+
+
 def classify(status: int | None, body: Any, attack_class: str) -> tuple[str, str]:
     """(outcome, the text or error message) of one response; see the module docstring."""
     from evals.assertions import find_refusal
@@ -176,6 +227,13 @@ def run_safety(base_url: str, safety_dir: Path = SAFETY_DIR, thresholds_path: Pa
 
     started = time.perf_counter()
     sets = load_attack_sets(safety_dir)
+    if Path(safety_dir).resolve() != SAFETY_DIR.resolve():
+        # Another folder (the held-out sets): its rates mean something only if it shares no item
+        # with the tuning sets, so a copied item is bad input (exit 2), never a quiet pass.
+        shared = shared_items(load_attack_sets(SAFETY_DIR), sets)
+        if shared:
+            raise InputError(f"{len(shared)} item(s) repeat the tuning sets in {SAFETY_DIR}; first: {shared[0].message}",
+                             file=shared[0].file, field=shared[0].field)
     if classes:
         unknown = sorted(set(classes) - set(sets))
         if unknown:
