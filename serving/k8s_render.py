@@ -12,6 +12,16 @@ Writes into the output folder (then `kubectl apply -n llmops -f build/k8s`):
     analysis-metrics.yaml   AnalysisTemplate: error rate, p95 latency, guard-flag rate
     analysis-probes.yaml    AnalysisTemplate: `llmops eval` smoke and safety cases as Jobs
 
+or, with `workload: deployment` in values.yaml (a cluster without Argo Rollouts):
+
+    services.yaml           the active Service
+    deployment.yaml         apps/v1 Deployment of the same serving pod, rolling update, no analysis
+
+Every rendered document is validated against its published schema before anything is written
+(serving/k8s_validate.py: Kubernetes' own schemas for core kinds, the Argo Rollouts CRDs' for
+Rollout and AnalysisTemplate, strict about unknown fields); a problem is an InputError (exit 2)
+naming the file, the document and the field's path.
+
 The rollout policy (analysis interval/count/failureLimit, thresholds, scale-down delay) is read
 from `serving/rollout.yaml`, the file the local rollout controller reads, so both targets judge a
 release by the same numbers. Its traffic steps (canary/linear) are not rendered: a blueGreen Rollout
@@ -34,7 +44,7 @@ import re
 import tempfile
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -56,6 +66,12 @@ MANIFESTS = {
     "services.yaml": "services.yaml.j2",
     "rollout.yaml": "rollout.yaml.j2",
 }
+# The same for `workload: deployment`: the plain Deployment and its Service.
+DEPLOYMENT_MANIFESTS = {
+    "services.yaml": "services.yaml.j2",
+    "deployment.yaml": "deployment.yaml.j2",
+}
+WORKLOADS = {"rollout": MANIFESTS, "deployment": DEPLOYMENT_MANIFESTS}
 
 # The gateway's per-colour series (serving/gateway/metrics.py) the analysis reads, the same ones the local
 # controller's serving.rollout.parse_metrics reads: error rate = upstream errors / attempts,
@@ -106,10 +122,12 @@ class KubernetesValues(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "llmops"
+    workload: Literal["rollout", "deployment"] = "rollout"
     image_repository: str = "ghcr.io/llmops/llmops-serving"
     replicas: int = Field(default=2, ge=1)
     preview_replica_count: int = Field(default=1, ge=1)
     auto_promotion_enabled: bool = True
+    run_as_user: int = Field(default=10001, ge=1)
     port: int = Field(default=8000, ge=1, le=65535)
     models_claim: str = "llmops-models"
     prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
@@ -232,8 +250,13 @@ def _environment():
 
 
 def render_documents(version: str, image: str, rollout: RolloutPolicy, values: KubernetesValues,
-                     namespace: str = "llmops") -> dict[str, str]:
-    """Output file name -> rendered YAML text; pure (writes nothing)."""
+                     namespace: str = "llmops", validate: bool = True,
+                     kubernetes_version: str | None = None) -> dict[str, str]:
+    """Output file name -> rendered YAML text; pure (writes nothing).
+
+    validate: check every document against its schema (serving/k8s_validate.py) for Kubernetes
+    `kubernetes_version` (default: k8s_validate.KUBERNETES_VERSION); a problem raises InputError.
+    """
     if not _LABEL_VALUE.match(version):
         raise InputError(f"version {version!r} is not a valid Kubernetes label value "
                          "(letters, digits, '-', '_', '.', at most 63)", field="version")
@@ -254,6 +277,7 @@ def render_documents(version: str, image: str, rollout: RolloutPolicy, values: K
         "name": name, "namespace": namespace, "version": version, "image": image, "values": values.model_dump(),
         "rollout": rollout, "active_service": active, "preview_service": preview,
         "metrics_template": f"{name}-metrics", "probes_template": f"{name}-probes",
+        "services": [active, preview] if values.workload == "rollout" else [active],
         "selector_labels": selector, "common_labels": common,
         "pod_labels": {**common, "app.kubernetes.io/version": version},
         "serve_command": ["llmops", "serve", "--model", f"/models/{version}", "--host", "0.0.0.0",
@@ -272,30 +296,38 @@ def render_documents(version: str, image: str, rollout: RolloutPolicy, values: K
         ],
     }
     env = _environment()
-    rendered = {out: env.get_template(template).render(context) for out, template in MANIFESTS.items()}
+    manifests = WORKLOADS[values.workload]
+    rendered = {out: env.get_template(template).render(context) for out, template in manifests.items()}
     for out, text in rendered.items():
         # A template bug must fail here, before anything is written.
         try:
             docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
         except yaml.YAMLError as exc:
-            raise RuntimeError(f"template {MANIFESTS[out]} rendered invalid YAML: {exc}") from exc
+            raise RuntimeError(f"template {manifests[out]} rendered invalid YAML: {exc}") from exc
         if not docs:
-            raise RuntimeError(f"template {MANIFESTS[out]} rendered no document")
+            raise RuntimeError(f"template {manifests[out]} rendered no document")
+    if validate:
+        from serving.k8s_validate import KUBERNETES_VERSION, ensure_valid
+
+        ensure_valid(rendered, kubernetes_version or KUBERNETES_VERSION)
     return rendered
 
 
 def render_manifests(version: str, image: str | None, out_dir: Path, rollout_config: Path | RolloutConfig,
-                     namespace: str = "llmops", values: Path | KubernetesValues = DEFAULT_VALUES) -> list[Path]:
+                     namespace: str = "llmops", values: Path | KubernetesValues = DEFAULT_VALUES,
+                     validate: bool = True, kubernetes_version: str | None = None) -> list[Path]:
     """Render the manifests of `version` into `out_dir` and return the written paths (apply order).
 
     image: full image reference; None means `<values.image_repository>:<version>`.
     rollout_config: serving/rollout.yaml, or a RolloutConfig already loaded by serving.rollout.load_config.
-    Every file is rendered and parsed before the first is written, and each is written atomically.
+    Every file is rendered, parsed and (with `validate`) schema-checked before the first is written,
+    and each is written atomically.
     """
     policy = (load_rollout_policy(rollout_config) if isinstance(rollout_config, str | Path)
               else policy_from_config(rollout_config))
     vals = values if isinstance(values, KubernetesValues) else load_values(values)
-    rendered = render_documents(version, image or f"{vals.image_repository}:{version}", policy, vals, namespace)
+    rendered = render_documents(version, image or f"{vals.image_repository}:{version}", policy, vals, namespace,
+                                validate=validate, kubernetes_version=kubernetes_version)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -309,10 +341,13 @@ def render_manifests(version: str, image: str | None, out_dir: Path, rollout_con
     return written
 
 
-def render_cli(version: str, out_dir: Path | str, image: str | None = None, namespace: str = "llmops") -> list[Path]:
-    """`llmops release VERSION --target kubernetes --render DIR`: the repository's rollout.yaml and values."""
+def render_cli(version: str, out_dir: Path | str, image: str | None = None, namespace: str = "llmops",
+               validate: bool = True, kubernetes_version: str | None = None) -> list[Path]:
+    """`llmops release VERSION --target kubernetes --render DIR`: the repository's rollout.yaml and values,
+    schema-validated before anything is written (an invalid manifest: InputError, exit 2)."""
     from llmops.settings import Settings
 
     root = Settings.load().root
     return render_manifests(version, image, Path(out_dir), root / "serving" / "rollout.yaml", namespace,
-                            values=root / "serving" / "k8s" / "values.yaml")
+                            values=root / "serving" / "k8s" / "values.yaml", validate=validate,
+                            kubernetes_version=kubernetes_version)
