@@ -302,3 +302,4 @@ def summary_table(report: Report) -> str:
         mark = "ok" if m.passed else "BREACH"
         lines.append(f"{name:40s} {m.head:7.3f} {m.threshold:7.3f}  {mark}")
     return "\n".join(lines)
+

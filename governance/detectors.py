@@ -30,11 +30,12 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
 
+from governance.normalise import Variant, variants
 from governance.pii import find_pii
 
 REFERENCES = Path(__file__).with_name("detector_references.yaml")
@@ -69,6 +70,9 @@ class DetectorConfig:
     """Largest share of control/format characters (zero-width, bidi) allowed in a request."""
     use_embeddings: bool = True
     """False: patterns only (no model load); for hosts that cannot afford the 90 MB model."""
+    normalise: bool = True
+    """Scan every variant of governance/normalise.py (decoded, unicode-cleaned, quoted, windows);
+    False: the text as sent only (NFKC for the patterns), as before that layer existed."""
 
 
 # ---------------------------------------------------------------- patterns
@@ -245,6 +249,51 @@ def invisible_share(text: str) -> float:
     return hidden / len(text)
 
 
+# ---------------------------------------------------------------- output: prompt leaks, script URLs
+
+CANARY = re.compile(r"llmops-canary-[0-9a-f]{8,}", re.IGNORECASE)
+"""A canary token planted in a system prompt (prompts/answer.yaml): no answer may ever hold it."""
+_LEAK_WORD = re.compile(r"\w+")
+# A script URL outside HTML (a markdown link, a bare URL); in HTML the tag is escaped anyway.
+SCRIPT_URL_TEXT = re.compile(r"(?<!unsafe:)\b(?:javascript|vbscript|livescript)\s*:|(?<!unsafe:)\bdata\s*:\s*text/html", re.IGNORECASE)
+
+
+def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = _LEAK_WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def detect_prompt_leak(output: str, system_prompt: str, *, refusal: str = "", ngram: int = 5,
+                       min_shared: int = 3) -> Detection:
+    """Whether `output` leaks `system_prompt`, whatever was asked: it holds the prompt's canary
+    token (also spelled out, spaced, or base64/hex/rot13-encoded: every governance.normalise
+    variant is checked, separators ignored), or it shares at least `min_shared` word `ngram`-grams
+    with the prompt (about ngram + min_shared - 1 words in a row). The prompt's own refusal
+    sentence is not a leak: answering with it is what the prompt asks for. A paraphrase or a
+    translation of the prompt is not caught by this test."""
+    canaries = [c.casefold().replace("-", "") for c in CANARY.findall(system_prompt)]
+    if canaries:
+        for form in variants(output):
+            flat = re.sub(r"[\W_]+", "", form.text.casefold())
+            if any(c in flat for c in canaries):
+                how = "" if form.how == "as sent" else f" [{form.how}]"
+                return Detection("prompt_leak", True, 1.0, f"the system prompt's canary token{how}")
+    secret = CANARY.sub(" ", system_prompt.replace(refusal, " ") if refusal else system_prompt)
+    shared = _ngrams(secret, ngram) & _ngrams(output, ngram)
+    if len(shared) >= min_shared:
+        return Detection("prompt_leak", True, float(len(shared)),
+                         f"{len(shared)} word {ngram}-grams of the system prompt, e.g. {' '.join(sorted(shared)[0])!r}")
+    return Detection("prompt_leak", False, float(len(shared)))
+
+
+def neutralise_script_urls(text: str) -> tuple[str, bool]:
+    """(text with every javascript:/vbscript:/data:text/html URL prefixed "unsafe:", whether any was).
+    "unsafe:javascript:alert(1)" is a URL of the unknown scheme "unsafe", which no browser runs (the
+    prefix Angular's sanitiser uses); it covers markdown links, which HTML escaping does not."""
+    out, n = SCRIPT_URL_TEXT.subn(lambda m: "unsafe:" + m.group(0), text)
+    return out, bool(n)
+
+
 # ---------------------------------------------------------------- entry points
 
 
@@ -259,34 +308,50 @@ def detect_pii(text: str) -> Detection:
     return Detection("pii", bool(matches), float(len(matches)), ", ".join(sorted({m.kind for m in matches})))
 
 
+def _scan_variant(text: str, emb: dict[str, tuple[float, str]], tox: float, config: DetectorConfig) -> list[Detection]:
+    """The pattern, embedding and toxicity detections of one variant of a request text."""
+    found: list[Detection] = []
+    folded = unicodedata.normalize("NFKC", text)  # full-width "ｉｇｎｏｒｅ" is "ignore" to the patterns
+    for kind, patterns in (("injection", _INJECTION_RE), ("pii_request", _PII_REQUEST_RE)):
+        hit = _first_match(patterns, folded)
+        if hit:
+            found.append(Detection(kind, True, 1.0, f"pattern: {hit!r}"))
+    benign = emb.get("benign", (-1.0, ""))[0]
+    for ref_kind, kind in EMBEDDING_KINDS.items():
+        if ref_kind not in emb or any(d.kind == kind for d in found):
+            continue
+        sim, nearest = emb[ref_kind]
+        if sim >= config.embedding_threshold[ref_kind] and sim - benign >= config.margin:
+            found.append(Detection(kind, True, sim, f"cosine {sim:.2f} to {nearest!r} (benign {benign:.2f})"))
+    if tox >= config.toxicity_threshold and not any(d.kind == "toxicity" for d in found):
+        found.append(Detection("toxicity", True, tox, f"profanity probability {tox:.2f}"))
+    return found
+
+
 def scan_inputs(texts: list[str], config: DetectorConfig | None = None,
                 references: Path = REFERENCES) -> list[list[Detection]]:
     """The request-side detections (injection, pii_request, toxicity, malformed) of each text, batched.
 
-    Only flagged detections are returned, so an empty list means the text passed.
+    Every variant of a text (governance/normalise.py: unicode-cleaned, decoded, quoted material,
+    windows) is scanned; a detection found only in a variant says which in its evidence
+    ("[base64] pattern: ..."). Only flagged detections are returned, one per kind, so an empty list
+    means the text passed.
     """
     config = config or DetectorConfig()
     texts = list(texts)
-    scores = embedding_scores(texts, references) if config.use_embeddings and texts else [{} for _ in texts]
-    toxic = toxicity_scores(texts) if texts else []
+    expanded = [variants(t) if config.normalise else [Variant(t, "as sent")] for t in texts]
+    flat = [v.text for vs in expanded for v in vs]
+    scores = embedding_scores(flat, references) if config.use_embeddings and flat else [{} for _ in flat]
+    toxic = toxicity_scores(flat) if flat else []
     results: list[list[Detection]] = []
-    for text, emb, tox in zip(texts, scores, toxic, strict=True):
+    at = 0
+    for text, forms in zip(texts, expanded, strict=True):
         found: list[Detection] = []
-        # NFKC folds full-width and compatibility letters ("ｉｇｎｏｒｅ") onto ASCII before the patterns.
-        folded = unicodedata.normalize("NFKC", text)
-        for kind, patterns in (("injection", _INJECTION_RE), ("pii_request", _PII_REQUEST_RE)):
-            hit = _first_match(patterns, folded)
-            if hit:
-                found.append(Detection(kind, True, 1.0, f"pattern: {hit!r}"))
-        benign = emb.get("benign", (-1.0, ""))[0]
-        for ref_kind, kind in EMBEDDING_KINDS.items():
-            if ref_kind not in emb or any(d.kind == kind for d in found):
-                continue
-            sim, nearest = emb[ref_kind]
-            if sim >= config.embedding_threshold[ref_kind] and sim - benign >= config.margin:
-                found.append(Detection(kind, True, sim, f"cosine {sim:.2f} to {nearest!r} (benign {benign:.2f})"))
-        if tox >= config.toxicity_threshold and not any(d.kind == "toxicity" for d in found):
-            found.append(Detection("toxicity", True, tox, f"profanity probability {tox:.2f}"))
+        for form in forms:
+            for d in _scan_variant(form.text, scores[at], toxic[at], config):
+                if not any(f.kind == d.kind for f in found):
+                    found.append(d if form.how == "as sent" else replace(d, evidence=f"[{form.how}] {d.evidence}"))
+            at += 1
         share = invisible_share(text)
         if share > config.max_invisible_share:
             found.append(Detection("malformed", True, share, f"{share:.1%} control/format characters"))

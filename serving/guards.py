@@ -34,7 +34,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from governance.detectors import Detection, DetectorConfig, detect_html, scan_inputs
+from governance.detectors import (
+    SCRIPT_URL_TEXT,
+    Detection,
+    DetectorConfig,
+    detect_html,
+    detect_prompt_leak,
+    neutralise_script_urls,
+    scan_inputs,
+)
 from governance.pii import find_pii, redact
 
 GUARDED_PATHS = ("/v1/chat/completions", "/v1/completions")
@@ -61,6 +69,14 @@ class GuardConfig:
     stream_holdback: int = 64
     """Characters of a streamed choice held back so PII split across deltas is redacted whole."""
     detectors: DetectorConfig = field(default_factory=DetectorConfig)
+    system_prompt: str | None = None
+    """The system prompt whose leak the output guard blocks; None: the serving app's own prompt
+    (app.state.serving.prompt's system messages), or no leak check where there is none."""
+    block_prompt_leak: bool = True
+    """Replace an answer that leaks the system prompt (its canary, or a run of its words) with the
+    refusal and finish_reason "content_filter", whatever the question was."""
+    neutralise_script_urls: bool = True
+    """Prefix javascript:/vbscript:/data:text/html URLs outside HTML (markdown links) with "unsafe:"."""
     """Thresholds of the shared detectors."""
     raw_completions: str = "size_only"
     """/v1/completions takes a caller-built prompt, template headers ("### System:") included: the eval
@@ -139,9 +155,15 @@ def check_request(texts: list[str], config: GuardConfig | None = None, *, size_o
     return InputVerdict(detections, [k for k in kinds if k in config.block_kinds])
 
 
-def guard_output(text: str, config: GuardConfig | None = None) -> tuple[str, list[str]]:
-    """(the text made safe, the kinds found): PII redacted to [KIND], then HTML escaped if it holds a tag."""
+def guard_output(text: str, config: GuardConfig | None = None, system_prompt: str | None = None,
+                 ) -> tuple[str, list[str]]:
+    """(the text made safe, the kinds found): an answer that leaks `system_prompt` becomes the refusal
+    (kind "prompt_leak"; the caller marks it content_filter); else PII redacted to [KIND], HTML
+    escaped if it holds a tag, and script URLs outside HTML made inert."""
     config = config or GuardConfig()
+    system_prompt = system_prompt or config.system_prompt
+    if config.block_prompt_leak and system_prompt and detect_prompt_leak(text, system_prompt, refusal=config.refusal).flagged:
+        return config.refusal, ["prompt_leak"]
     kinds = []
     if config.redact_pii and find_pii(text):
         text = redact(text)
@@ -149,6 +171,10 @@ def guard_output(text: str, config: GuardConfig | None = None) -> tuple[str, lis
     if config.escape_html and detect_html(text).flagged:
         text = html.escape(text, quote=False)
         kinds.append("html")
+    if config.neutralise_script_urls:
+        text, found = neutralise_script_urls(text)
+        if found:
+            kinds.append("script_url")
     return text, kinds
 
 
@@ -187,10 +213,17 @@ def _sse_from(body: dict[str, Any]) -> bytes:
 
 
 class StreamGuard:
-    """Output guard of one streamed choice: feed deltas, get safe text now, flush the rest at the end."""
+    """Output guard of one streamed choice: feed deltas, get safe text now, flush the rest at the end.
 
-    def __init__(self, config: GuardConfig) -> None:
+    The last `stream_holdback` characters are held back, so a PII match, a script URL or the system
+    prompt's canary split across deltas is seen whole before any of it is sent. Once the text seen
+    so far leaks the system prompt, nothing more is sent and `blocked` is set (the middleware ends
+    the choice with finish_reason "content_filter")."""
+
+    def __init__(self, config: GuardConfig, system_prompt: str | None = None) -> None:
         self.config, self.pending, self.kinds = config, "", set()
+        self.system_prompt = (system_prompt or config.system_prompt) if config.block_prompt_leak else None
+        self.seen, self.blocked = "", False
 
     def _safe(self, text: str) -> str:
         if self.config.redact_pii and find_pii(text):
@@ -200,22 +233,42 @@ class StreamGuard:
             # Escaping each delta is exact: it is a per-character substitution.
             self.kinds.add("html")
             text = html.escape(text, quote=False)
+        if self.config.neutralise_script_urls:
+            text, found = neutralise_script_urls(text)
+            if found:
+                self.kinds.add("script_url")
         return text
 
+    def _leaks(self, delta: str) -> bool:
+        if not self.system_prompt:
+            return False
+        self.seen += delta
+        # A leak long enough to count fits in the recent text; checking only it keeps each delta cheap.
+        recent = self.seen[-(4 * self.config.stream_holdback + len(delta)):]
+        if detect_prompt_leak(recent, self.system_prompt, refusal=self.config.refusal).flagged:
+            self.blocked, self.pending = True, ""
+            self.kinds.add("prompt_leak")
+        return self.blocked
+
     def feed(self, delta: str) -> str:
-        if not self.config.redact_pii:
+        if self.blocked or self._leaks(delta):
+            return ""
+        if not (self.config.redact_pii or self.config.neutralise_script_urls or self.system_prompt):
             return self._safe(delta)
         self.pending += delta
         cut = max(0, len(self.pending) - self.config.stream_holdback)
-        for m in find_pii(self.pending):  # never cut through a match: hold it back whole
-            if m.start < cut < m.end:
-                cut = m.start
+        spans = [(m.start, m.end) for m in find_pii(self.pending)] if self.config.redact_pii else []
+        if self.config.neutralise_script_urls:
+            spans += [m.span() for m in SCRIPT_URL_TEXT.finditer(self.pending)]
+        for start, stop in spans:  # never cut through a match: hold it back whole
+            if start < cut < stop:
+                cut = start
         out, self.pending = self.pending[:cut], self.pending[cut:]
         return self._safe(out)
 
     def flush(self) -> str:
         out, self.pending = self.pending, ""
-        return self._safe(out)
+        return "" if self.blocked else self._safe(out)
 
 
 # ---------------------------------------------------------------- metrics and middleware
@@ -271,7 +324,7 @@ class GuardMiddleware:
 
         try:
             request = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: thousands of nested brackets
             request = None  # not JSON: the app answers 400 in its own words
         # A request the API would refuse anyway gets the app's 400, not a guard's answer.
         if isinstance(request, dict) and is_valid_request(scope["path"], request):
@@ -286,7 +339,17 @@ class GuardMiddleware:
             if verdict.blocked:
                 await self._send_blocked(scope, send, request, verdict.blocked_by)
                 return
-        await self.app(scope, replay, self._output_guard(send))
+        await self.app(scope, replay, self._output_guard(send, self._system_prompt(scope)))
+
+    def _system_prompt(self, scope: dict) -> str | None:
+        """config.system_prompt, else the system messages of the serving app's prompt (serving/app.py)."""
+        if self.config.system_prompt or not self.config.block_prompt_leak:
+            return self.config.system_prompt
+        serving = getattr(getattr(scope.get("app"), "state", None), "serving", None)
+        prompt = getattr(serving, "prompt", None)
+        messages = getattr(prompt, "messages", None) or []
+        text = "\n".join(m.content for m in messages if getattr(m, "role", "") == "system")
+        return text or None
 
     async def _send_blocked(self, scope: dict, send: Send, request: dict, kinds: list[str]) -> None:
         status, body = blocked_body(scope["path"], request, kinds, self.config)
@@ -298,7 +361,7 @@ class GuardMiddleware:
                                 (GUARD_HEADER.encode(), f"input:{','.join(kinds)}".encode())]})
         await send({"type": "http.response.body", "body": data, "more_body": False})
 
-    def _output_guard(self, send: Send) -> Send:
+    def _output_guard(self, send: Send, system_prompt: str | None = None) -> Send:
         config, metrics = self.config, self.metrics
         state: dict[str, Any] = {"mode": None, "start": None, "body": b"", "buf": b"", "guards": {}}
 
@@ -311,16 +374,20 @@ class GuardMiddleware:
                     (choice.get("message") or {}), "content") if "message" in choice else (choice, "text")
                 text = holder.get(key)
                 if stream:
-                    guard = state["guards"].setdefault(choice.get("index", 0), StreamGuard(config))
+                    guard = state["guards"].setdefault(choice.get("index", 0), StreamGuard(config, system_prompt))
                     safe = guard.feed(text) if isinstance(text, str) else ""
                     if choice.get("finish_reason") is not None:
                         safe += guard.flush()
+                        if guard.blocked:
+                            choice["finish_reason"] = "content_filter"
                     if isinstance(text, str) or safe:
                         holder[key] = safe
                         if "delta" in choice:
                             choice["delta"] = holder
                 elif isinstance(text, str):
-                    holder[key], found = guard_output(text, config)
+                    holder[key], found = guard_output(text, config, system_prompt)
+                    if "prompt_leak" in found:
+                        choice["finish_reason"] = "content_filter"
                     kinds += found
             return kinds
 
