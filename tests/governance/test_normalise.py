@@ -124,3 +124,12 @@ def test_plain_questions_cost_almost_nothing() -> None:
     for _ in range(200):
         variants(question)
     assert (time.perf_counter() - started) / 200 < 0.002
+
+
+@pytest.mark.parametrize("text", ["a " * 4000, "a-" * 4000 + "!", "ab" * 4000, '"' + "x" * 7998 + '"',
+                                  "```python\n" + "print(1)\n" * 800, "%41" * 2600, "\u202e" * 4000])
+def test_pathological_inputs_stay_cheap(text: str) -> None:
+    """8,000 characters (the guard's input cap) of what the decoders' regexes look for: no backtracking blow-up."""
+    started = time.perf_counter()
+    found = variants(text)
+    assert time.perf_counter() - started < 1.5 and 1 <= len(found) <= 40
