@@ -10,9 +10,14 @@ Layout under `<home>/registry/`:
     aliases.json                  {alias: version}
     alias_history.jsonl           one line per alias move (append-only)
     reports/<n>/<name>/           reports produced after registration (eval against the live server)
+    mlflow/<server>/<model>/...   with LLMOPS_REGISTRY_URI: versions pulled from the shared server
 
 A version folder is written under a temp name and renamed into place, so a crash leaves no
 half version; ids are allocated under a file lock. Every load re-hashes the files.
+
+`open_registry(settings)` is how commands get a registry: this folder by default, or, with
+`LLMOPS_REGISTRY_URI=http://host:5000`, the same interface on a shared MLflow server
+(llmops/registry_mlflow.py), whose pulls land in a checksum-verified cache under this folder.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from llmops.settings import Settings
 
 from llmops.errors import InputError
 from llmops.files import atomic_dir, atomic_write_json, sha256_file, sha256_tree
@@ -43,6 +51,13 @@ def move_hash(entry: Mapping[str, Any]) -> str:
 
 class IntegrityError(InputError):
     """A registered file is missing, extra or has a different sha256 than its manifest."""
+
+
+class AliasConflict(InputError):
+    """An alias was not where the mover expected it (another release or rollback moved it first)."""
+
+
+NOT_CHECKED = object()  # set_alias(expected=...) not given: move whatever the alias points at
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,7 @@ class Registry:
                 manifest = sha256_tree(files)
                 record = dict(lineage)
                 record.update({"version": version, "registered_at": _now(),
-                               "artifacts": {name: _artifact_hash(manifest, name) for name in artifacts}})
+                               "artifacts": {name: artifact_hash(manifest, name) for name in artifacts}})
                 atomic_write_json(tmp / "manifest.json", manifest)
                 atomic_write_json(tmp / "lineage.json", record)
         return ModelVersion(version, target)
@@ -132,18 +147,7 @@ class Registry:
 
     def verify(self, mv: ModelVersion) -> None:
         """Re-hash every file; raise IntegrityError naming the first bad file."""
-        manifest = mv.manifest
-        for rel, expected in manifest.items():
-            path = mv.files / rel
-            if not path.is_file():
-                raise IntegrityError(f"version {mv.version}: file is missing", file=str(path))
-            actual = sha256_file(path)
-            if actual != expected:
-                raise IntegrityError(f"version {mv.version}: sha256 {actual[:12]}… does not match the manifest's "
-                                     f"{expected[:12]}… (corrupted or edited artifact)", file=str(path))
-        extra = sorted(set(sha256_tree(mv.files)) - set(manifest)) if len(manifest) < 10_000 else []
-        if extra:
-            raise IntegrityError(f"version {mv.version}: file not in the manifest", file=str(mv.files / extra[0]))
+        verify_files(mv)
 
     # --- aliases -----------------------------------------------------------------------------
     def aliases(self) -> dict[str, str]:
@@ -156,35 +160,25 @@ class Registry:
             return []
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-    def set_alias(self, alias: str, ref: str, *, reason: str = "", actor: str = "llmops") -> dict[str, Any]:
-        """Point `alias` at a version. Moving `production` moves its old target to `previous`."""
-        if alias not in ALIASES:
-            raise InputError(f"unknown alias {alias!r}; use one of {', '.join(ALIASES)}", field="alias")
+    def set_alias(self, alias: str, ref: str, *, reason: str = "", actor: str = "llmops",
+                  expected: Any = NOT_CHECKED) -> dict[str, Any]:
+        """Point `alias` at a version. Moving `production` moves its old target to `previous`.
+        `expected` (a version or None): compare-and-set, refused with AliasConflict (nothing moved)
+        when the alias points elsewhere by the time the move is made under the lock."""
+        check_alias_name(alias)
         version = self.resolve(ref)
         with self._lock():
             aliases = self.aliases()
-            moves = []
-            old = aliases.get(alias)
-            if alias == "production" and old and old != version:
-                moves.append(("previous", aliases.get("previous"), old))
-                aliases["previous"] = old
-            moves.append((alias, old, version))
-            aliases[alias] = version
-            history = self.alias_history()
-            seq, prev = (history[-1].get("seq", len(history)), history[-1].get("hash", GENESIS)) if history else (0, GENESIS)
-            entries = []
-            for a, f, t in moves:
-                seq += 1
-                entry = {"seq": seq, "time": _now(), "alias": a, "from": f, "to": t, "reason": reason,
-                         "actor": actor, "prev_hash": prev}
-                entry["hash"] = prev = move_hash(entry)
-                entries.append(entry)
+            check_expected(alias, aliases.get(alias), expected)
+            entries = alias_moves(aliases, self.alias_history(), alias, version, reason=reason, actor=actor)
             # the history first: a crash between the two leaves a move recorded but not made, which
             # verify_alias_history reports, never a move made and not recorded
             with open(self.root / "alias_history.jsonl", "a", encoding="utf-8") as handle:
                 for entry in entries:
                     handle.write(json.dumps(entry, sort_keys=True) + "\n")
                 handle.flush()
+            for entry in entries:
+                aliases[entry["alias"]] = entry["to"]
             atomic_write_json(self.root / "aliases.json", aliases)
         return entries[-1]
 
@@ -193,19 +187,7 @@ class Registry:
         or inserted), or aliases.json disagreeing with the history's last move of an alias. The
         history's head is also recorded in the audit log by whoever moved it (`alias_history_hash`),
         which `llmops audit verify --registry-anchors` checks, so a rewrite of the whole file fails too."""
-        problems, prev, last = [], GENESIS, {}
-        for n, entry in enumerate(self.alias_history(), start=1):
-            if entry.get("prev_hash") != prev:
-                problems.append(f"alias_history.jsonl:{n}: prev_hash does not match line {n - 1}'s hash")
-            if entry.get("hash") != move_hash(entry):
-                problems.append(f"alias_history.jsonl:{n}: hash does not match the entry (edited)")
-            prev = entry.get("hash", "")
-            last[entry.get("alias")] = entry.get("to")
-        for alias, version in self.aliases().items():
-            if last.get(alias) != version:
-                problems.append(f"aliases.json: {alias} -> {version}, but the history's last move of {alias} is "
-                                f"-> {last.get(alias)}")
-        return problems
+        return check_alias_history(self.alias_history(), self.aliases())
 
     def alias_head(self) -> str | None:
         """The hash of the newest alias move (None: no move yet)."""
@@ -223,12 +205,101 @@ class Registry:
         return target
 
 
-def _artifact_hash(manifest: dict[str, str], name: str) -> str:
+class ModelRegistry(Protocol):
+    """What commands use of a registry; `Registry` (a folder) and `MlflowRegistry` (a server) provide it."""
+
+    def versions(self) -> list[str]: ...
+    def register(self, artifacts: Mapping[str, Path], lineage: dict[str, Any]) -> ModelVersion: ...
+    def resolve(self, ref: str) -> str: ...
+    def get(self, ref: str, *, verify: bool = True) -> ModelVersion: ...
+    def verify(self, mv: ModelVersion) -> None: ...
+    def aliases(self) -> dict[str, str]: ...
+    def alias_history(self) -> list[dict[str, Any]]: ...
+    def set_alias(self, alias: str, ref: str, *, reason: str = "", actor: str = "llmops",
+                  expected: Any = NOT_CHECKED) -> dict[str, Any]: ...
+    def verify_alias_history(self) -> list[str]: ...
+    def alias_head(self) -> str | None: ...
+    def attach_report(self, ref: str, name: str, src_dir: Path) -> Path: ...
+
+
+def open_registry(settings: Settings) -> ModelRegistry:
+    """The registry these settings name: the shared MLflow server of `registry_uri`, else the local folder."""
+    if settings.registry_uri:
+        from llmops.registry_mlflow import MlflowRegistry
+
+        return MlflowRegistry(settings.registry_uri, settings.registry_dir, name=settings.registry_model)
+    return Registry(settings.registry_dir)
+
+
+def verify_files(mv: ModelVersion) -> None:
+    """Re-hash every file of a version folder against its manifest; IntegrityError names the first bad file."""
+    manifest = mv.manifest
+    for rel, expected in manifest.items():
+        path = mv.files / rel
+        if not path.is_file():
+            raise IntegrityError(f"version {mv.version}: file is missing", file=str(path))
+        actual = sha256_file(path)
+        if actual != expected:
+            raise IntegrityError(f"version {mv.version}: sha256 {actual[:12]}… does not match the manifest's "
+                                 f"{expected[:12]}… (corrupted or edited artifact)", file=str(path))
+    extra = sorted(set(sha256_tree(mv.files)) - set(manifest)) if len(manifest) < 10_000 else []
+    if extra:
+        raise IntegrityError(f"version {mv.version}: file not in the manifest", file=str(mv.files / extra[0]))
+
+
+def check_alias_name(alias: str) -> None:
+    if alias not in ALIASES:
+        raise InputError(f"unknown alias {alias!r}; use one of {', '.join(ALIASES)}", field="alias")
+
+
+def check_expected(alias: str, current: str | None, expected: Any) -> None:
+    if expected is not NOT_CHECKED and current != expected:
+        raise AliasConflict(f"{alias} points at version {current}, not the expected {expected}: another release "
+                            f"or rollback moved it meanwhile; nothing was moved (check `llmops registry history`)",
+                            field="alias")
+
+
+def alias_moves(aliases: Mapping[str, str], history: list[dict[str, Any]], alias: str, version: str, *,
+                reason: str, actor: str) -> list[dict[str, Any]]:
+    """The chained history entries of pointing `alias` at `version` (production's old target -> previous)."""
+    old = aliases.get(alias)
+    moves: list[tuple[str, str | None, str]] = []
+    if alias == "production" and old and old != version:
+        moves.append(("previous", aliases.get("previous"), old))
+    moves.append((alias, old, version))
+    seq, prev = (history[-1].get("seq", len(history)), history[-1].get("hash", GENESIS)) if history else (0, GENESIS)
+    entries = []
+    for a, f, t in moves:
+        seq += 1
+        entry = {"seq": seq, "time": _now(), "alias": a, "from": f, "to": t, "reason": reason,
+                 "actor": actor, "prev_hash": prev}
+        entry["hash"] = prev = move_hash(entry)
+        entries.append(entry)
+    return entries
+
+
+def check_alias_history(history: list[dict[str, Any]], aliases: Mapping[str, str], *,
+                        where: str = "alias_history.jsonl", current: str = "aliases.json") -> list[str]:
+    """Broken links of the hash chain, and aliases that disagree with the history's last move of them."""
+    problems, prev, last = [], GENESIS, {}
+    for n, entry in enumerate(history, start=1):
+        if entry.get("prev_hash") != prev:
+            problems.append(f"{where}:{n}: prev_hash does not match line {n - 1}'s hash")
+        if entry.get("hash") != move_hash(entry):
+            problems.append(f"{where}:{n}: hash does not match the entry (edited)")
+        prev = entry.get("hash", "")
+        last[entry.get("alias")] = entry.get("to")
+    for alias, version in aliases.items():
+        if last.get(alias) != version:
+            problems.append(f"{current}: {alias} -> {version}, but the history's last move of {alias} is "
+                            f"-> {last.get(alias)}")
+    return problems
+
+
+def artifact_hash(manifest: dict[str, str], name: str) -> str:
     """One sha256 for an artifact: the hash of its files' (path, sha256) list, or the file's own hash."""
     if name in manifest:
         return manifest[name]
-    import hashlib
-
     digest = hashlib.sha256()
     for rel, sha in sorted(manifest.items()):
         if rel.startswith(name + "/"):

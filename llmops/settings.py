@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Without these, hub clients try the network and deepeval/whylogs phone home.
@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: one per core).")
     allow_faults: bool = Field(False, description="Let the gateway inject faults (tests and drills only).")
     fault: str = Field("", description="The fault a fault-injecting worker applies (serving/gateway/faults.py).")
+    registry_uri: str | None = Field(None, description="A shared MLflow tracking server for the registry and the "
+                                                       "training runs (LLMOPS_REGISTRY_URI=http://host:5000); "
+                                                       "unset: the local folder <home>/registry.")
+    registry_model: str = Field("llmops", pattern=r"^[A-Za-z0-9_.-]+$", description="The MLflow registered model and experiment "
+                                                                    "name (LLMOPS_REGISTRY_MODEL).")
 
     @model_validator(mode="before")
     @classmethod
@@ -86,6 +91,14 @@ class Settings(BaseSettings):
             home = data.get("home")
             data = {**data, "root": root, "home": Path(home).expanduser().resolve() if home else root / ".llmops"}
         return data
+
+    @field_validator("registry_uri")
+    @classmethod
+    def _registry_uri(cls, value: str | None) -> str | None:
+        value = (value or "").strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"LLMOPS_REGISTRY_URI must be an http(s):// MLflow tracking server, not {value!r}")
+        return value or None
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

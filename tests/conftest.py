@@ -15,6 +15,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("LLMOPS_OPERATE", "0")
 # Likewise the guards (they load MiniLM): tests/serving/test_guards.py and the wiring tests turn them on.
 os.environ.setdefault("LLMOPS_GUARDS", "0")
+# The tests use a local registry folder, or the MLflow server they start (test_registry_mlflow.py),
+# never a shared one the developer's shell points at.
+os.environ.pop("LLMOPS_REGISTRY_URI", None)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,6 +30,7 @@ from llmops.errors import InputError
 from llmops.files import atomic_dir
 from llmops.prompts import ChatFormat, Prompt, load_prompt
 from llmops.settings import Settings
+from llmops.tracking import check_tracking, log_training_run
 from training.config import TINY_BASE_MODEL, TrainConfig
 
 
@@ -205,6 +206,7 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
 
     check_quantization(cfg)
     settings = settings or Settings.load()
+    check_tracking(settings)  # with LLMOPS_REGISTRY_URI: an unreachable MLflow server fails now, not after training
     prompt = load_prompt(cfg.prompt, settings.prompts_dir)
     base_path, base_info = resolve_base_model(cfg, settings, progress=progress)
     dataset_license = check_licenses(cfg, settings, base_path)
@@ -307,4 +309,6 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
         resolved["_resolved"] = {"base_model_path": base_path, "base_model": base_info,
                                  "dataset_license": dataset_license, "prompt_sha256": prompt.sha256}
         (tmp / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        log_training_run(settings, tmp, name=run_dir.name, config=resolved, log_history=state.log_history,
+                         metrics=metrics)  # to MLflow tracking, with LLMOPS_REGISTRY_URI only
     return TrainResult(run_dir=run_dir, base_model_path=Path(base_path), metrics=metrics)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 import click
+from pydantic import ValidationError
 
 from llmops.errors import GateFailed, InputError
 from llmops.settings import apply_offline_env
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.ClickException as exc:
         exc.show()
+        return 2
+    except ValidationError as exc:  # a bad LLMOPS_* setting (llmops/settings.py)
+        click.echo(f"error: {exc}", err=True)
         return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code

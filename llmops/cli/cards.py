@@ -18,11 +18,11 @@ import click
 def card(ref: str, out_dir: Path | None) -> None:
     """Write the Hugging Face model card and dataset card of version REF (stored with the version)."""
     from governance.cards import write_cards
-    from llmops.registry import Registry
+    from llmops.registry import open_registry
     from llmops.settings import Settings
 
     settings = Settings.load()
-    for path in write_cards(Registry(settings.registry_dir), ref, out_dir, settings.root):
+    for path in write_cards(open_registry(settings), ref, out_dir, settings.root):
         click.echo(str(path))
 
 
@@ -61,11 +61,11 @@ def compare(models: tuple[Path, ...], limit: int, tags: tuple[str, ...]) -> None
 def publish(ref: str, repo_id: str, token: str | None, what: str, dry_run: bool) -> None:
     """Push version REF (merged weights or adapter, ONNX, card) to the Hugging Face Hub."""
     from llmops.jobs.publish import publish_version
-    from llmops.registry import Registry
+    from llmops.registry import open_registry
     from llmops.settings import Settings
 
     settings = Settings.load()
-    plan = publish_version(Registry(settings.registry_dir), ref, repo_id, token=token, what=what, dry_run=dry_run,
+    plan = publish_version(open_registry(settings), ref, repo_id, token=token, what=what, dry_run=dry_run,
                            repo_root=settings.root)
     click.echo(plan["commit_message"])
     for path in plan["files"]:

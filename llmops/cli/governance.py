@@ -55,10 +55,10 @@ def verify_cmd(log: str | None, anchor: str | None, registry_anchors: bool) -> N
     path = _log_path(log)
     anchors = [parse_anchor(anchor)] if anchor else []
     if registry_anchors:
-        from llmops.registry import Registry
+        from llmops.registry import open_registry
         from llmops.settings import Settings
 
-        reg = Registry(Settings.load().registry_dir)
+        reg = open_registry(Settings.load())
         recorded = [reg.get(v, verify=False).lineage.get("audit_anchor") for v in reg.versions()]
         anchors += [parse_anchor(a) for a in recorded if a]
         click.echo(f"{len(recorded)} registered versions, {sum(1 for a in recorded if a)} with an audit anchor")

@@ -2,6 +2,7 @@
 
     llmops registry list
     llmops registry show production
+    llmops registry show production --manifest-sha256
     llmops registry verify 3
 """
 
@@ -14,15 +15,16 @@ import click
 
 
 def _registry():
-    from llmops.registry import Registry
+    from llmops.registry import open_registry
     from llmops.settings import Settings
 
-    return Registry(Settings.load().registry_dir)
+    return open_registry(Settings.load())
 
 
 @click.group()
 def registry() -> None:
-    """The local model registry: versions, checksums, lineage and aliases."""
+    """The model registry (a local folder, or a shared MLflow server with LLMOPS_REGISTRY_URI): versions,
+    checksums, lineage and aliases."""
 
 
 @registry.command("list")
@@ -44,8 +46,15 @@ def list_cmd() -> None:
 
 @registry.command("show")
 @click.argument("ref")
-def show(ref: str) -> None:
+@click.option("--manifest-sha256", "manifest_sha", is_flag=True,
+              help="Print only the sha256 of the version's manifest (a cache key; the files are not pulled).")
+def show(ref: str, manifest_sha: bool) -> None:
     """Print the lineage record of a version or alias (after verifying its checksums)."""
+    if manifest_sha:
+        from llmops.files import sha256_file
+
+        click.echo(sha256_file(_registry().get(ref, verify=False).path / "manifest.json"))
+        return
     click.echo(json.dumps(_registry().get(ref).lineage, indent=2, sort_keys=True))
 
 

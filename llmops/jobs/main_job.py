@@ -146,7 +146,8 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
     from governance.datacheck import check_dataset
     from llmops.lineage import build_lineage
     from llmops.prompts import load_prompt
-    from llmops.registry import Registry
+    from llmops.registry import open_registry
+    from llmops.tracking import training_run_ref
     from training.config import load_config
     from training.finetune import dataset_dirs, resolve_base_model, train
 
@@ -252,7 +253,9 @@ def run_main_job(settings: Settings, *, config_path: Path, overrides: tuple[str,
         lineage["audit_anchor"] = current_anchor(settings)  # `llmops audit verify --registry-anchors`
         # promote-if-better compares only metrics measured on the same eval split
         lineage["eval_split_sha256"] = (report.info.get("dataset") or {}).get("sha256")
-        reg = Registry(settings.registry_dir)
+        if tracked := training_run_ref(trained.run_dir):  # the MLflow run of the training (llmops/tracking.py)
+            lineage["training_run"] = tracked
+        reg = open_registry(settings)
         mv = reg.register({"model": trained.merged_dir, "adapter": trained.adapter_dir,
                            "onnx": exported.out_dir, "loss_curve.png": trained.run_dir / "loss_curve.png"},
                           lineage)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmops.registry import Registry
+from llmops.registry import open_registry
 from llmops.settings import Settings
 from training.base_models import SMOLLM2
 from training.base_models import model_dir as base_model_dir
@@ -24,7 +24,7 @@ RELEASE_ALIASES = ("production", "candidate")
 
 def registry_model(settings: Settings, subdir: str = "onnx/fp32") -> tuple[str, Path, str] | None:
     """(alias, verified version folder's `files/<subdir>`, version) of production, else candidate."""
-    reg = Registry(settings.registry_dir)
+    reg = open_registry(settings)
     aliases = reg.aliases()
     for alias in RELEASE_ALIASES:
         if alias in aliases:

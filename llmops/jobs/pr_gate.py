@@ -239,7 +239,7 @@ class ModelUnderTest:
 def resolve_model(settings: Settings, *, model_dir: Path | None = None, endpoint: str | None = None,
                   echo: Callable[[str], None] = print) -> ModelUnderTest:
     from llmops.lineage import tree_sha256
-    from llmops.registry import Registry
+    from llmops.registry import open_registry
 
     if endpoint:
         from evals.client import OpenAIClient
@@ -254,7 +254,7 @@ def resolve_model(settings: Settings, *, model_dir: Path | None = None, endpoint
         backend = "onnx" if (model_dir / "model.onnx").is_file() else "torch"
         return ModelUnderTest(version=f"dir:{tree_sha256(model_dir)[:16]}", description=f"model folder {model_dir}",
                               model_dir=model_dir, backend=backend)
-    reg = Registry(settings.registry_dir)
+    reg = open_registry(settings)
     aliases = reg.aliases()
     for alias in ("production", "candidate"):
         # production when there is one; on a machine where only the main job ran, what it trained.
@@ -262,7 +262,9 @@ def resolve_model(settings: Settings, *, model_dir: Path | None = None, endpoint
             mv = reg.get(alias)  # verifies checksums
             manifest_hash = hashlib.sha256(json.dumps(mv.manifest, sort_keys=True).encode()).hexdigest()[:16]
             return ModelUnderTest(version=f"registry:{mv.version}:{manifest_hash}",
-                                  description=f"registry {alias} (version {mv.version})",
+                                  description=f"registry {alias} (version {mv.version}) " + (
+                                      f"from the shared registry {settings.registry_uri}" if settings.registry_uri
+                                      else "of the local registry: no shared registry (LLMOPS_REGISTRY_URI)"),
                                   model_dir=mv.files / "onnx" / "fp32", backend="onnx")
     from training.config import load_config
     from training.finetune import resolve_base_model
@@ -271,7 +273,9 @@ def resolve_model(settings: Settings, *, model_dir: Path | None = None, endpoint
     echo(f"    no production or candidate model in the registry: using the untuned base model {cfg.base_model} "
          "(run `bash scripts/main-job.sh` to gate against a tuned one)")
     path, info = resolve_base_model(cfg, settings, progress=False)
-    return ModelUnderTest(version=str(info["id"]), description=f"untuned base model {info['id']}",
+    where = f"the shared registry {settings.registry_uri}" if settings.registry_uri else "the local registry"
+    return ModelUnderTest(version=str(info["id"]), description=f"untuned base model {info['id']} "
+                                                                f"(no production or candidate in {where})",
                           model_dir=Path(path), backend="torch")
 
 

@@ -77,7 +77,8 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
     from governance.audit import audit_event, current_anchor
     from llmops.lineage import build_lineage
     from llmops.prompts import load_prompt
-    from llmops.registry import Registry
+    from llmops.registry import open_registry
+    from llmops.tracking import training_run_ref
 
     spec = load_pipeline(settings.root / "pipeline.yaml")
     report = Report(kind="register")
@@ -106,7 +107,7 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
     # The eval split the candidate's dataset metrics were measured on: production's must be the same
     # one, or the comparison mixes two test sets.
     split = _eval_split_sha256(pipeline_dir, spec)
-    reg = Registry(settings.registry_dir)
+    reg = open_registry(settings)
     production = reg.aliases().get("production")
     if production:
         prod_lineage = reg.get(production).lineage
@@ -144,6 +145,8 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
             (reports / name).mkdir(parents=True, exist_ok=True)
             (reports / name / "report.json").write_bytes(src.read_bytes())
         lineage["audit_anchor"] = current_anchor(settings)  # `llmops audit verify --registry-anchors`
+        if tracked := training_run_ref(run_dir):  # the MLflow run of the training (llmops/tracking.py)
+            lineage["training_run"] = tracked
         mv = reg.register({"model": run_dir / "merged", "adapter": run_dir / "adapter",
                            "onnx": pipeline_dir / "export" / "onnx", "loss_curve.png": run_dir / "loss_curve.png",
                            "reports": reports}, lineage)

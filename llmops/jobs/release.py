@@ -237,9 +237,11 @@ class Controller:
                              + "; ".join(reasons))
 
     def release(self, ref: str, *, fault: str | None = None, commit: str | None = None) -> ReleaseResult:
-        from llmops.registry import Registry
+        from llmops.registry import open_registry
 
-        registry = Registry(self.settings.registry_dir)
+        registry = open_registry(self.settings)
+        # compare-and-set: production must still be what it was now when this release moves it
+        production = registry.aliases().get("production")
         mv, tag = verified_version(registry, ref, commit=commit, root=self.settings.root)
         status = self.gw.status()
         stable = status["stable"]
@@ -268,9 +270,13 @@ class Controller:
             failures = self.bake(preview, weight)
             if failures:
                 self.abort(stable, preview, mv.version, failures, tag)
+        now = registry.aliases().get("production")
+        if now != production:  # another release or rollback (shared registry) won meanwhile
+            self.abort(stable, preview, mv.version, [f"production moved from version {production} to {now} during "
+                                                     "this release (another release or rollback)"], tag)
         self.gw.promote(preview, self.cfg.scale_down_delay_seconds, reason=f"release {ref} promoted")
         moved = registry.set_alias("production", mv.version, reason=f"release {ref}" + (f" (tag {tag})" if tag else ""),
-                                   actor=self.principal.name)
+                                   actor=self.principal.name, expected=production)
         self.record.update(verdict="pass", reasons=[], finished=time.time())
         self.save_record()
         self.audit("release.promote", "production", {"version": mv.version, "tag": tag, "colour": preview,
@@ -294,11 +300,11 @@ def release(ref: str, *, settings: Settings | None = None, config: RolloutConfig
 
     settings = settings or Settings.load()
     principal = authorize("release", target="production", settings=settings)
-    from llmops.registry import Registry
+    from llmops.registry import open_registry
 
     cfg = config if isinstance(config, RolloutConfig) else load_config(config)
     # refuse a corrupted artifact, or a tag nothing was trained from, before any change
-    verified_version(Registry(settings.registry_dir), ref, commit=commit, root=settings.root)
+    verified_version(open_registry(settings), ref, commit=commit, root=settings.root)
     with release_lock(settings):
         client = GatewayClient(gateway_url, settings)
         try:
@@ -313,14 +319,14 @@ def rollback(*, reason: str, to: str | None = None, settings: Settings | None = 
     `production` alias back, an audit entry. Returns {"colour", "version", "switch_s", "loaded"}."""
     from governance.audit import audit_event
     from governance.policy import authorize
-    from llmops.registry import Registry
+    from llmops.registry import open_registry
     from serving.gateway import GatewayClient, other
 
     if not reason.strip():
         raise InputError("a rollback needs --reason", field="reason")
     settings = settings or Settings.load()
     principal = authorize("rollback", target="production", settings=settings)
-    registry = Registry(settings.registry_dir)
+    registry = open_registry(settings)
     with release_lock(settings):
         client = GatewayClient(gateway_url, settings)
         try:
@@ -350,8 +356,10 @@ def rollback(*, reason: str, to: str | None = None, settings: Settings | None = 
         finally:
             client.close()
     moved = None
-    if registry.aliases().get("production") != version:
-        moved = registry.set_alias("production", version, reason=f"rollback: {reason}", actor=principal.name)
+    production = registry.aliases().get("production")
+    if production != version:
+        moved = registry.set_alias("production", version, reason=f"rollback: {reason}", actor=principal.name,
+                                   expected=production)
     audit_event("rollback", actor=principal.name, role=principal.role, target="production",
                 details={"from_colour": stable, "from_version": status["colours"][stable]["version"],
                          "to_colour": target, "to_version": version, "loaded": loaded,
@@ -364,11 +372,11 @@ def rollback(*, reason: str, to: str | None = None, settings: Settings | None = 
 def status_report(settings: Settings | None = None, gateway_url: str | None = None) -> dict[str, Any]:
     """What `llmops status` prints: the live gateway (or its saved state when it is down), aliases,
     their history and the last analysis."""
-    from llmops.registry import Registry
+    from llmops.registry import open_registry
     from serving.gateway import GatewayClient, load_state, state_path
 
     settings = settings or Settings.load()
-    registry = Registry(settings.registry_dir)
+    registry = open_registry(settings)
     out: dict[str, Any] = {"aliases": registry.aliases(), "alias_history": registry.alias_history()[-10:]}
     try:
         client = GatewayClient(gateway_url, settings, timeout=5)

@@ -26,7 +26,7 @@ import httpx
 from llmops.errors import InputError
 from llmops.launch import LaunchError, wait_ready_async
 from llmops.processes import pid_alive
-from llmops.registry import Registry
+from llmops.registry import open_registry
 from llmops.settings import Settings
 from serving.gateway.admin import AdminAuth, AdminError, LoadRequest, ensure_local_token, ensure_worker_token
 from serving.gateway.faults import ALLOW_FAULTS_ENV, parse_fault
@@ -116,7 +116,7 @@ class Gateway(Routing):
             save_state(self.path, self.state)
 
     async def _bootstrap_production(self) -> None:
-        registry = Registry(self.settings.registry_dir)
+        registry = open_registry(self.settings)
         if "production" not in registry.aliases():
             return
         version = registry.resolve("production")
@@ -224,7 +224,7 @@ class Gateway(Routing):
                 raise AdminError(409, f"{req.colour} serves traffic (weight {cs.weight} %, stable: "
                                       f"{self.state.stable}); load into the idle colour")
             try:
-                mv = await asyncio.to_thread(Registry(self.settings.registry_dir).get, req.version)
+                mv = await asyncio.to_thread(open_registry(self.settings).get, req.version)
                 model_dir, backend = servable(mv.files)
             except InputError as exc:
                 raise AdminError(400, str(exc)) from None
@@ -240,7 +240,7 @@ class Gateway(Routing):
     async def _load(self, colour: str, version: str, *, fault: str | None, model_dir: str | None = None,
                     backend: str | None = None) -> None:
         if model_dir is None:
-            mv = await asyncio.to_thread(Registry(self.settings.registry_dir).get, version)
+            mv = await asyncio.to_thread(open_registry(self.settings).get, version)
             path, backend = servable(mv.files)
             model_dir = str(path)
         old = self.workers[colour]

@@ -161,3 +161,17 @@ def test_alias_history_tampering_is_caught(llmops_home: Path, artifacts: dict[st
     # aliases.json edited by hand disagrees with the history
     (reg.root / "aliases.json").write_text('{"production": "3"}')
     assert any("aliases.json: production -> 3" in p for p in reg.verify_alias_history())
+
+
+def test_compare_and_set_refuses_an_alias_moved_meanwhile(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    from llmops.registry import AliasConflict
+
+    reg = Registry(tmp_path / "reg")
+    for _ in range(3):
+        reg.register(artifacts, {})
+    reg.set_alias("production", "1", expected=None)  # none yet: expected None
+    reg.set_alias("production", "2", reason="release b", expected="1")
+    with pytest.raises(AliasConflict, match="points at version 2, not the expected 1"):
+        reg.set_alias("production", "3", reason="release a", expected="1")
+    assert reg.aliases() == {"production": "2", "previous": "1"} and len(reg.alias_history()) == 3
+    assert reg.verify_alias_history() == []
