@@ -352,7 +352,7 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None, st
 def default_model_id(model_dir: Path) -> str:
     """The folder's name; for an export variant folder (fp32/, int8/) its parent's name too: "v3-int8"."""
     path = Path(model_dir).resolve()
-    return f"{path.parent.name}-{path.name}" if path.name in ("fp32", "int8", "fp16") else path.name
+    return f"{path.parent.name}-{path.name}" if path.name in ("fp32", "int8", "int4", "fp16") else path.name
 
 
 def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None, *, backend: str = "onnx",

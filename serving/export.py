@@ -1,19 +1,25 @@
 """ONNX export of a merged Hugging Face model, with a token-parity gate against torch.
 
-    llmops export --model runs/merged --out exports/v1 --dtypes fp32,int8 \
+    llmops export --model runs/merged --out exports/v1 --dtypes fp32,int8,int4 \
         --prompts-from datasets/python-faq/eval.jsonl --parity-n 16
 
 Output (written to a temp folder beside OUT, renamed to OUT only when the fp32 gate passes):
 
     OUT/fp32/   model.onnx (+ model.onnx_data for >2 GB models), config, tokenizer, prompt.yaml
-    OUT/int8/   the same, weights quantised with onnxruntime's quantize_dynamic
+    OUT/int8/   weight-only int8: every MatMul with a constant weight becomes onnxruntime's
+                MatMulNBits (8 bits, symmetric blocks of 32 along the input axis); embeddings and a
+                tied lm_head stay fp32, activations stay fp32
+    OUT/int4/   the same with 4 bits
     OUT/fp16/   only on CUDA (optimum's fp16 export on device cuda)
+    OUT/rejected/<dtype>/   a quantised variant under the servable floor, kept for inspection
     OUT/parity.json, OUT/report.md   a llmops.report.Report of kind "export-parity"
 
 Parity: greedy decoding with the project's ORT loop against torch `generate` on N rendered
 prompts. fp32 must produce the same token ids, every token of every prompt, or the gate fails
 (exit 1, and OUT is not created; the failed report goes to OUT.parity-failed.{json,md}).
-int8/fp16 agreement is reported, not gated: int8 greedy output can drift (ENVIRONMENT.md).
+A quantised or fp16 variant must agree on at least SERVABLE_AGREEMENT_PCT of the tokens to be
+servable; one below it is moved to OUT/rejected/ with the reason (`llmops serve --variant` refuses
+it) and the export as a whole still passes on fp32.
 """
 
 from __future__ import annotations
@@ -31,8 +37,15 @@ from llmops.files import atomic_dir, atomic_write_json, atomic_write_text, sha25
 from llmops.prompts import Prompt, load_prompt, load_prompt_file
 from llmops.report import Finding, Metric, Report, render_markdown
 
-DTYPES = ("fp32", "int8", "fp16")
+DTYPES = ("fp32", "int8", "int4", "fp16")
 PARITY_KIND = "export-parity"
+SERVABLE_AGREEMENT_PCT = 90.0
+"""Least % of greedy tokens a quantised (or fp16) variant must share with torch to be servable."""
+REJECTED = "rejected"
+"""OUT/rejected/<dtype>/: variants under the servable floor, each with reason.json."""
+# dtype -> MatMulNBits bits. Block 32 along the input axis (finer than per channel: one outlier
+# spoils 32 weights, not a whole row); symmetric, accuracy level 4 (int8 compute of the products).
+_NBITS = {"int8": 8, "int4": 4}
 
 
 @dataclass
@@ -41,7 +54,9 @@ class ExportResult:
     variants: dict[str, Path]
     """dtype -> folder with model.onnx (self-contained: config, tokenizer, prompt.yaml)."""
     agreement: dict[str, float | None]
-    """dtype -> % of greedy tokens that agree with torch (None where it could not run)."""
+    """dtype -> % of greedy tokens that agree with torch (None where it could not run); rejected ones too."""
+    rejected: dict[str, Path]
+    """dtype -> OUT/rejected/<dtype>: built, measured, under SERVABLE_AGREEMENT_PCT, not servable."""
     skipped: dict[str, str]
     """dtype -> why it was not exported."""
     passed: bool
@@ -116,13 +131,28 @@ def _export_optimum(model_dir: Path, out: Path, *, fp16: bool = False) -> None:
                          file=str(model_dir))
 
 
-def _quantize_int8(fp32_dir: Path, out: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def _quantize_weights(fp32_dir: Path, out: Path, bits: int) -> None:
+    """Weight-only quantisation: MatMul weights to `bits`-bit blocks, everything else fp32."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
 
     out.mkdir(parents=True)
     large = (fp32_dir / "model.onnx_data").exists()
-    quantize_dynamic(str(fp32_dir / "model.onnx"), str(out / "model.onnx"), weight_type=QuantType.QInt8,
-                     use_external_data_format=large)
+    config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=bits)
+    quant_logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = quant_logger.level
+    quant_logger.setLevel(logging.WARNING)  # it logs every node at INFO
+    try:
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32_dir / "model.onnx")), algo_config=config)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(out / "model.onnx"), use_external_data_format=large)
+    finally:
+        quant_logger.setLevel(level)
     _copy_aux(fp32_dir, out)
 
 
@@ -212,10 +242,18 @@ def build_parity_report(model_dir: Path, results: dict[str, dict[str, Any]], ski
                                     f"torch {m['torch']} vs onnx {m['onnx']}",
                             field=f"{dtype}/prompt[{m['index']}]", severity="error" if gated else "warning")
                     for m in res["mismatches"]]
-        report.add_check(f"{dtype} greedy token parity" + ("" if gated else " (reported, not gated)"), findings,
-                         summary=f"{res['agreement']:.2f}% tokens agree")
+        if not gated and not servable(res["agreement"]):
+            # The export still passes on fp32; this variant is moved to rejected/ and never served.
+            findings.insert(0, Finding(
+                message=f"{res['agreement']:.2f}% of greedy tokens agree with torch, under the servable "
+                        f"floor of {SERVABLE_AGREEMENT_PCT:.0f}%: not servable, moved to {REJECTED}/{dtype}/",
+                field=dtype, severity="warning"))
+        report.add_check(f"{dtype} greedy token parity" + ("" if gated else
+                                                          f" (servable at >= {SERVABLE_AGREEMENT_PCT:.0f}%)"),
+                         findings, summary=f"{res['agreement']:.2f}% tokens agree")
+        # passed=None for a variant: its floor decides whether it is served, not whether the export passes.
         report.metrics[f"{dtype}.token_agreement_pct"] = Metric(
-            head=res["agreement"], threshold=100.0 if gated else None,
+            head=res["agreement"], threshold=100.0 if gated else SERVABLE_AGREEMENT_PCT,
             passed=(res["agreement"] == 100.0) if gated else None)
         if res.get("max_abs_logit_diff") is not None:
             report.metrics[f"{dtype}.max_abs_logit_diff"] = Metric(head=res["max_abs_logit_diff"], higher_is_better=False)
@@ -229,6 +267,11 @@ def build_parity_report(model_dir: Path, results: dict[str, dict[str, Any]], ski
             "output": json.dumps({"torch": reference[i][:16], **{d: r["outputs"][i][:16] for d, r in results.items()}}),
         })
     return report
+
+
+def servable(agreement: float | None) -> bool:
+    """Whether a non-fp32 variant may be served: measured, and at or over the agreement floor."""
+    return agreement is not None and agreement >= SERVABLE_AGREEMENT_PCT
 
 
 # ---- the stage ---------------------------------------------------------------------------------
@@ -266,10 +309,11 @@ def export_model(model_dir: str | Path, out_dir: str | Path, dtypes: Sequence[st
         prompt_yaml = (prompt.path.read_text(encoding="utf-8") if prompt.path
                        else prompt.model_dump_json())
         atomic_write_text(tmp / "fp32" / "prompt.yaml", prompt_yaml)
-        if "int8" in wanted:
-            t0 = time.perf_counter()
-            _quantize_int8(tmp / "fp32", tmp / "int8")
-            timings["quantize_int8_s"] = time.perf_counter() - t0
+        for dtype, bits in _NBITS.items():
+            if dtype in wanted:
+                t0 = time.perf_counter()
+                _quantize_weights(tmp / "fp32", tmp / dtype, bits)
+                timings[f"quantize_{dtype}_s"] = time.perf_counter() - t0
         if "fp16" in wanted:
             reason = _cuda_reason()
             if reason:
@@ -298,8 +342,16 @@ def export_model(model_dir: str | Path, out_dir: str | Path, dtypes: Sequence[st
             atomic_write_text(failed.with_suffix(".md"), render_markdown(report))
             raise GateFailed(f"export parity: fp32 ONNX greedy tokens agree {results['fp32']['agreement']:.2f}% "
                              f"with torch (need 100%); report: {failed}")
+        rejected = [d for d in variants if d != "fp32" and not servable(results[d]["agreement"])]
+        for dtype in rejected:
+            (tmp / REJECTED).mkdir(exist_ok=True)
+            (tmp / dtype).rename(tmp / REJECTED / dtype)
+            atomic_write_json(tmp / REJECTED / dtype / "reason.json", {
+                "dtype": dtype, "token_agreement_pct": results[dtype]["agreement"],
+                "servable_floor_pct": SERVABLE_AGREEMENT_PCT, "prompts": len(prompts)})
         atomic_write_json(tmp / "parity.json", report.to_dict())
         atomic_write_text(tmp / "report.md", render_markdown(report))
-    return ExportResult(out_dir=out_dir, variants={d: out_dir / d for d in variants},
+    return ExportResult(out_dir=out_dir, variants={d: out_dir / d for d in variants if d not in rejected},
                         agreement={d: results[d]["agreement"] for d in variants}, skipped=skipped,
+                        rejected={d: out_dir / REJECTED / d for d in rejected},
                         passed=True, report=report, report_path=out_dir / "parity.json")

@@ -23,6 +23,7 @@ itself and needs three cache operations per backend (`_cache_select`, `_cache_tr
 from __future__ import annotations
 
 import abc
+import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -342,12 +343,17 @@ def find_onnx_dir(model_dir: Path, variant: str | None = None) -> Path:
     sub = model_dir / (variant or "fp32")
     if (sub / "model.onnx").is_file():
         return sub
+    reason = model_dir / "rejected" / (variant or "fp32") / "reason.json"
+    if reason.is_file():  # serving/export.py moved it there: under the agreement floor
+        why = json.loads(reason.read_text(encoding="utf-8"))
+        raise InputError(f"variant {variant} is not servable: {why['token_agreement_pct']:.1f}% of greedy tokens "
+                         f"agree with torch, under the {why['servable_floor_pct']:.0f}% floor (see parity.json)",
+                         file=str(reason))
     raise InputError(f"no model.onnx in {model_dir}" + (f" or {sub}" if sub != model_dir else "")
                      + "; run `llmops export --model MERGED_MODEL --out DIR` first", file=str(model_dir))
 
 
 def _max_positions(config_dir: Path) -> int | None:
-    import json
 
     cfg_path = Path(config_dir) / "config.json"
     if not cfg_path.is_file():

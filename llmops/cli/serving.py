@@ -1,6 +1,6 @@
 """Export, serve and batch-predict commands.
 
-    llmops export --model runs/merged --out exports/v1 --dtypes fp32,int8 --prompts-from datasets/python-faq/eval.jsonl
+    llmops export --model runs/merged --out exports/v1 --dtypes fp32,int8,int4 --prompts-from datasets/python-faq/eval.jsonl
     llmops serve --model exports/v1 --port 8000
     llmops predict datasets/python-faq/eval.jsonl runs/predictions.jsonl --model exports/v1
 """
@@ -16,9 +16,10 @@ import click
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="Merged Hugging Face model folder (config.json, weights, tokenizer).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Output folder; must not exist. Gets fp32/, int8/, fp16/ (CUDA only), parity.json, report.md.")
+              help="Output folder; must not exist. Gets fp32/, int8/, int4/, fp16/ (CUDA only), rejected/ (variants under the agreement floor), parity.json, report.md.")
 @click.option("--dtypes", default="fp32,int8", show_default=True,
-              help="Comma-separated: fp32, int8, fp16. fp32 is always built (the parity gate runs on it).")
+              help="Comma-separated: fp32, int8, int4 (weight-only), fp16. fp32 is always built (the parity gate runs on it); "
+                   "a variant under 90% greedy-token agreement with torch is moved to rejected/, not served.")
 @click.option("--prompts-from", "prompts_from", type=click.Path(path_type=Path), default=None,
               help="Eval JSONL whose questions (and contexts) are the parity prompts; default: the prompt's examples.")
 @click.option("--parity-n", default=16, show_default=True, type=click.IntRange(min=1),
@@ -29,9 +30,9 @@ import click
               help="Prompt id or file to render parity prompts with (default: MODEL/prompt.yaml, else answer).")
 def export(model_dir: Path, out_dir: Path, dtypes: str, prompts_from: Path | None, parity_n: int,
            max_new_tokens: int, prompt_ref: str | None) -> None:
-    """Export MODEL to ONNX (fp32, int8, fp16 on CUDA) and gate fp32 on greedy token parity with torch."""
+    """Export MODEL to ONNX (fp32, weight-only int8/int4, fp16 on CUDA) and gate fp32 on greedy token parity with torch."""
     from llmops.prompts import load_prompt
-    from serving.export import export_model, parity_prompts, serving_prompt
+    from serving.export import SERVABLE_AGREEMENT_PCT, export_model, parity_prompts, serving_prompt
 
     prompt = load_prompt(prompt_ref) if prompt_ref else serving_prompt(model_dir)
     prompts = parity_prompts(prompt, prompts_from, parity_n)
@@ -39,6 +40,9 @@ def export(model_dir: Path, out_dir: Path, dtypes: str, prompts_from: Path | Non
                           prompt=prompt, parity_n=parity_n, max_new_tokens=max_new_tokens)
     for dtype, path in result.variants.items():
         click.echo(f"{dtype}: {path}  token agreement with torch: {result.agreement[dtype]:.2f}%")
+    for dtype, path in result.rejected.items():
+        click.echo(f"{dtype}: NOT SERVABLE, {result.agreement[dtype]:.2f}% token agreement with torch "
+                   f"(floor {SERVABLE_AGREEMENT_PCT:.0f}%); kept in {path}")
     for dtype, reason in result.skipped.items():
         click.echo(f"{dtype}: skipped ({reason})")
     click.echo(f"parity gate passed; report: {result.report_path}")
@@ -51,7 +55,7 @@ def export(model_dir: Path, out_dir: Path, dtypes: str, prompts_from: Path | Non
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True)
-@click.option("--variant", default=None, help="Export variant to serve: fp32 (default), int8, fp16.")
+@click.option("--variant", default=None, help="Export variant to serve: fp32 (default), int8, int4, fp16.")
 @click.option("--prompt", "prompt_ref", default=None,
               help="Prompt id or file for chat requests (default: MODEL/prompt.yaml, else prompts/answer.yaml).")
 @click.option("--model-id", default=None, help="Name shown by /v1/models (default: the model folder's name).")

@@ -15,7 +15,7 @@ def exported(micro_model: Path, tmp_path_factory: pytest.TempPathFactory):
     """ExportResult of the micro model: fp32 + int8 (fp16 asked for too; skipped without CUDA)."""
     from serving.export import export_model
 
-    return export_model(micro_model, tmp_path_factory.mktemp("export") / "v1", ["fp32", "int8", "fp16"],
+    return export_model(micro_model, tmp_path_factory.mktemp("export") / "v1", ["fp32", "int8", "int4", "fp16"],
                         parity_n=4, max_new_tokens=16)
 
 

@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import onnx
 import pytest
 
 from llmops.cli import main
@@ -40,17 +41,20 @@ def corrupt_onnx(src_dir: Path, dst_dir: Path, scale: float = 0.5) -> Path:
 
 
 def test_export_writes_fp32_int8_and_passes_parity(exported):
-    for dtype in ("fp32", "int8"):
+    for dtype in ("fp32", "int8", "int4"):
         folder = exported.variants[dtype]
         # Self-contained: graph, config, tokenizer and the serving prompt.
         for name in ("model.onnx", "config.json", "tokenizer.json", "prompt.yaml"):
             assert (folder / name).is_file(), f"{dtype}/{name}"
     assert exported.passed
     assert exported.agreement["fp32"] == 100.0
-    assert 0.0 <= exported.agreement["int8"] <= 100.0
+    # Weight-only quantisation keeps the micro model's greedy answers, so both variants are servable.
+    assert exported.agreement["int8"] >= 90.0 and exported.agreement["int4"] >= 90.0 and not exported.rejected
+    graph = onnx.load(str(exported.variants["int4"] / "model.onnx"), load_external_data=False)
+    assert any(n.op_type == "MatMulNBits" for n in graph.graph.node)
     assert "fp16" in exported.skipped and "CUDA" in exported.skipped["fp16"]
-    assert (exported.variants["int8"] / "model.onnx").stat().st_size < (
-        exported.variants["fp32"] / "model.onnx").stat().st_size
+    sizes = {d: (exported.variants[d] / "model.onnx").stat().st_size for d in ("fp32", "int8", "int4")}
+    assert sizes["int4"] < sizes["int8"] < sizes["fp32"]
     report = Report.load(exported.out_dir / "parity.json")
     assert report.kind == "export-parity" and report.verdict == "pass"
     assert report.metrics["fp32.token_agreement_pct"].head == 100.0
@@ -122,3 +126,25 @@ def test_parity_with_no_prompts_is_refused_not_passed(micro_model: Path, tmp_pat
     with pytest.raises(InputError, match="at least one prompt"):
         export_model(micro_model, tmp_path / "onnx", dtypes=("fp32",), prompts=[])
     assert not (tmp_path / "onnx").exists()  # nothing half written
+
+
+def test_a_quantised_variant_that_changes_the_answers_is_not_servable(untied_model, tmp_path, monkeypatch):
+    """Too coarse a quantisation (2-bit blocks standing in for int4) changes the greedy tokens: the
+    variant is measured, moved to rejected/ with its reason, and serving refuses it; fp32 still ships."""
+    from serving import export
+    from serving.runtime import load_generator
+
+    monkeypatch.setitem(export._NBITS, "int4", 2)
+    result = export.export_model(untied_model, tmp_path / "v1", ["fp32", "int4"], parity_n=2, max_new_tokens=16)
+    assert result.passed and list(result.variants) == ["fp32"]
+    assert result.agreement["int4"] < export.SERVABLE_AGREEMENT_PCT
+    assert result.rejected == {"int4": tmp_path / "v1" / "rejected" / "int4"}
+    assert not (tmp_path / "v1" / "int4").exists()
+    reason = json.loads((result.rejected["int4"] / "reason.json").read_text())
+    assert reason["token_agreement_pct"] == result.agreement["int4"] and reason["servable_floor_pct"] == 90.0
+    report = Report.load(tmp_path / "v1" / "parity.json")
+    check = next(c for c in report.checks if c.name.startswith("int4"))
+    assert "not servable" in check.findings[0].message and report.verdict == "pass"
+    with pytest.raises(InputError, match="variant int4 is not servable"):
+        load_generator(tmp_path / "v1", "onnx", variant="int4")
+    assert load_generator(tmp_path / "v1", "onnx", variant="fp32") is not None
