@@ -49,6 +49,17 @@ def move_hash(entry: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def resolve_ref(ref: str, versions: list[str], aliases: Mapping[str, str], where: str) -> str:
+    """A version number or an alias name -> the version number; an unknown ref is an InputError
+    listing what exists (both registry backends)."""
+    if ref in versions:
+        return ref
+    if ref in aliases:
+        return aliases[ref]
+    raise InputError(f"no model version or alias {ref!r} {where} "
+                     f"(versions: {', '.join(versions) or 'none'}; aliases: {', '.join(aliases) or 'none'})")
+
+
 class IntegrityError(InputError):
     """A registered file is missing, extra or has a different sha256 than its manifest."""
 
@@ -131,13 +142,7 @@ class Registry:
 
     def resolve(self, ref: str) -> str:
         """A version number or an alias name -> the version number."""
-        if ref in self.versions():
-            return ref
-        aliases = self.aliases()
-        if ref in aliases:
-            return aliases[ref]
-        raise InputError(f"no model version or alias {ref!r} in {self.root} "
-                         f"(versions: {', '.join(self.versions()) or 'none'}; aliases: {', '.join(aliases) or 'none'})")
+        return resolve_ref(ref, self.versions(), self.aliases(), f"in {self.root}")
 
     def get(self, ref: str, *, verify: bool = True) -> ModelVersion:
         mv = ModelVersion(self.resolve(ref), self.versions_dir / self.resolve(ref))

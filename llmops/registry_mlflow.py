@@ -63,6 +63,7 @@ from llmops.registry import (
     check_alias_history,
     check_alias_name,
     check_expected,
+    resolve_ref,
     verify_files,
 )
 from llmops.tracking import client as mlflow_client
@@ -197,14 +198,7 @@ class MlflowRegistry:
 
     def resolve(self, ref: str) -> str:
         """A version number or an alias name -> the version number."""
-        versions = self.versions()
-        if ref in versions:
-            return ref
-        aliases = self.aliases()
-        if ref in aliases:
-            return aliases[ref]
-        raise InputError(f"no model version or alias {ref!r} of {self.name!r} at {self.uri} "
-                         f"(versions: {', '.join(versions) or 'none'}; aliases: {', '.join(aliases) or 'none'})")
+        return resolve_ref(ref, self.versions(), self.aliases(), f"of {self.name!r} at {self.uri}")
 
     def get(self, ref: str, *, verify: bool = True) -> ModelVersion:
         """The version pulled into the local cache, every checksum verified before it is returned."""

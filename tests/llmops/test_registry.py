@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,15 +74,20 @@ def test_missing_artifact_is_an_input_error(tmp_path: Path) -> None:
         Registry(tmp_path / "reg").register({"model": tmp_path / "nope"}, {})
 
 
-def test_aliases_move_and_keep_history(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    reg = Registry(tmp_path / "reg")
+def release_and_roll_back(reg: Any, artifacts: dict[str, Path]) -> None:
+    """Three versions; production to 1, then 2, then back to previous (either registry backend)."""
     for _ in range(3):
         reg.register(artifacts, {})
     reg.set_alias("production", "1", reason="first")
     reg.set_alias("production", "2", reason="better")
     assert reg.aliases() == {"production": "2", "previous": "1"}
     reg.set_alias("production", "previous", reason="rollback")
-    assert reg.aliases()["production"] == "1" and reg.aliases()["previous"] == "2"
+    assert reg.aliases() == {"production": "1", "previous": "2"}
+
+
+def test_aliases_move_and_keep_history(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    reg = Registry(tmp_path / "reg")
+    release_and_roll_back(reg, artifacts)
     history = reg.alias_history()
     assert [(h["alias"], h["from"], h["to"]) for h in history] == [
         ("production", None, "1"), ("previous", None, "1"), ("production", "1", "2"),

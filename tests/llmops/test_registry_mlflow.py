@@ -23,6 +23,7 @@ from llmops.registry import AliasConflict, IntegrityError, open_registry
 from llmops.registry_mlflow import MlflowRegistry
 from llmops.settings import Settings
 from llmops.tracking import log_training_run, training_run_ref
+from tests.llmops.test_registry import release_and_roll_back
 
 
 def free_port() -> int:
@@ -182,13 +183,7 @@ def test_unknown_version_or_alias_is_refused(mlflow_server: Server, model_name: 
 def test_aliases_move_with_their_history(mlflow_server: Server, model_name: str, tmp_path: Path,
                                          artifacts: dict[str, Path]) -> None:
     reg = MlflowRegistry(mlflow_server.uri, tmp_path / "a", name=model_name)
-    for _ in range(3):
-        reg.register(artifacts, {})
-    reg.set_alias("production", "1", reason="first")
-    reg.set_alias("production", "2", reason="better")
-    assert reg.aliases() == {"production": "2", "previous": "1"}
-    reg.set_alias("production", "previous", reason="rollback")
-    assert reg.aliases() == {"production": "1", "previous": "2"}
+    release_and_roll_back(reg, artifacts)
     # they are MLflow's own aliases
     assert reg.client.get_model_version_by_alias(model_name, "production").version == "1"
     other = MlflowRegistry(mlflow_server.uri, tmp_path / "b", name=model_name)
