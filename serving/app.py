@@ -16,14 +16,14 @@ plain format for a model without one). The system prompt is always the prompt fi
 system message is context, never instructions. Earlier assistant turns are not part of the
 single-turn template. /v1/models lists the model's chat template and special tokens, so that a
 client that builds raw /v1/completions prompts (the eval runner) renders exactly what the server
-would. The prompt's params give the
-default max_tokens and temperature and its stop strings; a request's own stop strings are added.
+would. The prompt's params give the default max_tokens, temperature and stop strings (a request's own are added).
 Chat content is stripped of surrounding whitespace (training puts a space after "Answer:");
 /v1/completions returns the raw text. One model per server: the request's `model` is echoed,
 not matched, so a gateway can route any name to it.
 
 /v1/* needs an API key whose role holds `chat` (serving/auth.py; `--auth off` for a private
-server on loopback). Every invalid request gets a 4xx in OpenAI's shape {"error": {message, type, param, code}}.
+server on loopback), within per-client limits on requests, tokens and streams (serving/ratelimit.py).
+Every invalid request gets a 4xx in OpenAI's shape {"error": {message, type, param, code}}.
 Generation is batched across requests (serving/batching.py): one scheduler thread owns the model
 and decodes every request in flight in one batch (at most `ServeLimits.max_batch` rows), new
 requests joining at step boundaries; a route only queues its request and awaits its result or
@@ -59,10 +59,18 @@ from llmops.launch import LaunchError, free_port, running_process
 from llmops.prompts import Prompt
 from llmops.settings import Settings
 from serving.auth import ApiKeyMiddleware, check_mode
-from serving.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAITING, Scheduler, ServerBusy, Ticket
+from serving.batching import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_WAITING,
+    Scheduler,
+    SchedulerCollector,
+    ServerBusy,
+    Ticket,
+)
 from serving.ratelimit import (
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_RATE,
+    DEFAULT_TOKEN_RATE,
     BodyCapMiddleware,
     RateLimitMiddleware,
     error_json,
@@ -121,6 +129,8 @@ class ServeLimits:
     max_concurrent: int | None = DEFAULT_MAX_CONCURRENT
     """Requests of one client in flight at once (a stream counts until it ends); None or 0: no cap.
     Only where `rate_limit` is on: the workers behind the gateway and the harness servers have neither."""
+    token_rate_limit: str | None = DEFAULT_TOKEN_RATE
+    """Estimated tokens per client (serving/ratelimit.py), e.g. "100000/minute"; only where rate_limit is on."""
     max_batch: int = DEFAULT_MAX_BATCH
     """Most sequences decoded together (serving/batching.py); more wait for a row."""
     max_waiting: int = DEFAULT_MAX_WAITING
@@ -155,37 +165,12 @@ class ServeMetrics:
 
     def watch(self, scheduler: Scheduler) -> None:
         """Export the scheduler's batch and queue, read at scrape time (no work on the decode path)."""
-        self.registry.register(_SchedulerCollector(scheduler))
+        self.registry.register(SchedulerCollector(scheduler))
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
-
-
-class _SchedulerCollector:
-    """Prometheus families of a Scheduler: gauges of now, counters since start."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        sched, stats = self.scheduler, self.scheduler.stats
-        yield GaugeMetricFamily("llmops_batch_rows", "Sequences in the running decode batch", value=sched.batch_rows)
-        yield GaugeMetricFamily("llmops_batch_rows_max", "Most sequences decoded in one step since start",
-                                value=stats.max_batch)
-        yield GaugeMetricFamily("llmops_batch_capacity", "Most sequences one decode step may hold (max_batch)",
-                                value=sched.max_batch)
-        yield GaugeMetricFamily("llmops_queue_depth", "Sequences waiting for a batch row", value=sched.waiting)
-        yield CounterMetricFamily("llmops_decode_steps", "Decode steps run", value=stats.steps)
-        yield CounterMetricFamily("llmops_decode_rows", "Rows summed over decode steps (/ steps = mean batch size)",
-                                  value=stats.decoded_rows)
-        yield CounterMetricFamily("llmops_requests_rejected_busy", "Requests refused with 503 server_busy",
-                                  value=stats.rejected)
-        yield CounterMetricFamily("llmops_requests_cancelled", "Requests cancelled in flight (the client left)",
-                                  value=stats.cancelled)
 
 
 class MetricsMiddleware:
@@ -399,7 +384,8 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
         app.add_middleware(ApiKeyMiddleware, keys=KeyStore(key_file(settings)), policy=load_policy(settings=settings),
                            settings=settings, gateway_token=settings.secret("worker_token"))
     if rate is not None:  # inside the metrics middleware, so a 401 or 429 is counted
-        app.add_middleware(RateLimitMiddleware, rate=rate, max_concurrent=limits.max_concurrent)
+        app.add_middleware(RateLimitMiddleware, rate=rate, max_concurrent=limits.max_concurrent,
+                           token_rate=parse_rate(limits.token_rate_limit))
     app.add_middleware(BodyCapMiddleware, max_bytes=limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if operate if operate is not None else settings.operate:

@@ -515,3 +515,28 @@ def _pad_mask(mask: np.ndarray, past: int) -> np.ndarray:
     if missing <= 0:
         return mask
     return np.concatenate([np.zeros((mask.shape[0], missing), dtype=mask.dtype), mask], axis=1)
+
+
+class SchedulerCollector:
+    """Prometheus families of a Scheduler: gauges of now, counters since start."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        sched, stats = self.scheduler, self.scheduler.stats
+        yield GaugeMetricFamily("llmops_batch_rows", "Sequences in the running decode batch", value=sched.batch_rows)
+        yield GaugeMetricFamily("llmops_batch_rows_max", "Most sequences decoded in one step since start",
+                                value=stats.max_batch)
+        yield GaugeMetricFamily("llmops_batch_capacity", "Most sequences one decode step may hold (max_batch)",
+                                value=sched.max_batch)
+        yield GaugeMetricFamily("llmops_queue_depth", "Sequences waiting for a batch row", value=sched.waiting)
+        yield CounterMetricFamily("llmops_decode_steps", "Decode steps run", value=stats.steps)
+        yield CounterMetricFamily("llmops_decode_rows", "Rows summed over decode steps (/ steps = mean batch size)",
+                                  value=stats.decoded_rows)
+        yield CounterMetricFamily("llmops_requests_rejected_busy", "Requests refused with 503 server_busy",
+                                  value=stats.rejected)
+        yield CounterMetricFamily("llmops_requests_cancelled", "Requests cancelled in flight (the client left)",
+                                  value=stats.cancelled)

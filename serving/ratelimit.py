@@ -1,8 +1,13 @@
 """Front-door limits of the worker (`llmops serve --model`) and the gateway: a body cap and
-per-client rate limits.
+per-client rate limits on requests and on tokens.
 
-    llmops serve --model DIR --rate-limit "600/minute"     # "off" turns it off
+    llmops serve --model DIR --rate-limit "600/minute" --token-rate-limit "100000/minute"   # "off": none
     llmops gateway run --rate-limit "600/minute"           # its workers run without one: the edge limits
+
+Tokens per minute are charged when a request arrives, as OpenAI's limits do: the prompt's
+characters / 4 (rounded up) plus the completion tokens it may ask for (`max_tokens` times `n`, or
+DEFAULT_COMPLETION_TOKENS when it does not say), so a flood of long generations is stopped before it
+costs decode time; a request over the budget gets a 429 with code `token_rate_limit_exceeded`.
 
 A client is its API key (the sha256 of the bearer token, never the token) or, without one, its
 address. `limits` (moving window, in memory) counts the requests to `/v1/*`; one over the limit
@@ -18,6 +23,7 @@ e.g. Redis through `limits`' storage URIs, is the step for that).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from typing import Any
@@ -31,6 +37,8 @@ from llmops.errors import InputError
 
 DEFAULT_RATE = "6000/minute"  # per client; high enough for a load test from one address, low enough to stop a flood
 DEFAULT_MAX_CONCURRENT = 16  # requests of one client in flight at once: one client can fill a worker's batch (16 rows)
+DEFAULT_TOKEN_RATE = "600000/minute"  # per client; about 3,000 requests of a 64-token answer and a 500-character prompt
+DEFAULT_COMPLETION_TOKENS = 256  # charged for a request that does not set max_tokens
 
 
 def error_json(status: int, message: str, type_: str, param: str | None = None, code: str | None = None,
@@ -58,14 +66,67 @@ def client_id(scope: dict[str, Any]) -> str:
     return f"ip:{client[0] if client else 'unknown'}"
 
 
-class RateLimitMiddleware:
-    """ASGI middleware: requests to `/v1/*` over `rate` per client, or over `max_concurrent` of its
-    requests in flight at once (a stream counts until its last byte), get a 429."""
+def estimated_tokens(body: bytes) -> int:
+    """Tokens a request is charged at arrival: prompt characters / 4 plus the completion it may ask for.
 
-    def __init__(self, app: Any, rate: Any, prefix: str = "/v1/", max_concurrent: int | None = None) -> None:
+    Any JSON body is read leniently (the app validates it later); one that is not JSON costs its
+    length / 4 plus DEFAULT_COMPLETION_TOKENS, so a malformed body is never free."""
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, RecursionError):
+        return math.ceil(len(body) / 4) + DEFAULT_COMPLETION_TOKENS
+    if not isinstance(data, dict):
+        return math.ceil(len(body) / 4) + DEFAULT_COMPLETION_TOKENS
+    prompt = json.dumps(data.get("messages", data.get("prompt", "")), ensure_ascii=False)
+    max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+    completion = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else DEFAULT_COMPLETION_TOKENS
+    n = data.get("n") if isinstance(data.get("n"), int) and data["n"] > 0 else 1
+    return math.ceil(len(prompt) / 4) + completion * n
+
+
+async def read_body(receive: Any, max_bytes: int | None = None) -> tuple[bytes | None, Any]:
+    """The whole request body, and a `receive` that replays it to the app; None for the body as soon
+    as it grows over `max_bytes` (counted as it arrives, whatever Content-Length said)."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # disconnected: the app sees an empty body and the disconnect
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if max_bytes is not None and len(body) > max_bytes:
+            return None, receive
+    replayed = False
+
+    async def replay() -> dict:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+class RateLimitMiddleware:
+    """ASGI middleware: requests to `/v1/*` over `rate` per client, over `token_rate` estimated tokens
+    per client, or over `max_concurrent` of its requests in flight at once (a stream counts until its
+    last byte), get a 429."""
+
+    def __init__(self, app: Any, rate: Any, prefix: str = "/v1/", max_concurrent: int | None = None,
+                 token_rate: Any = None) -> None:
         self.app, self.rate, self.prefix, self.max_concurrent = app, rate, prefix, max_concurrent
+        self.token_rate = token_rate
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.active: dict[str, int] = {}
+
+    def _over(self, rate: Any, who: str, cost: int, what: str, code: str) -> JSONResponse | None:
+        if self.limiter.hit(rate, who, cost=cost):
+            return None
+        stats = self.limiter.get_window_stats(rate, who)
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        return error_json(429, f"{what} limit {rate} exceeded for this client; retry after {retry} s",
+                          "rate_limit_error", code=code, headers={"Retry-After": str(retry)})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
@@ -78,12 +139,13 @@ class RateLimitMiddleware:
                                   code="concurrency_limit_exceeded", headers={"Retry-After": "1"})
             await response(scope, receive, send)
             return
-        if self.rate is not None and not self.limiter.hit(self.rate, who):
-            stats = self.limiter.get_window_stats(self.rate, who)
-            retry = max(1, math.ceil(stats.reset_time - time.time()))
-            response = error_json(429, f"rate limit {self.rate} exceeded for this client; retry after {retry} s",
-                                  "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(retry)})
-            await response(scope, receive, send)
+        over = None if self.rate is None else self._over(self.rate, who, 1, "rate", "rate_limit_exceeded")
+        if over is None and self.token_rate is not None and scope.get("method") == "POST":
+            body, receive = await read_body(receive)
+            over = self._over(self.token_rate, who, estimated_tokens(body or b""), "token",
+                              "token_rate_limit_exceeded")
+        if over is not None:
+            await over(scope, receive, send)
             return
         self.active[who] = self.active.get(who, 0) + 1
         try:
@@ -110,23 +172,8 @@ class BodyCapMiddleware:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await too_large(scope, receive, send)
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break  # disconnected: the app sees an empty body and the disconnect
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await too_large(scope, receive, send)
-                return
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        body, replay = await read_body(receive, self.max_bytes)
+        if body is None:
+            await too_large(scope, receive, send)
+            return
         await self.app(scope, replay, send)

@@ -63,6 +63,9 @@ def export(model_dir: Path, out_dir: Path, dtypes: str, prompts_from: Path | Non
 @click.option("--rate-limit", default=None, metavar="RATE",
               help="Requests to /v1/* per client (API key, else address), e.g. '600/minute'; 'off' for none "
                    "(default: serving/ratelimit.py DEFAULT_RATE).")
+@click.option("--token-rate-limit", default=None, metavar="RATE",
+              help="Estimated tokens (prompt characters / 4 + max_tokens) per client, e.g. '100000/minute'; 'off' "
+                   "for none (default: serving/ratelimit.py DEFAULT_TOKEN_RATE).")
 @click.option("--auth", type=click.Choice(["keys", "off"]), default="keys", show_default=True,
               help="keys: /v1/* needs an API key whose role holds `chat` (serving/auth.py); off: only for a "
                    "server no one else reaches (loopback, behind a gateway).")
@@ -71,12 +74,12 @@ def export(model_dir: Path, out_dir: Path, dtypes: str, prompts_from: Path | Non
 @click.option("--max-waiting", default=64, show_default=True, type=click.IntRange(min=1),
               help="Most sequences waiting for a batch row; a request over it gets 503 server_busy.")
 def serve(model_dir: Path | None, host: str, port: int, backend: str, variant: str | None, prompt_ref: str | None,
-          model_id: str | None, threads: int | None, rate_limit: str | None, auth: str, max_batch: int,
-          max_waiting: int) -> None:
+          model_id: str | None, threads: int | None, rate_limit: str | None, token_rate_limit: str | None, auth: str,
+          max_batch: int, max_waiting: int) -> None:
     """Serve MODEL over an OpenAI-compatible HTTP API with uvicorn (one process), or, without --model,
     the blue/green topology: a gateway that routes /v1/* by weight to a blue and a green worker."""
     from serving.auth import check_mode, insecure_notice
-    from serving.ratelimit import DEFAULT_RATE
+    from serving.ratelimit import DEFAULT_RATE, DEFAULT_TOKEN_RATE
 
     check_mode(auth, host)  # before any model loads
     if auth == "off":
@@ -86,7 +89,8 @@ def serve(model_dir: Path | None, host: str, port: int, backend: str, variant: s
         from serving.gateway.core import GatewayOptions
 
         run_gateway(options=GatewayOptions(host=host, port=port, worker_threads=threads,
-                                           rate_limit=rate_limit or DEFAULT_RATE, auth=auth))
+                                           rate_limit=rate_limit or DEFAULT_RATE,
+                                           token_rate_limit=token_rate_limit or DEFAULT_TOKEN_RATE, auth=auth))
         return
     import uvicorn
 
@@ -96,6 +100,7 @@ def serve(model_dir: Path | None, host: str, port: int, backend: str, variant: s
     served = find_onnx_dir(model_dir, variant) if backend == "onnx" and variant else model_dir
     app = create_app(served, prompt_ref, backend=backend, threads=threads, model_id=model_id or default_model_id(served),
                      limits=ServeLimits(rate_limit=rate_limit or DEFAULT_RATE, max_batch=max_batch,
+                                        token_rate_limit=token_rate_limit or DEFAULT_TOKEN_RATE,
                                         max_waiting=max_waiting), auth=auth)
     click.echo(f"serving {served} ({backend}) on http://{host}:{port}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

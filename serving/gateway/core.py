@@ -43,7 +43,7 @@ from serving.gateway.state import (
     servable,
 )
 from serving.gateway.workers import Worker, start_worker
-from serving.ratelimit import DEFAULT_RATE
+from serving.ratelimit import DEFAULT_RATE, DEFAULT_TOKEN_RATE
 
 
 @dataclasses.dataclass
@@ -63,6 +63,8 @@ class GatewayOptions:
     """Largest request body the gateway reads (and buffers, to retry on the other colour); then 413."""
     rate_limit: str | None = DEFAULT_RATE
     """Requests to /v1/* per client at the gateway (serving/ratelimit.py); its workers run without one."""
+    token_rate_limit: str | None = DEFAULT_TOKEN_RATE
+    """Estimated tokens per client at the gateway (serving/ratelimit.py)."""
     auth: str = "keys"
     """API keys on /v1/* at the gateway (serving/auth.py): "keys" or "off"; its workers run with "off"."""
 

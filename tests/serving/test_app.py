@@ -15,7 +15,8 @@ import pytest
 from llmops.errors import InputError
 from serving.app import ServeLimits, create_app, running_server
 
-LIMITS = ServeLimits(max_prompt_chars=2000, max_prompt_tokens=200, max_tokens_cap=64, max_body_bytes=20_000)
+# The answer prompt with its canary renders to about 200 micro-model tokens before the question.
+LIMITS = ServeLimits(max_prompt_chars=2000, max_prompt_tokens=300, max_tokens_cap=64, max_body_bytes=20_000)
 USER = [{"role": "user", "content": "What is a lambda?"}]
 
 
@@ -129,14 +130,14 @@ BAD_REQUESTS = [
      "messages.0.content", "invalid_value"),
     ("too-many-chars", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 2001}]}, 400,
      "messages", "prompt_too_long"),
-    ("too-many-tokens", "/v1/chat/completions", {"messages": [{"role": "user", "content": long_text(201)}]}, 400,
+    ("too-many-tokens", "/v1/chat/completions", {"messages": [{"role": "user", "content": long_text(301)}]}, 400,
      "messages", "context_length_exceeded"),
     ("max-tokens-above-cap", "/v1/chat/completions", {"messages": USER, "max_tokens": 65}, 400, "max_tokens",
      "invalid_value"),
     ("empty-prompt", "/v1/completions", {"prompt": ""}, 400, "prompt", "invalid_value"),
     ("empty-prompt-in-list", "/v1/completions", {"prompt": ["ok", " "]}, 400, "prompt.1", "invalid_value"),
     ("prompt-wrong-type", "/v1/completions", {"prompt": 42}, 400, "prompt", "invalid_value"),
-    ("prompt-plus-max-tokens-over-window", "/v1/completions", {"prompt": long_text(199), "max_tokens": 60}, 400,
+    ("prompt-plus-max-tokens-over-window", "/v1/completions", {"prompt": long_text(299), "max_tokens": 60}, 400,
      "max_tokens", "context_length_exceeded"),
     ("stream-with-many-prompts", "/v1/completions", {"prompt": ["a", "b"], "stream": True}, 400, "prompt",
      "invalid_value"),

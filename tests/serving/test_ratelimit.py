@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -77,3 +78,26 @@ def test_concurrent_requests_per_client_are_capped() -> None:
             assert (await client.post("/v1/x", headers=a)).status_code == 200  # the slot came back
 
     asyncio.run(scenario())
+
+
+def test_tokens_per_minute_are_charged_at_arrival_per_client() -> None:
+    from serving.ratelimit import DEFAULT_COMPLETION_TOKENS, estimated_tokens
+
+    question = {"messages": [{"role": "user", "content": "What is a lambda?"}]}
+    prompt_cost = estimated_tokens(json.dumps(question).encode()) - DEFAULT_COMPLETION_TOKENS
+    assert 0 < prompt_cost < 20
+    assert estimated_tokens(json.dumps({**question, "max_tokens": 300, "n": 2}).encode()) == prompt_cost + 600
+    assert estimated_tokens(b"x" * 400) == 100 + DEFAULT_COMPLETION_TOKENS  # not JSON: never free
+
+    client = TestClient(RateLimitMiddleware(_echo_app(), None, token_rate=parse_rate("1000/minute")))
+    a, b = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
+    body = {**question, "max_tokens": 300}
+    sent = [client.post("/v1/echo", headers=a, content=json.dumps(body)) for _ in range(4)]
+    # three requests of ~305 tokens fit in 1000; the fourth is over and is refused before the app runs
+    assert [r.status_code for r in sent] == [200, 200, 200, 429]
+    assert sent[0].json() == {"bytes": len(json.dumps(body).encode())}  # the app still reads the whole body
+    over = sent[3]
+    assert over.json()["error"]["code"] == "token_rate_limit_exceeded" and int(over.headers["Retry-After"]) >= 1
+    # a small request of the same client still fits in what is left; another client has its own budget
+    assert client.post("/v1/echo", headers=a, json={**question, "max_tokens": 10}).status_code == 200
+    assert client.post("/v1/echo", headers=b, json=body).status_code == 200
