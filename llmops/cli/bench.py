@@ -28,7 +28,7 @@ def bench() -> None:
               show_default=True, help="Where to write the JSON results.")
 def serve_bench(model_dir: Path | None, n_prompts: int, max_new_tokens: int, batch_size: int | None,
                 repeats: int, threads: int | None, out_path: Path) -> None:
-    """Tokens/s of torch eager, optimum ORTModel and the project's ORT loop (fp32, int8) on the same prompts."""
+    """Tokens/s of torch eager, optimum ORTModel and the project's ORT loop (fp32, int8, int4) on the same prompts."""
     import tempfile
 
     from llmops.errors import InputError
