@@ -201,13 +201,17 @@ class Registry:
 
     # --- reports produced after registration -------------------------------------------------
     def attach_report(self, ref: str, name: str, src_dir: Path) -> Path:
-        version = self.resolve(ref)
-        target = self.root / "reports" / version / name
-        if target.exists():
-            shutil.rmtree(target)
-        with atomic_dir(target) as tmp:
-            shutil.copytree(src_dir, tmp, dirs_exist_ok=True)
-        return target
+        return copy_report(self.root, self.resolve(ref), name, src_dir)
+
+
+def copy_report(root: Path, version: str, name: str, src_dir: Path) -> Path:
+    """Copy a report folder to <root>/reports/<version>/<name>, replacing an older one whole."""
+    target = root / "reports" / version / name
+    if target.exists():
+        shutil.rmtree(target)
+    with atomic_dir(target) as tmp:
+        shutil.copytree(src_dir, tmp, dirs_exist_ok=True)
+    return target
 
 
 class ModelRegistry(Protocol):

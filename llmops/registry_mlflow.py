@@ -63,6 +63,7 @@ from llmops.registry import (
     check_alias_history,
     check_alias_name,
     check_expected,
+    copy_report,
     resolve_ref,
     verify_files,
 )
@@ -365,12 +366,7 @@ class MlflowRegistry:
         digest = hashlib.sha256(_canonical(sha256_tree(Path(src_dir))).encode()).hexdigest()
         self.client.log_artifacts(mv.run_id, str(src_dir), f"reports/v{version}/{name}")
         self.client.set_model_version_tag(self.name, version, f"llmops.report.{name}", digest)
-        target = self.root / "reports" / version / name
-        if target.exists():
-            shutil.rmtree(target)
-        with atomic_dir(target) as tmp:
-            shutil.copytree(src_dir, tmp, dirs_exist_ok=True)
-        return target
+        return copy_report(self.root, version, name, src_dir)
 
     def training_run(self, ref: str) -> dict[str, Any]:
         """The MLflow run of a version: its id, params, final metrics and the loss per step."""
