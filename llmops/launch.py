@@ -137,8 +137,10 @@ async def wait_ready_async(url: str, client: httpx.AsyncClient, *, proc: subproc
 @contextlib.contextmanager
 def running_process(cmd: Sequence[str], ready_url: str, *, env: Mapping[str, str] | None = None,
                     cwd: str | Path | None = None, timeout: float = 60.0, what: str = "the server",
-                    stop_timeout: float = 10.0, log: Path | None = None) -> Iterator[subprocess.Popen]:
+                    stop_timeout: float = 10.0, log: Path | None = None,
+                    new_session: bool = False) -> Iterator[subprocess.Popen]:
     """Start `cmd`, wait until GET `ready_url` answers 200, yield the process; stop it on exit.
+    `new_session`: in a session of its own, and stopped with every process of its group.
 
     Its output goes to `log`, or to a temporary file removed afterwards. LaunchError (with the
     output's tail) if it exits first or is not ready within `timeout` seconds.
@@ -149,12 +151,12 @@ def running_process(cmd: Sequence[str], ready_url: str, *, env: Mapping[str, str
         os.close(fd)
         log = Path(name)
     try:
-        proc = start_process(cmd, log=log, env=env, cwd=cwd)
+        proc = start_process(cmd, log=log, env=env, cwd=cwd, new_session=new_session)
         try:
             wait_ready(ready_url, proc=proc, log=log, timeout=timeout, what=what)
             yield proc
         finally:
-            stop_process(proc, timeout=stop_timeout)
+            stop_process(proc, timeout=stop_timeout, group=new_session)
     finally:
         if own_log:
             with contextlib.suppress(OSError):

@@ -9,14 +9,19 @@ import subprocess
 import time
 
 
-def stop_process(proc: subprocess.Popen | PidProcess, timeout: float = 10.0) -> int | None:
-    """SIGTERM, wait up to `timeout` seconds for a graceful exit (uvicorn runs its shutdown), then SIGKILL."""
+def stop_process(proc: subprocess.Popen | PidProcess, timeout: float = 10.0, *, group: bool = False) -> int | None:
+    """SIGTERM, wait up to `timeout` seconds for a graceful exit (uvicorn runs its shutdown), then SIGKILL.
+
+    `group`: signal the process group `proc` leads (started in a session of its own), so workers it
+    forked (a gunicorn or mlflow server's) stop with it."""
     if proc.poll() is None:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM) if group else proc.terminate()
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL) if group else proc.kill()
             proc.wait()
     return proc.returncode
 

@@ -67,3 +67,27 @@ def test_a_killed_pid_is_not_waited_for() -> None:
     adopted = PidProcess(proc.pid)  # never reaped while stop_process runs: it stays a zombie
     assert stop_process(adopted, timeout=0.3) == -signal.SIGKILL
     assert proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_a_server_in_its_own_session_is_stopped_with_the_workers_it_forked(tmp_path) -> None:
+    """Like `mlflow server`: the parent forks a worker; stopping the parent alone would leave it."""
+    port, pid_file = free_port(), tmp_path / "worker.pid"
+    script = (f"import subprocess, sys; w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
+              f"open({str(pid_file)!r}, 'w').write(str(w.pid)); "
+              f"import http.server; http.server.HTTPServer(('127.0.0.1', {port}), "
+              f"http.server.SimpleHTTPRequestHandler).serve_forever()")
+    with running_process([sys.executable, "-c", script], f"http://127.0.0.1:{port}/", cwd=tmp_path,
+                         timeout=30, new_session=True, stop_timeout=5) as proc:
+        worker = int(pid_file.read_text())
+        assert pid_alive(worker)
+    assert proc.poll() is not None
+    wait_until(lambda: not pid_alive(worker) or _reaped(worker), timeout=10)
+
+
+def _reaped(pid: int) -> bool:
+    """A killed grandchild whose parent died is reaped by init; until then it is a zombie, not alive."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -6,30 +6,22 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from llmops.errors import InputError
+from llmops.launch import free_port, running_process
 from llmops.registry import AliasConflict, IntegrityError, open_registry
 from llmops.registry_mlflow import MlflowRegistry
 from llmops.settings import Settings
 from llmops.tracking import log_training_run, training_run_ref
 from tests.llmops.test_registry import release_and_roll_back
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -43,40 +35,19 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Server:
-    """`mlflow server` on a free loopback port, killed (its whole process group) at teardown."""
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`mlflow server` on a free loopback port, stopped with its whole process group at teardown."""
     base = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     exe = Path(sys.executable).parent / "mlflow"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers
-    log = open(base / "server.log", "wb")  # noqa: SIM115 (closed at teardown)
-    proc = subprocess.Popen([str(exe), "server", "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
-                             "--artifacts-destination", str(base / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited {proc.returncode}:\n{(base / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy in 180 s:\n{(base / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    cmd = [str(exe), "server", "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
+           "--artifacts-destination", str(base / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    with running_process(cmd, f"{uri}/health", env=env, timeout=180, what="mlflow server", stop_timeout=20,
+                         log=base / "server.log", new_session=True):
         yield Server(uri, base / "artifacts")
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture
