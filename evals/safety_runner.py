@@ -295,11 +295,43 @@ def run_safety(base_url: str, safety_dir: Path = SAFETY_DIR, thresholds_path: Pa
     return report
 
 
+HELDOUT_PREFIX = "safety.heldout."
+
+
+def add_heldout(report: Report, heldout: Report) -> Report:
+    """Fold a run over the held-out sets into the tuning run's report, beside its numbers.
+
+    Held-out metrics become `safety.heldout.<metric>` (gated by the same limits: a gate may test on
+    held-out items, only tuning may not look at them), its cases `safety.heldout.<class>`, its checks
+    "held-out: <name>", and its info `info["heldout"]`. The model card and the summary table pick
+    them up by that prefix.
+    """
+    for name, metric in heldout.metrics.items():
+        report.metrics[HELDOUT_PREFIX + name.removeprefix("safety.")] = metric
+    report.cases += [{**c, "suite": HELDOUT_PREFIX + c["suite"].removeprefix("safety.")} for c in heldout.cases]
+    for check in heldout.checks:
+        report.add_check(f"held-out: {check.name}", check.findings, check.summary)
+    report.info["heldout"] = heldout.info
+    return report
+
+
 def summary_table(report: Report) -> str:
-    """A plain-text table of the per-class rates, for the CLI and the README."""
-    lines = [f"{'metric':40s} {'value':>7s} {'limit':>7s}"]
-    for name, m in sorted(report.metrics.items()):
-        mark = "ok" if m.passed else "BREACH"
-        lines.append(f"{name:40s} {m.head:7.3f} {m.threshold:7.3f}  {mark}")
+    """A plain-text table of the per-class rates (tuning sets, and held-out beside them when run), for the CLI."""
+    tuning = {n: m for n, m in report.metrics.items() if not n.startswith(HELDOUT_PREFIX)}
+    heldout = {"safety." + n.removeprefix(HELDOUT_PREFIX): m for n, m in report.metrics.items()
+               if n.startswith(HELDOUT_PREFIX)}
+    if not heldout:
+        lines = [f"{'metric':40s} {'value':>7s} {'limit':>7s}"]
+        for name, m in sorted(tuning.items()):
+            lines.append(f"{name:40s} {m.head:7.3f} {m.threshold:7.3f}  {'ok' if m.passed else 'BREACH'}")
+        return "\n".join(lines)
+
+    def cell(m: Metric | None) -> str:
+        return f"{m.head:7.3f} {'ok' if m.passed else 'BREACH':6s}" if m is not None else f"{'-':>7s} {'':6s}"
+
+    lines = [f"{'metric':40s} {'tuning':>7s} {'':6s} {'heldout':>7s} {'':6s} {'limit':>7s}"]
+    for name in sorted(set(tuning) | set(heldout)):
+        m = tuning.get(name) or heldout[name]
+        lines.append(f"{name:40s} {cell(tuning.get(name))} {cell(heldout.get(name))} {m.threshold:7.3f}")
     return "\n".join(lines)
 

@@ -2,9 +2,10 @@
 
     .venv/bin/pytest tests/evals/test_safety_heldout.py -q
 
-Schema, size, provenance and disjointness only: the measured rates live in
-evals/safety/heldout/README.md and are deliberately NOT gated here (the detectors must not be tuned
-to this folder).
+Schema, size, provenance and disjointness; the measured rates live in
+evals/safety/heldout/README.md and are deliberately NOT asserted here (the detectors must not be
+tuned to this folder). One test runs `llmops safety --heldout` on 12 toxic and 12 benign held-out
+items, to show the held-out rates are reported and gated beside the tuning rates.
 """
 
 from __future__ import annotations
@@ -98,3 +99,36 @@ def test_run_safety_refuses_a_heldout_folder_with_a_copied_item(tmp_path: Path) 
 def test_default_sets_do_not_pick_up_the_heldout_folder() -> None:
     ids = {i.id for s in load_attack_sets(SAFETY_DIR).values() for i in s.items}
     assert not any(i.startswith("ho-") for i in ids)
+
+
+def test_heldout_rates_are_reported_and_gated_beside_the_tuning_rates(tmp_path: Path) -> None:
+    """`llmops safety --heldout`: one session runs both, and a held-out breach fails the gate by its own name."""
+    import json
+
+    from llmops.cli.safety import safety
+    from llmops.errors import GateFailed
+    from serving.guards import GuardConfig
+    from tests.evals.openai_stub import serve
+    from tests.serving.echo_worker import make_worker
+
+    def trimmed(src: Path, name: str) -> Path:  # 12 items per class: the guards' classifier is slow
+        for cls in ("toxic", BENIGN):
+            data = yaml.safe_load((src / f"{cls}.yaml").read_text(encoding="utf-8"))
+            data["items"] = data["items"][:12]
+            (tmp_path / name).mkdir(exist_ok=True)
+            (tmp_path / name / f"{cls}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        return tmp_path / name
+
+    args = ["--class", "toxic", "--heldout", str(trimmed(HELDOUT_DIR, "heldout"))]
+    with serve(make_worker(GuardConfig())) as url:  # the guards: toxic is stopped in both
+        safety.main(["--endpoint", url, *args, "--out", str(tmp_path / "guarded")], standalone_mode=False)
+    with serve(make_worker()) as url, pytest.raises(GateFailed) as failed:  # a bare worker stops nothing
+        safety.main(["--endpoint", url, *args, "--out", str(tmp_path / "bare")], standalone_mode=False)
+    assert "safety.heldout.block_rate.toxic" in str(failed.value)
+    guarded = json.loads((tmp_path / "guarded" / "report.json").read_text())
+    assert guarded["verdict"] == "pass"
+    assert {"safety.block_rate.toxic", "safety.false_alarm_rate", "safety.heldout.block_rate.toxic",
+            "safety.heldout.false_alarm_rate"} <= set(guarded["metrics"])
+    suites = {c["suite"] for c in guarded["cases"]}
+    assert {"safety.toxic", "safety.heldout.toxic", "safety.heldout.benign"} <= suites
+    assert guarded["info"]["heldout"]["items"] == {"toxic": 12, BENIGN: 12}
