@@ -19,9 +19,17 @@ Schemas, none written here:
   fields are refused), and `nullable: true` becomes a `"null"` alternative of its `type`. Objects the
   CRD leaves open (x-kubernetes-preserve-unknown-fields, such as a pod's `volumes` and `resources`)
   list no properties and stay open; those parts are checked by the core schemas below.
+- Argo Workflows `Workflow` (`llmops pipeline merge --render argo-workflows`): the JSON schema of
+  Argo Workflows v4.0.5 as the PyPI package `hera==7.1.0` models it, vendored under
+  serving/k8s/schemas/argo-workflows/ with its licence and sha256s (`extract_argo_workflows.py` says
+  why that package and re-creates it), made strict on load the same way. What Argo's own validation
+  refuses and a schema cannot say is checked too: the entrypoint and each task's `template` name a
+  template, each of a DAG task's `dependencies` names a task of the same DAG, no cycle, no duplicate
+  or malformed name.
 - The pods inside a CRD are checked against the core schemas too, so a Rollout's pod template gets
   the same field-by-field check as a Deployment's: `spec.template` of a Rollout is validated as a
-  core `PodTemplate`, and each `provider.job` of an AnalysisTemplate (the probes) as a `batch/v1 Job`.
+  core `PodTemplate`, each `provider.job` of an AnalysisTemplate (the probes) as a `batch/v1 Job`,
+  and each `container` of a Workflow's templates as a PodTemplate's container.
 
 A problem names the file, the document (`Rollout/llmops`) and the field's path (`spec.replcas`,
 `spec.template.spec.containers[0].ports[0].containerPort`).
@@ -30,6 +38,7 @@ A problem names the file, the document (`Rollout/llmops`) and the field's path (
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -45,8 +54,13 @@ from llmops.errors import InputError
 # be refused by such a cluster). kubernetes-validate picks its newest schema not newer than this.
 KUBERNETES_VERSION = "1.30"
 ARGO_SCHEMAS = Path(__file__).with_name("k8s") / "schemas" / "argo-rollouts"
+ARGO_WORKFLOWS_SCHEMAS = ARGO_SCHEMAS.with_name("argo-workflows")
 ARGO_API_VERSION = "argoproj.io/v1alpha1"
-ARGO_KINDS = {"Rollout": "rollout.json", "AnalysisTemplate": "analysistemplate.json"}
+ARGO_KINDS = {"Rollout": ARGO_SCHEMAS / "rollout.json",
+              "AnalysisTemplate": ARGO_SCHEMAS / "analysistemplate.json",
+              "Workflow": ARGO_WORKFLOWS_SCHEMAS / "workflow.json"}
+# Argo's template and task names (its validation's workflowFieldNameFmt, at most 128 characters)
+ARGO_NAME = re.compile(r"[a-zA-Z0-9][-a-zA-Z0-9]{0,127}")
 CORE_DEFINITIONS = "https://kubernetes.io/api/_definitions.json"
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
@@ -143,7 +157,7 @@ def strict_crd_schema(node: Any) -> Any:
 def _argo_validator(kind: str, version: str) -> Any:
     from jsonschema import Draft202012Validator
 
-    schema = json.loads((ARGO_SCHEMAS / ARGO_KINDS[kind]).read_text(encoding="utf-8"))
+    schema = json.loads(ARGO_KINDS[kind].read_text(encoding="utf-8"))
     return Draft202012Validator(strict_crd_schema(schema), registry=_core_registry(version))
 
 
@@ -194,6 +208,81 @@ def _problems(validator: Any, doc: Any, prefix: list[Any]) -> Iterator[tuple[str
 
 # ---------------------------------------------------------------------------------------- checks
 
+def _mappings(value: Any) -> list[dict[str, Any]]:
+    """The items of a list, each a mapping ({} for any other item; [] when not a list): the schema
+    check reports wrong types, these checks must only not trip on them."""
+    return [item if isinstance(item, dict) else {} for item in value] if isinstance(value, list) else []
+
+
+def _workflow_references(spec: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """What Argo's validation (`argo lint`, the controller) refuses and a schema cannot say."""
+    templates = _mappings(spec.get("templates"))
+    names = [t.get("name") for t in templates]
+    yield from _names(names, "spec.templates", "template")
+    if "workflowTemplateRef" not in spec and spec.get("entrypoint") not in names:
+        yield "spec.entrypoint", f"names no template of this workflow ({spec.get('entrypoint')!r})"
+    for i, template in enumerate(templates):
+        dag = template.get("dag")
+        tasks = _mappings(dag.get("tasks")) if isinstance(dag, dict) else []
+        at = f"spec.templates[{i}].dag.tasks"
+        task_names = [t.get("name") for t in tasks]
+        yield from _names(task_names, at, "task")
+        graph: dict[str, list[str]] = {}
+        for j, task in enumerate(tasks):
+            if "templateRef" not in task and "inline" not in task and task.get("template") not in names:
+                yield f"{at}[{j}].template", f"names no template of this workflow ({task.get('template')!r})"
+            deps = task.get("dependencies") if isinstance(task.get("dependencies"), list) else []
+            for k, dep in enumerate(deps):
+                if dep not in task_names:
+                    yield f"{at}[{j}].dependencies[{k}]", f"names no task of this DAG ({dep!r})"
+            graph[str(task.get("name"))] = [str(d) for d in deps]
+        cycle = _cycle(graph)
+        if cycle:
+            first = task_names.index(cycle[0])
+            yield f"{at}[{first}].dependencies", f"dependency cycle: {' -> '.join(cycle)}"
+
+
+def _names(names: list[Any], at: str, what: str) -> Iterator[tuple[str, str]]:
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not ARGO_NAME.fullmatch(name):
+            yield (f"{at}[{i}].name",
+                   f"a {what} name is letters, digits and '-', starting with a letter or digit ({name!r})")
+        elif name in names[:i]:
+            yield f"{at}[{i}].name", f"a second {what} named {name!r}"
+
+
+def _cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """One dependency cycle of `graph` (node -> the nodes it depends on) as a path, or None."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done or node not in graph:
+            return None
+        for dep in graph[node]:
+            found = visit(dep, [*path, node])
+            if found:
+                return found
+        done.add(node)
+        return None
+
+    return next((c for c in (visit(n, []) for n in graph) if c), None)
+
+
+def _workflow_containers(spec: dict[str, Any], version: str) -> Iterator[tuple[str, str]]:
+    """Each template's container, field by field, as the container of a core PodTemplate (Argo names
+    it `main` when the template does not)."""
+    for i, template in enumerate(_mappings(spec.get("templates"))):
+        container = template.get("container")
+        if isinstance(container, dict):
+            pod = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "template"},
+                   "template": {"spec": {"containers": [{"name": "main", **container}]}}}
+            at = f"spec.templates[{i}].container"
+            for path, message in _problems(_core_validator("PodTemplate", "v1", version), pod, []):
+                yield path.replace("template.spec.containers[0]", at, 1), message
+
+
 def check_document(doc: Any, version: str = KUBERNETES_VERSION) -> list[tuple[str, str]]:
     """(field path, message) for each problem of one manifest document; [] when it is valid."""
     if not isinstance(doc, dict):
@@ -219,11 +308,14 @@ def check_document(doc: Any, version: str = KUBERNETES_VERSION) -> list[tuple[st
                            "metadata": {**(job.get("metadata") or {}), "name": "probe"}, "spec": job.get("spec")}
                 prefix = ["spec", "metrics", index, "provider", "job"]
                 found += _problems(_core_validator("Job", "batch/v1", version), wrapped, prefix)
+        if kind == "Workflow":
+            found += _workflow_containers(spec, version)
+            found += _workflow_references(spec)
     else:
         validator = _core_validator(kind, api_version, version)
         if validator is None:
             return [("kind", f"no schema for kind {kind!r} of apiVersion {api_version!r} (Kubernetes {version} "
-                             f"core kinds, and Argo Rollouts {', '.join(ARGO_KINDS)})")]
+                             f"core kinds, and Argo's {', '.join(ARGO_KINDS)})")]
         found += _problems(validator, doc, [])
     seen: set[str] = set()
     unique = []
@@ -236,7 +328,8 @@ def check_document(doc: Any, version: str = KUBERNETES_VERSION) -> list[tuple[st
 
 def _label(doc: Any, index: int) -> str:
     if isinstance(doc, dict):
-        name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), dict) else None
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        name = meta.get("name") or meta.get("generateName")
         return f"{doc.get('kind', '?')}/{name or '?'}"
     return f"document {index + 1}"
 

@@ -1,6 +1,7 @@
 """Run a declared pipeline (`pipeline.yaml`): hash each stage's inputs, skip what is unchanged, resume after a failure.
 
-    llmops pipeline merge [--force] [--neutral] [--only STAGE]
+    llmops pipeline merge [--force] [--neutral]
+    llmops pipeline stage STAGE [--neutral] [--expect-hash HASH]   # one stage, as a cluster runs it
 
 Each stage runs as its own `llmops` process (the command line in pipeline.yaml), so a stage is
 exactly what a person would type, and a crash in one cannot leave another half-initialised.
@@ -37,6 +38,8 @@ class Stage(BaseModel):
     after: list[str] = Field(default_factory=list, description="Stages whose outputs it reads.")
     report: str | None = Field(None, description="Its report.json (relative to {out}); a failed verdict stops the run.")
     metrics: str | None = Field(None, description="A JSON file of metrics (relative to {out}).")
+    gpu: bool = Field(False, description="Needs a GPU on a cluster (the Argo render requests one); the local "
+                                         "runner runs every stage on its own machine.")
 
 
 class PromoteIfBetter(BaseModel):
@@ -57,6 +60,8 @@ def load_pipeline(path: Path) -> PipelineSpec:
     spec = load_validated_yaml(Path(path), PipelineSpec)
     seen: list[str] = []
     for name, stage in spec.stages.items():
+        if name == "pipeline":  # the {pipeline} placeholder (and the Argo render's DAG template)
+            raise InputError("'pipeline' is a reserved name, not a stage's", file=str(path), field=f"stages.{name}")
         for ref in stage.after:
             if ref not in seen:
                 raise InputError(f"stage {name!r} runs after {ref!r}, which is not declared above it",
@@ -92,6 +97,66 @@ class PipelineRun:
     results: list[StageResult] = field(default_factory=list)
 
 
+def stage_hashes(spec: PipelineSpec, root: Path, config: dict[str, Any], *, neutral: bool = False,
+                 spec_file: str = "pipeline.yaml") -> dict[str, str]:
+    """{stage: sha256 of (command, deps' contents, params' values, upstream stages' hashes)}, in order.
+
+    The lock records it after a stage's successful run; the Argo render uses it as the memoize key.
+    """
+    hashes: dict[str, str] = {}
+    for stage_name, stage in spec.stages.items():
+        unknown = [p for p in stage.params if p not in config]
+        if unknown:
+            raise InputError(f"stage {stage_name!r} reads unknown config keys {unknown}", file=spec_file,
+                             field=f"stages.{stage_name}.params")
+        material = {"cmd": stage.cmd, "deps": hash_paths(root, stage.deps),
+                    "params": {p: config[p] for p in stage.params}, "after": {a: hashes[a] for a in stage.after},
+                    "neutral": neutral if stage_name == "register" else None}
+        hashes[stage_name] = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+    return hashes
+
+
+def stage_argv(spec: PipelineSpec, stage_name: str, folder: Path) -> list[str]:
+    """The stage's `llmops` arguments, its placeholders resolved for the pipeline folder `folder`."""
+    places = {"pipeline": str(folder), **{s: str(folder / s) for s in spec.stages}}
+    return spec.stages[stage_name].cmd.format(out=folder / stage_name, **places).split()
+
+
+def run_stage(settings: Settings, spec: PipelineSpec, stage_name: str, folder: Path, *, neutral: bool = False,
+              echo: Callable[[str], None] = print) -> tuple[StageResult, Exception | None]:
+    """Run one stage in a fresh `folder/<stage>` (its log in stage.log) as its own `llmops` process.
+
+    Returns its result and, when it failed (non-zero exit or a `fail` verdict), the error to raise:
+    InputError for exit 2, GateFailed otherwise.
+    """
+    stage, out = spec.stages[stage_name], folder / stage_name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    argv = stage_argv(spec, stage_name, folder)
+    env = {**os.environ, "LLMOPS_ROOT": str(settings.root), "LLMOPS_HOME": str(settings.home)}
+    if neutral:
+        env["LLMOPS_PROMOTE_NEUTRAL"] = "1"
+    echo(f"==> {stage_name}: llmops {' '.join(argv)}")
+    start = time.perf_counter()
+    with open(out / "stage.log", "w") as log:
+        proc = subprocess.run([sys.executable, "-m", "llmops", *argv], cwd=settings.root, env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    seconds = round(time.perf_counter() - start, 1)
+    verdict = None
+    if stage.report and (out / stage.report).is_file():
+        verdict = json.loads((out / stage.report).read_text()).get("verdict")
+    if proc.returncode != 0 or verdict == "fail":
+        tail = (out / "stage.log").read_text(errors="replace").strip().splitlines()[-6:]
+        message = "\n    ".join(tail)
+        err = InputError if proc.returncode == 2 else GateFailed
+        return (StageResult(stage_name, "failed", seconds, f"exit {proc.returncode}"),
+                err(f"stage {stage_name!r} failed (exit {proc.returncode}, verdict {verdict}); "
+                    f"log {out / 'stage.log'}:\n    {message}"))
+    echo(f"    done in {seconds}s" + (f", verdict {verdict}" if verdict else ""))
+    return StageResult(stage_name, "ran", seconds), None
+
+
 def run_pipeline(settings: Settings, name: str = "merge", *, spec_path: Path | None = None, force: bool = False,
                  neutral: bool = False, config_path: Path | None = None,
                  echo: Callable[[str], None] = print) -> PipelineRun:
@@ -99,60 +164,60 @@ def run_pipeline(settings: Settings, name: str = "merge", *, spec_path: Path | N
 
     spec = load_pipeline(spec_path or settings.root / "pipeline.yaml")
     config = load_config(config_path or settings.root / "training" / "config.yaml").model_dump()
+    hashes = stage_hashes(spec, settings.root, config, neutral=neutral)
     folder = settings.home / "pipeline" / name
     folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / "lock.json"
     lock: dict[str, Any] = json.loads(lock_path.read_text()) if lock_path.is_file() else {}
     run = PipelineRun(folder=folder)
-    hashes: dict[str, str] = {}
-    places = {"pipeline": str(folder), **{s: str(folder / s) for s in spec.stages}}
-    env = {**os.environ, "LLMOPS_ROOT": str(settings.root), "LLMOPS_HOME": str(settings.home)}
-    if neutral:
-        env["LLMOPS_PROMOTE_NEUTRAL"] = "1"
-    for stage_name, stage in spec.stages.items():
-        out = folder / stage_name
-        unknown = [p for p in stage.params if p not in config]
-        if unknown:
-            raise InputError(f"stage {stage_name!r} reads unknown config keys {unknown}", file="pipeline.yaml",
-                             field=f"stages.{stage_name}.params")
-        material = {"cmd": stage.cmd, "deps": hash_paths(settings.root, stage.deps),
-                    "params": {p: config[p] for p in stage.params}, "after": {a: hashes[a] for a in stage.after},
-                    "neutral": neutral if stage_name == "register" else None}
-        hashes[stage_name] = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
-        if not force and lock.get(stage_name, {}).get("hash") == hashes[stage_name] and out.is_dir():
+    for stage_name in spec.stages:
+        if not force and lock.get(stage_name, {}).get("hash") == hashes[stage_name] and (folder / stage_name).is_dir():
             echo(f"==> {stage_name}: unchanged since {lock[stage_name]['finished']}, skipped")
             run.results.append(StageResult(stage_name, "skipped", note="inputs unchanged"))
             continue
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        argv = stage.cmd.format(out=out, **places).split()
-        echo(f"==> {stage_name}: llmops {' '.join(argv)}")
-        start = time.perf_counter()
-        with open(out / "stage.log", "w") as log:
-            proc = subprocess.run([sys.executable, "-m", "llmops", *argv], cwd=settings.root, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
-        seconds = round(time.perf_counter() - start, 1)
-        tail = (out / "stage.log").read_text(errors="replace").strip().splitlines()[-6:]
-        verdict = None
-        if stage.report and (out / stage.report).is_file():
-            verdict = json.loads((out / stage.report).read_text()).get("verdict")
-        if proc.returncode != 0 or verdict == "fail":
-            run.results.append(StageResult(stage_name, "failed", seconds, f"exit {proc.returncode}"))
+        result, failure = run_stage(settings, spec, stage_name, folder, neutral=neutral, echo=echo)
+        run.results.append(result)
+        if failure is not None:
             lock.pop(stage_name, None)
             atomic_write_json(lock_path, lock)
             _write_summary(run, spec)
-            message = "\n    ".join(tail)
-            err = InputError if proc.returncode == 2 else GateFailed
-            raise err(f"stage {stage_name!r} failed (exit {proc.returncode}, verdict {verdict}); "
-                      f"log {out / 'stage.log'}:\n    {message}")
-        echo(f"    done in {seconds}s" + (f", verdict {verdict}" if verdict else ""))
-        run.results.append(StageResult(stage_name, "ran", seconds))
+            raise failure
         lock[stage_name] = {"hash": hashes[stage_name], "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "seconds": seconds}
+                            "seconds": result.seconds}
         atomic_write_json(lock_path, lock)
     _write_summary(run, spec)
     return run
+
+
+def run_one_stage(settings: Settings, stage_name: str, name: str = "merge", *, neutral: bool = False,
+                  expect_hash: str | None = None, spec_path: Path | None = None, config_path: Path | None = None,
+                  echo: Callable[[str], None] = print) -> StageResult:
+    """Run one stage as `run_pipeline` does, without skipping and without the lock: on a cluster, Argo's
+    memoize skips an unchanged stage, and stages that run in parallel must not rewrite one lock file.
+
+    `expect_hash` is the hash the manifest was rendered with (its memoize key): a checkout (an image)
+    whose inputs hash otherwise is refused, so a result is never cached under another commit's key.
+    """
+    from training.config import load_config
+
+    spec_file = spec_path or settings.root / "pipeline.yaml"
+    spec = load_pipeline(spec_file)
+    if stage_name not in spec.stages:
+        raise InputError(f"no stage {stage_name!r} (stages: {', '.join(spec.stages)})", file=str(spec_file),
+                         field="stages")
+    if expect_hash is not None:
+        config = load_config(config_path or settings.root / "training" / "config.yaml").model_dump()
+        actual = stage_hashes(spec, settings.root, config, neutral=neutral)[stage_name]
+        if actual != expect_hash:
+            raise InputError(f"stage {stage_name!r} hashes to {actual} here, not {expect_hash}: this checkout "
+                             "(image) is not the one the manifest was rendered from", field="expect_hash")
+    folder = settings.home / "pipeline" / name
+    result, failure = run_stage(settings, spec, stage_name, folder, neutral=neutral, echo=echo)
+    # The whole log too: on a cluster, the pod's log is where a person reads it.
+    echo((folder / stage_name / "stage.log").read_text(errors="replace").rstrip())
+    if failure is not None:
+        raise failure
+    return result
 
 
 def _write_summary(run: PipelineRun, spec: PipelineSpec) -> None:

@@ -24,6 +24,7 @@ from llmops.errors import InputError
 from serving.k8s_render import DEPLOYMENT_MANIFESTS, MANIFESTS, load_values, render_manifests
 from serving.k8s_validate import (
     ARGO_SCHEMAS,
+    ARGO_WORKFLOWS_SCHEMAS,
     KUBERNETES_VERSION,
     check_document,
     check_text,
@@ -266,6 +267,25 @@ def test_the_vendored_argo_schemas_are_the_published_ones() -> None:
             # Byte for byte the extractor's output: no hand edit, not even of the layout.
             assert schema_bytes(json.loads(data)) == data
     assert {e.get("kind") for e in source["files"].values()} >= {"Rollout", "AnalysisTemplate"}
+
+
+def test_the_vendored_argo_workflows_schema_is_the_extracted_one() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("extract_argo_workflows",
+                                                  ARGO_WORKFLOWS_SCHEMAS.parent / "extract_argo_workflows.py")
+    extractor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extractor)
+    source = json.loads((ARGO_WORKFLOWS_SCHEMAS / "SOURCE.json").read_text(encoding="utf-8"))
+    assert (source["package"], source["version"], source["license"]) == ("hera", "7.1.0", "Apache-2.0")
+    assert source["wheel_sha256"] == extractor.WHEEL_SHA256
+    assert "Apache License" in (ARGO_WORKFLOWS_SCHEMAS / "LICENSE").read_text(encoding="utf-8")
+    for name, entry in source["files"].items():
+        data = (ARGO_WORKFLOWS_SCHEMAS / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], f"{name} differs from what was extracted"
+        if name.endswith(".json"):
+            assert extractor.schema_bytes(json.loads(data)) == data  # no hand edit, not even of the layout
+    assert {e.get("kind") for e in source["files"].values()} >= {"Workflow"}
 
 
 def test_strict_crd_schema_closes_listed_objects_and_keeps_open_ones_open() -> None:
