@@ -69,15 +69,25 @@ def main(tarball: str) -> int:
             source["files"][name] = {"kind": kind, "apiVersion": "argoproj.io/v1alpha1", "from": member,
                                      "from_sha256": sha256(js), "sha256": sha256(out)}
         license_bytes = tar.extractfile("package/LICENSE").read()
-        (HERE / "LICENSE").write_bytes(license_bytes)
-        source["files"]["LICENSE"] = {"from": "package/LICENSE", "sha256": sha256(license_bytes)}
-    (HERE / "SOURCE.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {', '.join(sorted(source['files']))} and SOURCE.json into {HERE}")
+    return write_source(HERE, source, license_bytes, "package/LICENSE")
+
+
+def write_source(here: Path, source: dict, licence: bytes, licence_from: str) -> int:
+    """Write the package's LICENSE and SOURCE.json (every file's sha256) beside the extracted schemas."""
+    (here / "LICENSE").write_bytes(licence)
+    source["files"]["LICENSE"] = {"from": licence_from, "sha256": sha256(licence)}
+    (here / "SOURCE.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {', '.join(sorted(source['files']))} and SOURCE.json into {here}")
     return 0
 
 
-if __name__ == "__main__":
+def cli(main, doc: str) -> None:
+    """`python extract_*.py PACKAGE_FILE`: the one argument, or the usage and exit 2."""
     if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
+        print(doc, file=sys.stderr)
         sys.exit(2)
     sys.exit(main(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    cli(main, __doc__)

@@ -17,8 +17,6 @@ server's strict field validation on load, as it does to the Argo Rollouts schema
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import sys
 import zipfile
@@ -30,14 +28,8 @@ WHEEL_SHA256 = "1957348f770c06aec1b8f8c10c83b62fc03ec51df3c65208dcff672ff5ed145c
 MODULE = "hera/workflows/models/io/argoproj/workflow/v1alpha1.py"
 KINDS = {"Workflow": "workflow.json"}
 
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def schema_bytes(schema: dict) -> bytes:
-    """The vendored form: the schema as pydantic writes it, one line per key (as the Rollouts files)."""
-    return (json.dumps(schema, indent=1, ensure_ascii=False) + "\n").encode()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from extract_argo_rollouts import cli, schema_bytes, sha256, write_source  # noqa: E402  (same folder, a script)
 
 
 def main(wheel: str) -> int:
@@ -68,15 +60,8 @@ def main(wheel: str) -> int:
         (HERE / name).write_bytes(out)
         source["files"][name] = {"kind": kind, "apiVersion": "argoproj.io/v1alpha1", "from": f"{MODULE}:{kind}",
                                  "from_sha256": sha256(module_source), "sha256": sha256(out)}
-    (HERE / "LICENSE").write_bytes(licence)
-    source["files"]["LICENSE"] = {"from": "hera-7.1.0.dist-info/licenses/LICENSE", "sha256": sha256(licence)}
-    (HERE / "SOURCE.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {', '.join(sorted(source['files']))} and SOURCE.json into {HERE}")
-    return 0
+    return write_source(HERE, source, licence, "hera-7.1.0.dist-info/licenses/LICENSE")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        sys.exit(2)
-    sys.exit(main(sys.argv[1]))
+    cli(main, __doc__)
