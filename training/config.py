@@ -9,7 +9,7 @@ and validated like the file. Nested keys use dots: `bootstrap.layers=6`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -59,11 +59,19 @@ class TrainConfig(BaseModel):
     epochs: float = Field(3.0, gt=0, description="Passes over the training split of `dataset`.")
     extra_epochs: float = Field(1.0, gt=0, description="Passes over the training splits of `extra_datasets` (the "
                                                        "behaviours are learnt in one pass; more of them over-refuses).")
+    tag_passes: dict[str, Annotated[float, Field(ge=1)]] = Field(
+        default_factory=lambda: {"refusal": 2.0},
+        description="Pass multiplier for rows carrying a tag (a row's largest wins): {refusal: 2.0} shows each "
+                    "refusal row twice per pass, so the refusal line is learnt without a second pass over "
+                    "everything else (which over-refuses).")
     max_steps: int = Field(-1, description="Stop after this many steps; -1 means use epochs.")
-    batch_size: int = Field(4, ge=1, description="Examples per device step.")
-    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
-    group_by_length: bool = Field(True, description="Batch rows of similar length together (seeded), so a "
-                                                    "batch pads less: on a CPU padding is most of the waste.")
+    batch_size: int = Field(1, ge=1, description="Examples per device step. 1 with grad_accum 4: no padding, "
+                                                 "and each step still mixes 4 random rows.")
+    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps.")
+    group_by_length: bool = Field(False, description="Batch rows of similar length together (seeded), so a "
+                                                     "batch pads less. Off by default: it put the short refusal "
+                                                     "rows into batches of their own, and the tuned model then "
+                                                     "refused a third of ordinary questions.")
     learning_rate: float = Field(6e-4, gt=0, description="Peak learning rate of the LoRA weights.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warm-up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")

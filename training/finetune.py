@@ -147,6 +147,30 @@ def mix_passes(parts: list[tuple[list[dict[str, Any]], float]], seed: int) -> li
     return out
 
 
+def training_parts(cfg: TrainConfig, dirs: list[Path], tokenised: Any) -> list[tuple[list[dict[str, Any]], float]]:
+    """(rows, passes) for mix_passes: `dataset`'s train rows for `epochs` passes, all `extra_datasets`'
+    for `extra_epochs`; then, per part, the rows carrying a `tag_passes` tag again for (multiplier - 1)
+    of those passes (a row's largest multiplier wins), so {refusal: 2.0} shows a refusal row twice a pass.
+    """
+    from llmops.dataset import read_jsonl
+
+    parts = []
+    for indices, passes in (([0], cfg.epochs), (range(1, len(dirs)), cfg.extra_epochs)):
+        rows = [row for i in indices for row in tokenised.rows("train", i)]
+        parts.append((rows, passes))
+        if not cfg.tag_passes:
+            continue
+        ids = [rid for i in indices for rid in tokenised.ids("train", i)]
+        tags = {row["id"]: row.get("tags") or [] for i in indices for _, row in read_jsonl(dirs[i] / "train.jsonl")}
+        by_factor: dict[float, list[dict[str, Any]]] = {}
+        for row, rid in zip(rows, ids, strict=True):
+            factor = max([cfg.tag_passes.get(t, 1.0) for t in tags.get(rid, [])], default=1.0)
+            if factor != 1.0:
+                by_factor.setdefault(factor, []).append(row)
+        parts += [(tagged, passes * (factor - 1)) for factor, tagged in sorted(by_factor.items()) if factor > 1]
+    return parts
+
+
 def dataset_dirs(cfg: TrainConfig, settings: Settings) -> list[Path]:
     """The training datasets: `dataset` first (its eval split is the held-out set), then `extra_datasets`."""
     return [settings.root / d for d in [cfg.dataset, *cfg.extra_datasets]]
@@ -240,9 +264,9 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
     tokenised = tokenise(dataset_dirs(cfg, settings), cfg.prompt, settings.prompts_dir, Path(base_path) if Path(base_path).is_dir()
                          else base_path, cfg.max_length, settings.cache_dir / "tokenised",
                          cfg.max_answer_tokens)
-    # One pass over a mix: `dataset` repeated `epochs` times, `extra_datasets` `extra_epochs` times.
-    extra = [row for i in range(1, 1 + len(cfg.extra_datasets)) for row in tokenised.rows("train", i)]
-    train_ds = mix_passes([(tokenised.rows("train", 0), cfg.epochs), (extra, cfg.extra_epochs)], cfg.seed)
+    # One pass over a mix: `dataset` repeated `epochs` times, `extra_datasets` `extra_epochs` times,
+    # rows with a `tag_passes` tag more often.
+    train_ds = mix_passes(training_parts(cfg, dataset_dirs(cfg, settings), tokenised), cfg.seed)
     eval_ds = tokenised.rows("eval")
     train_tokens = sum(len(e["input_ids"]) for e in train_ds)
 

@@ -33,6 +33,14 @@ class TokenisedData:
     cached: bool
     meta: dict[str, Any]
 
+    def ids(self, split: str, dataset: int | None = None) -> list[str]:
+        """The split's row ids, aligned with rows(split, dataset)."""
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.path / f"{split}.parquet", columns=["id", "dataset"])
+        return [rid for rid, src in zip(table.column("id").to_pylist(), table.column("dataset").to_pylist(),
+                                        strict=True) if dataset is None or src == dataset]
+
     def rows(self, split: str, dataset: int | None = None) -> list[dict[str, Any]]:
         """The split's rows; `dataset`: only those of the i-th dataset given to tokenise()."""
         import pyarrow.parquet as pq
