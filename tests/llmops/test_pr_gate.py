@@ -169,12 +169,12 @@ def test_another_model_is_compared_with_main_measured_on_that_model(pr_repo: Pat
 def test_loosening_thresholds_in_the_pr_does_not_loosen_its_gate(pr_repo: Path, instruction_model: Path) -> None:
     edit(pr_repo / "prompts" / "answer.yaml", remove_refusal_instruction)
     edit(pr_repo / "evals" / "thresholds.yaml",
-         lambda t: t.replace("refusal: {min: 0.6, max_drop: 0.10}", "refusal: {min: 0.0, max_drop: 1.0}"))
+         lambda t: t.replace("refusal: {min: 0.7, max_drop: 0.10}", "refusal: {min: 0.0, max_drop: 1.0}"))
     code, report = run_gate(pr_repo, instruction_model)
     assert code == 1
     assert report["metrics"]["pass_rate.refusal"]["passed"] is False
     loosened = next(c for c in report["checks"] if c["name"] == "thresholds")["findings"]
-    assert any(f["field"] == "pass_rate.refusal" and "min 0.6 -> 0.0" in f["message"]
+    assert any(f["field"] == "pass_rate.refusal" and "min 0.7 -> 0.0" in f["message"]
                and "max_drop 0.1 -> 1.0" in f["message"] for f in loosened)
 
 
