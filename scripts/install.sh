@@ -35,6 +35,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
   || .venv/bin/pip install --quiet torch==2.13.0
 .venv/bin/pip install --quiet -c constraints.txt -e ".[$extras]"
+# onnxruntime and onnxruntime-gpu both install the `onnxruntime` module: with the gpu extra keep only
+# the GPU build (uninstalling the CPU one removes shared files, so the GPU one is reinstalled).
+case ",$extras," in *,gpu,*)
+  .venv/bin/pip uninstall --quiet -y onnxruntime
+  .venv/bin/pip install --quiet --no-deps --force-reinstall -c constraints.txt onnxruntime-gpu ;; esac
 # transformers' GGUF loader (the default base model ships as GGUF); --no-deps keeps NumPy 1.
 .venv/bin/pip install --quiet --no-deps gguf==0.19.0
 # onnxruntime-genai, a peer `llmops bench serve` times (a 44 MB wheel, 157 MB installed: not in the
