@@ -125,10 +125,15 @@ def bench_guards(model_dir: Path, out_dir: Path, *, backend: str = "onnx", users
         runs[name] = {k: report.metrics[k].head for k in _LOAD_METRICS}
         echo(f"guards {name:3}: " + ", ".join(f"{k} {v:.4g}" for k, v in runs[name].items() if v is not None))
     clean = all(r["error_rate"] == 0 for r in runs.values())
-    ratios = {k: (runs["on"][k] / runs["off"][k] if clean and runs["on"][k] is not None and runs["off"][k] else None)
-              for k in _LOAD_METRICS if k != "error_rate"}
-    met = ratios["p95_latency_ms"] is not None and ratios["p95_latency_ms"] <= GUARD_OVERHEAD_GOAL
-    echo(f"p95 with guards / without: {ratios['p95_latency_ms'] if ratios['p95_latency_ms'] is None else round(ratios['p95_latency_ms'], 3)}"
+
+    def ratio(metric: str) -> float | None:
+        on, off = runs["on"][metric], runs["off"][metric]
+        return on / off if clean and on is not None and off else None
+
+    ratios = {k: ratio(k) for k in _LOAD_METRICS if k != "error_rate"}
+    p95 = ratios["p95_latency_ms"]
+    met = p95 is not None and p95 <= GUARD_OVERHEAD_GOAL
+    echo(f"p95 with guards / without: {'n/a' if p95 is None else round(p95, 3)}"
          f" (goal <= {GUARD_OVERHEAD_GOAL}: {'met' if met else 'NOT met'})")
     return {"model": str(model_dir), "backend": backend, "users": users, "duration_s": duration, "runs": runs,
             "ratio_on_off": ratios, "goal_p95_ratio": GUARD_OVERHEAD_GOAL, "goal_met": met}

@@ -46,7 +46,9 @@ def test_predict_matches_runtime_and_resumes(exported, generator, tmp_path):
     assert [r["id"] for r in out] == [r["id"] for r in ROWS]
     prompt = load_prompt_file(exported.variants["fp32"] / "prompt.yaml")
     want = generator.generate([prompt.render(question=ROWS[5]["question"], context="A context.")],
-                              SamplingParams(max_new_tokens=prompt.params.max_tokens, stop=tuple(prompt.params.stop)))
+                              SamplingParams(max_new_tokens=prompt.params.max_tokens, stop=tuple(prompt.params.stop),
+                                             frequency_penalty=prompt.params.frequency_penalty,
+                                             presence_penalty=prompt.params.presence_penalty))
     assert out[5]["output"] == want[0].text.strip() and out[5]["completion_tokens"] == want[0].completion_tokens
     raw = generator.generate(["def f(x):"], SamplingParams(max_new_tokens=prompt.params.max_tokens))[0]
     assert out[6]["output"] == raw.text
