@@ -54,9 +54,9 @@ def hf_generate(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]],
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_new_tokens,
                              do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos,
                              temperature=None, top_p=None, top_k=None)
-    rows = []
-    for row in out[:, longest:].tolist():
-        if eos is not None and eos in row:
-            row = row[: row.index(eos) + 1]
-        rows.append(row)
-    return rows
+    return [cut_at_eos(row, eos) for row in out[:, longest:].tolist()]
+
+
+def cut_at_eos(row: list[int], eos: int | None) -> list[int]:
+    """New token ids up to and including the first eos (the whole row when there is none)."""
+    return row[: row.index(eos) + 1] if eos is not None and eos in row else row

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from serving.hf_baseline import cut_at_eos
+
 GENAI_INSTALL = "pip install --no-deps onnxruntime-genai==0.10.0"
 LLAMA_CPP_INSTALL = "pip install llama-cpp-python==0.3.36 (compiles ~20 min)"
 GENAI_BUILDS = {"fp32": [], "int4": ["--extra_options", "int4_accuracy_level=4"]}
@@ -114,13 +116,8 @@ class GenaiGenerator:
         generator.append_tokens(ids)
         while not generator.is_done():
             generator.generate_next_token()
-        rows = []
-        for i in range(len(prompt_ids)):
-            row = generator.get_sequence(i)[longest:].tolist()  # every row's new tokens start after the padding
-            if eos is not None and eos in row:
-                row = row[: row.index(eos) + 1]
-            rows.append(row)
-        return rows
+        # Right-padded: every row's new tokens start after the longest prompt.
+        return [cut_at_eos(generator.get_sequence(i)[longest:].tolist(), eos) for i in range(len(prompt_ids))]
 
 
 class LlamaCppGenerator:

@@ -60,7 +60,7 @@ def load_pipeline(path: Path) -> PipelineSpec:
     spec = load_validated_yaml(Path(path), PipelineSpec)
     seen: list[str] = []
     for name, stage in spec.stages.items():
-        if name == "pipeline":  # the {pipeline} placeholder (and the Argo render's DAG template)
+        if name == "pipeline":  # `{pipeline}` names the pipeline folder in stage commands (and the Argo DAG template)
             raise InputError("'pipeline' is a reserved name, not a stage's", file=str(path), field=f"stages.{name}")
         for ref in stage.after:
             if ref not in seen:
@@ -117,7 +117,7 @@ def stage_hashes(spec: PipelineSpec, root: Path, config: dict[str, Any], *, neut
 
 
 def stage_argv(spec: PipelineSpec, stage_name: str, folder: Path) -> list[str]:
-    """The stage's `llmops` arguments, its placeholders resolved for the pipeline folder `folder`."""
+    """The stage's `llmops` arguments, its `{out}`, `{pipeline}` and `{<stage>}` fields filled in for the pipeline folder `folder`."""
     places = {"pipeline": str(folder), **{s: str(folder / s) for s in spec.stages}}
     return spec.stages[stage_name].cmd.format(out=folder / stage_name, **places).split()
 

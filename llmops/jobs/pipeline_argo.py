@@ -56,7 +56,7 @@ CLAIM = "llmops-home"
 CACHE_CONFIGMAP = "llmops-merge-cache"
 # The local lock never expires; Argo needs an age, so a year stands in for never.
 MEMO_MAX_AGE = "8760h"
-DAG_TEMPLATE = "pipeline"  # a name no stage may take (load_pipeline: the `{pipeline}` placeholder)
+DAG_TEMPLATE = "pipeline"  # a name no stage may take (load_pipeline reserves it: `{pipeline}` is the pipeline folder in stage commands)
 RUN_AS = 10001  # the image's user (docker/Dockerfile); fsGroup makes the claim writable by it
 
 
