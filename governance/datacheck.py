@@ -39,7 +39,7 @@ _MERSENNE = (1 << 61) - 1
 _TOKEN = re.compile(r"\w+|[^\w\s.,;:!?'\"()\[\]{}\u2018\u2019\u201c\u201d]+")
 
 
-# --- text similarity (also used by training/ingest.py to keep near duplicates on one split side) -------
+# --- text similarity (also used by data/split.py to keep near duplicates on one split side) ------------
 
 def normalise_text(text: str) -> str:
     """Casefolded NFKC tokens: sentence punctuation and whitespace differences do not make rows

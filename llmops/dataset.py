@@ -6,7 +6,8 @@ A dataset is a folder `datasets/<name>/` with `train.jsonl`, `eval.jsonl` and a 
 Hugging Face dataset-card format: YAML front matter (licence, pretty_name, size_categories,
 task_categories, `configs` so that `datasets.load_dataset(folder)` finds the splits, and an `llmops:`
 block with the source, the sha256 and row count of each file, the command that made it and the date)
-followed by a short description. Row schema version 1.
+followed by a short description. Row schema version 1. The card of newly written files is built by
+data/cards.py (card_for), the one card builder of ingestion and the feedback export.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from llmops.errors import InputError
-from llmops.files import atomic_write_text, sha256_file
+from llmops.files import atomic_write_text
 
 ROW_SCHEMA_VERSION = 1
 CARD_FILE = "README.md"
@@ -241,20 +242,3 @@ def write_card(dataset_dir: Path, card: DatasetCard) -> Path:
     atomic_write_text(path, render_card(card))
     return path
 
-
-def card_for(dataset_dir: Path, rows: dict[str, int], *, license: str, pretty_name: str, source: str,
-             command: str, description: str, task_categories: list[str], created: str,
-             source_sha256: str | None = None, split: dict[str, Any] | None = None,
-             cleaning: dict[str, Any] | None = None, size_rows: int | None = None,
-             name: str | None = None) -> DatasetCard:
-    """The card of the files already written in `dataset_dir` (`rows`: file name -> row count), with
-    each file's sha256 read from disk; `name` defaults to the folder's. The one card builder of
-    ingestion and the feedback export."""
-    files = {name: FileEntry(sha256=sha256_file(Path(dataset_dir) / name), rows=n) for name, n in rows.items()}
-    return DatasetCard(
-        license=license, pretty_name=pretty_name, language=["en"],
-        size_categories=[size_category(sum(rows.values()) if size_rows is None else size_rows)],
-        task_categories=task_categories, description=description,
-        llmops=CardLineage(name=name or Path(dataset_dir).name, source=source, source_sha256=source_sha256,
-                           command=command, created=created, split=split or {}, cleaning=cleaning or {},
-                           files=files))

@@ -42,8 +42,8 @@ def _report_ingest(result) -> None:
                    "from Debian's python3.11-doc).")
 def ingest_python_faq_cmd(source_dir: Path | None) -> None:
     """Question/answer pairs from the Python 3.11 FAQ HTML into datasets/python-faq/ (PSF-2.0)."""
+    from data.ingest import ingest_python_faq
     from llmops.settings import Settings
-    from training.ingest import ingest_python_faq
 
     argv = ["llmops", "data", "ingest", "python-faq"]
     if source_dir is not None:
@@ -67,9 +67,10 @@ def ingest_python_faq_cmd(source_dir: Path | None) -> None:
 def ingest_file_cmd(path: Path, name: str, question: str, answer: str, context: str | None,
                     id_column: str | None, group: str | None, license_: str, source: str | None) -> None:
     """A team's own CSV, JSON, JSONL or Parquet file, with a column mapping, into datasets/NAME/."""
+    from data.clean import slugify
+    from data.ingest import ingest_table
     from llmops.errors import InputError
     from llmops.settings import Settings
-    from training.ingest import ingest_table, slugify
 
     if slugify(name) != name:
         raise InputError(f"dataset name must be lowercase letters, digits and dashes, e.g. {slugify(name)!r}",

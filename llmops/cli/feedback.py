@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,14 +29,22 @@ def _store_path(store: Path | None) -> Path:
     return store or Settings.load().home / FEEDBACK_FILE
 
 
+def _load_entries(path: Path) -> list[dict[str, Any]]:
+    """Every entry of the serving side's feedback store (data/feedback.py never imports serving)."""
+    from llmops.errors import InputError
+    from serving.feedback import FeedbackStore
+
+    if not Path(path).is_file():
+        raise InputError("no feedback store yet", file=str(path))
+    return list(FeedbackStore(path).read())
+
+
 @feedback.command("list")
 @click.option("--store", type=click.Path(path_type=Path), default=None, help="Feedback file (default: the home's).")
 @click.option("--last", default=20, show_default=True, help="How many of the newest entries to show.")
 def list_cmd(store: Path | None, last: int) -> None:
     """Counts per rating, then the newest entries (prompt cut to 60 characters)."""
-    from serving.feedback_export import load_entries
-
-    entries = load_entries(_store_path(store))
+    entries = _load_entries(_store_path(store))
     ups = sum(e.get("rating") == "up" for e in entries)
     click.echo(f"{len(entries)} entries: {ups} up, {len(entries) - ups} down")
     for e in entries[-last:]:
@@ -52,8 +61,8 @@ def list_cmd(store: Path | None, last: int) -> None:
               show_default=True, help="Folder for report.json and report.md.")
 def export_cmd(store: Path | None, name: str | None, since: dt.datetime | None, out_dir: Path) -> None:
     """Well-rated answers -> datasets/<name>/train.jsonl (+ card); the rest -> review/review.jsonl."""
+    from data.feedback import export_feedback
     from llmops.settings import Settings
-    from serving.feedback_export import export_feedback, load_entries
 
     argv = ["llmops", "feedback", "export"]
     if name:
@@ -61,7 +70,7 @@ def export_cmd(store: Path | None, name: str | None, since: dt.datetime | None, 
     if since:
         argv += ["--since", since.date().isoformat()]
     command = shlex.join(argv)
-    result = export_feedback(load_entries(_store_path(store)), Settings.load().datasets_dir, name=name,
+    result = export_feedback(_load_entries(_store_path(store)), Settings.load().datasets_dir, name=name,
                              since=since.date() if since else None, command=command)
     report = result.report
     report.write(out_dir)

@@ -17,9 +17,9 @@ from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from data.feedback import export_feedback
 from governance.apikeys import KeyStore
 from serving.feedback import FeedbackStore, chat_router, feedback_router
-from serving.feedback_export import export_feedback
 from serving.receipts import Receipts
 
 RECEIPTS = Receipts(Fernet.generate_key())  # the server's; what a worker issues with each answer
@@ -188,17 +188,17 @@ def test_export_writes_rows_that_pass_the_data_checks(tmp_path: Path, repo_root:
 
 def test_the_checks_would_really_fail_an_unscreened_pii_row(tmp_path: Path, repo_root: Path) -> None:
     """The screen is the data gate's check: the same row written unscreened fails check_dataset."""
+    from data import feedback as data_feedback
     from governance.datacheck import check_dataset
-    from serving import feedback_export
 
     datasets = _datasets(tmp_path, repo_root)
     entries = [_entry(1, "Email me at jane.doe@gmail.com about decorators", "Decorators wrap functions.")]
-    original = feedback_export.screen_rows
+    original = data_feedback.screen_rows
     try:
-        feedback_export.screen_rows = lambda rows, d: {}
+        data_feedback.screen_rows = lambda rows, d: {}
         result = export_feedback(entries, datasets, today=dt.date(2026, 11, 22))
     finally:
-        feedback_export.screen_rows = original
+        data_feedback.screen_rows = original
     assert result.folder is None and not result.report.passed  # the final check caught it, nothing left
     assert not (datasets / "feedback-2026-11-22").exists()
     failed = [c.name for c in result.report.checks if not c.passed]

@@ -1,6 +1,6 @@
 """Ingest: the Python FAQ HTML (synthetic and real) and a team's CSV/JSON/JSONL/Parquet file.
 
-    .venv/bin/pytest tests/training/test_ingest.py -q
+    .venv/bin/pytest tests/data/test_ingest.py -q
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from data.clean import clean_prose, html_fragment_to_text, slugify
+from data.ingest import PYTHON_FAQ_DIR
 from llmops.cli import main
 from llmops.dataset import load_card, read_jsonl
 from llmops.files import sha256_file
-from training.ingest import PYTHON_FAQ_DIR, clean_prose, html_fragment_to_text, slugify
 
 HEADERLINK = '<a class="headerlink" href="#{id}" title="Permalink to this heading">¶</a>'
 

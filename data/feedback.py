@@ -17,6 +17,8 @@ folder (sha256 against the card included), and the report says what happened. En
 exported (their id is a `feedback:<id>` source or review item in an existing datasets/feedback-*
 folder) are skipped, so running the export twice proposes nothing twice. The folder is written in
 a temp folder and renamed, so a failed export leaves nothing behind; open a PR with it.
+The entries come from the serving side's feedback store (<home>/feedback/feedback.jsonl), read by the
+command (llmops/cli/feedback.py): this stage meets serving through that file, never an import.
 """
 
 from __future__ import annotations
@@ -27,15 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops.dataset import (
-    CARD_FILE,
-    EVAL_FILE,
-    TRAIN_FILE,
-    DatasetRow,
-    card_for,
-    read_jsonl,
-    write_card,
-)
+from data.cards import card_for
+from llmops.dataset import EVAL_FILE, TRAIN_FILE, DatasetRow, read_jsonl, write_card
 from llmops.errors import InputError
 from llmops.files import atomic_dir, atomic_write_text
 from llmops.report import Finding, Report
@@ -196,12 +191,4 @@ def export_feedback(entries: list[dict[str, Any]], datasets_dir: Path, *, name: 
     return result
 
 
-def load_entries(path: Path) -> list[dict[str, Any]]:
-    from serving.feedback import FeedbackStore
-
-    if not Path(path).is_file():
-        raise InputError("no feedback store yet", file=str(path))
-    return list(FeedbackStore(path).read())
-
-
-__all__ = ["CARD_FILE", "ExportResult", "export_feedback", "load_entries", "screen_rows"]
+__all__ = ["ExportResult", "already_exported", "export_feedback", "screen_rows"]

@@ -3,44 +3,36 @@
     llmops data ingest python-faq
     llmops data ingest file faq.csv --name team-faq --question q --answer a --license CC-BY-4.0
 
-Both paths share the cleaning, the split and the card:
-- cleaning: Unicode NFKC, control and zero-width characters removed, prose whitespace collapsed,
-  code blocks kept with their line breaks and indentation, HTML turned into text (no tags or
-  entities left), rows identical after cleaning dropped (counted in the card);
-- split: rows are grouped (FAQ section or page; a `--group` column for files), groups that share a
-  question or hold near-duplicate rows are merged, so related questions stay on one side; groups
-  are ordered by sha256 of their key and taken into eval in that order until eval holds
-  ceil(15%) of the rows (a group that would push eval past 130% of that is left in train). The order depends only
-  on the keys, so re-ingesting the same input gives byte-identical files;
-- card: the date is kept from the previous card when the files' sha256 did not change.
+Both paths share the cleaning (data/clean.py: NFKC, invisible characters removed, prose whitespace
+collapsed, code blocks kept, HTML turned into text), the split (data/split.py: exact duplicates
+dropped and counted in the card, related groups merged, a deterministic group split, so
+re-ingesting the same input gives byte-identical files) and the card (data/cards.py: the date is
+kept from the previous card when the files' sha256 did not change).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import html
 import math
 import os
 import re
 import shutil
 import subprocess
-import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from data.cards import card_for, keep_previous_date
+from data.clean import blocks_to_text, clean_multiline, clean_prose, element_blocks, slugify
+from data.split import Candidate, drop_exact_duplicates, split_candidates
 from llmops.dataset import (
     EVAL_FILE,
     SPDX_PATTERN,
     TRAIN_FILE,
     DatasetCard,
     DatasetRow,
-    card_for,
-    load_card,
     write_card,
     write_jsonl,
 )
@@ -50,123 +42,9 @@ from llmops.files import sha256_bytes, sha256_file
 PYTHON_FAQ_DIR = Path("/usr/share/doc/python3.11/html/faq")
 PYTHON_FAQ_URL = "https://docs.python.org/3.11/faq/"
 PYTHON_FAQ_PACKAGE = "python3.11-doc"
-EVAL_FRACTION = 0.15
-EVAL_OVERSHOOT = 1.3  # a group that would take eval past 130% of its target is left in train
-
-# --- cleaning ----------------------------------------------------------------------------------------
-
-_BLOCK_TAGS = {"p", "div", "pre", "ul", "ol", "dl", "dt", "dd", "li", "table", "blockquote", "section",
-               "figure", "h1", "h2", "h3", "h4", "h5", "h6", "br", "hr"}
-_LOOKS_LIKE_HTML = re.compile(r"<(?:p|div|br|span|a|code|pre|ul|ol|li|b|i|em|strong|table|h[1-6])\b[^>]*>"
-                              r"|&(?:amp|lt|gt|quot|nbsp|#\d+);", re.IGNORECASE)
 
 
-def _drop_invisible(text: str) -> str:
-    """Remove control (Cc, except newline and tab) and format (Cf: zero-width, BOM, soft hyphen) chars."""
-    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf"))
-
-
-def clean_prose(text: str) -> str:
-    """NFKC, invisible characters removed, every run of whitespace (newlines too) made one space."""
-    text = _drop_invisible(unicodedata.normalize("NFKC", text))
-    return " ".join(text.split())
-
-
-def clean_code(text: str) -> str:
-    """NFKC and invisible characters removed; line breaks and indentation kept, trailing spaces cut."""
-    text = _drop_invisible(unicodedata.normalize("NFKC", text.replace("\r\n", "\n")))
-    lines = [line.rstrip() for line in text.split("\n")]
-    return "\n".join(lines).strip("\n")
-
-
-def clean_multiline(text: str) -> str:
-    """For a team's cells: HTML turned into text, paragraphs kept, 3+ blank lines made one."""
-    if _LOOKS_LIKE_HTML.search(text):
-        return html_fragment_to_text(text)
-    text = clean_code(text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def _has_block_descendant(el: Any) -> bool:
-    return any(isinstance(d.tag, str) and d.tag in _BLOCK_TAGS for d in el.iterdescendants())
-
-
-def _element_blocks(el: Any) -> list[str]:
-    """Text blocks of one element: a paragraph, a code block, a list or a table each become one block."""
-    tag = el.tag
-    if tag in ("script", "style"):
-        return []
-    if tag == "pre":
-        code = clean_code(el.text_content())
-        return [code] if code else []
-    if tag in ("ul", "ol"):
-        items = []
-        for number, li in enumerate(el.iterchildren("li"), start=1):
-            parts = _children_blocks(li)
-            if parts:
-                marker = "-" if tag == "ul" else f"{number}."
-                items.append(f"{marker} " + "\n".join(parts))
-        return ["\n".join(items)] if items else []
-    if tag == "table":
-        rows = [" | ".join(clean_prose(cell.text_content()) for cell in tr.iterchildren("th", "td"))
-                for tr in el.iter("tr")]
-        rows = [r for r in rows if r.strip(" |")]
-        return ["\n".join(rows)] if rows else []
-    return _children_blocks(el)
-
-
-def _children_blocks(el: Any) -> list[str]:
-    """Blocks of an element's content; loose inline text between blocks becomes its own paragraph."""
-    if not _has_block_descendant(el):
-        text = clean_prose(el.text_content())
-        return [text] if text else []
-    out: list[str] = []
-    inline: list[str] = [el.text or ""]
-
-    def flush() -> None:
-        text = clean_prose("".join(inline))
-        inline.clear()
-        if text:
-            out.append(text)
-
-    for child in el:
-        if isinstance(child.tag, str):
-            if child.tag in _BLOCK_TAGS or _has_block_descendant(child):
-                flush()
-                out.extend(_element_blocks(child))
-            else:
-                inline.append(child.text_content())
-        inline.append(child.tail or "")
-    flush()
-    return out
-
-
-def blocks_to_text(blocks: Iterable[str]) -> str:
-    return "\n\n".join(b for b in blocks if b)
-
-
-def html_fragment_to_text(fragment: str) -> str:
-    import lxml.html
-
-    root = lxml.html.fragment_fromstring(fragment, create_parent="div")
-    text = blocks_to_text(_element_blocks(root))
-    return html.unescape(text) if "&" in text else text  # double-escaped entities in exported cells
-
-
-def slugify(text: str, max_length: int = 80) -> str:
-    text = text.replace("+", " plus ")  # "C++" must not collide with "C"
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:max_length].rstrip("-") or "row"
-
-
-# --- rows, split and card (shared by both ingest paths) ------------------------------------------------
-
-@dataclass
-class Candidate:
-    row: DatasetRow
-    group: str  # rows with the same group always land on the same side of the split
-
+# --- writing a dataset (shared by both ingest paths) ----------------------------------------------------
 
 @dataclass
 class IngestResult:
@@ -181,95 +59,13 @@ class IngestResult:
         return self.train_rows + self.eval_rows
 
 
-def _drop_exact_duplicates(candidates: list[Candidate]) -> tuple[list[Candidate], int]:
-    from governance.datacheck import normalise_text
-
-    seen: set[tuple[str, str, str]] = set()
-    kept = []
-    for c in candidates:
-        key = (normalise_text(c.row.question), normalise_text(c.row.context or ""),
-               normalise_text(c.row.answer))
-        if key not in seen:
-            seen.add(key)
-            kept.append(c)
-    return kept, len(candidates) - len(kept)
-
-
-def _merge_related_groups(candidates: list[Candidate]) -> dict[str, str]:
-    """Union-find over groups: the same question or a near-duplicate pair joins two groups.
-
-    Returns {group: representative}; the representative is the smallest key, so it is deterministic.
-    """
-    from governance.datacheck import near_duplicate_pairs, normalise_text
-
-    parent = {c.group: c.group for c in candidates}
-
-    def find(g: str) -> str:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
-
-    def union(a: str, b: str) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
-    by_question: dict[str, str] = {}
-    for c in candidates:
-        key = normalise_text(c.row.question) + "\x1f" + normalise_text(c.row.context or "")
-        union(by_question.setdefault(key, c.group), c.group)
-    texts = [c.row.question + " " + c.row.answer for c in candidates]
-    for i, j, _ in near_duplicate_pairs(texts):
-        union(candidates[i].group, candidates[j].group)
-    return {g: find(g) for g in parent}
-
-
-def split_candidates(candidates: list[Candidate], eval_fraction: float = EVAL_FRACTION,
-                     ) -> tuple[list[DatasetRow], list[DatasetRow], dict[str, Any]]:
-    """Deterministic group split; rows keep their input order inside each file."""
-    if len(candidates) < 2:
-        raise InputError(f"need at least 2 rows to make a train and an eval split, got {len(candidates)}")
-    merged = _merge_related_groups(candidates)
-    sizes: dict[str, int] = {}
-    for c in candidates:
-        sizes[merged[c.group]] = sizes.get(merged[c.group], 0) + 1
-    if len(sizes) < 2:
-        raise InputError("every row is in one group (or they are all related), so no eval split can be "
-                         "held out; pass a --group column with more than one value")
-    order = sorted(sizes, key=lambda g: hashlib.sha256(g.encode("utf-8")).hexdigest())
-    total = len(candidates)
-    target = max(1, math.ceil(eval_fraction * total))
-    cap = math.ceil(target * EVAL_OVERSHOOT)
-    eval_groups: set[str] = set()
-    eval_rows = 0
-    for g in order:
-        if eval_rows >= target:
-            break
-        if eval_rows + sizes[g] <= cap:
-            eval_groups.add(g)
-            eval_rows += sizes[g]
-    if not eval_groups:  # every group is larger than the cap: hold out the smallest one
-        smallest = min(order, key=lambda g: sizes[g])
-        eval_groups.add(smallest)
-    train = [c.row for c in candidates if merged[c.group] not in eval_groups]
-    held_out = [c.row for c in candidates if merged[c.group] in eval_groups]
-    info = {
-        "method": "group hash order (sha256 of the group key), related groups merged",
-        "eval_fraction_target": eval_fraction,
-        "groups": len(sizes),
-        "eval_groups": len(eval_groups),
-    }
-    return train, held_out, info
-
-
 def write_dataset(dataset_dir: Path, candidates: list[Candidate], *, license: str, pretty_name: str,
                   source: str, source_sha256: str | None, command: str, description: str,
                   cleaning: dict[str, Any]) -> IngestResult:
     """Split, write train/eval atomically, then the card (the card last, so its sha256s describe them)."""
     if not SPDX_PATTERN.match(license):
         raise InputError(f"not an SPDX licence id: {license!r} (e.g. PSF-2.0, MIT, CC-BY-4.0)", field="license")
-    candidates, duplicates = _drop_exact_duplicates(candidates)
+    candidates, duplicates = drop_exact_duplicates(candidates)
     cleaning = {**cleaning, "dropped_exact_duplicates": duplicates}
     train, held_out, split_info = split_candidates(candidates)
     dataset_dir.mkdir(parents=True, exist_ok=True)
@@ -281,13 +77,7 @@ def write_dataset(dataset_dir: Path, candidates: list[Candidate], *, license: st
                     task_categories=["question-answering", "text-generation"], split=split_info,
                     cleaning=cleaning, size_rows=len(candidates),
                     created=dt.datetime.now(dt.UTC).date().isoformat())
-    try:
-        previous = load_card(dataset_dir)
-        if previous.files == card.files:
-            card.llmops.created = previous.created  # same content: keep the date so the card does not churn
-    except InputError:
-        pass
-    write_card(dataset_dir, card)
+    write_card(dataset_dir, keep_previous_date(dataset_dir, card))
     return IngestResult(dataset_dir, len(train), len(held_out), card, cleaning)
 
 
@@ -328,7 +118,7 @@ def parse_faq_page(path: Path) -> list[Candidate]:
             continue  # a section with sub-sections is a group of questions, not a question
         question = clean_prose(heading.text_content())
         answer = blocks_to_text(b for child in section if child is not heading and isinstance(child.tag, str)
-                                for b in _element_blocks(child))
+                                for b in element_blocks(child))
         if not question or not answer:
             continue
         parent = section.getparent()
