@@ -30,20 +30,18 @@ def repo_with_baseline(repo: Path, repo_root: Path, model: Path) -> Path:
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "main")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LLMOPS_ROOT", str(repo))
-    mp.setenv("LLMOPS_HOME", str(repo.parent / "home"))
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # `llmops gate baseline` run in that repo, for this call only
+        mp.setenv("LLMOPS_ROOT", str(repo))
+        mp.setenv("LLMOPS_HOME", str(repo.parent / "home"))
         assert main(["gate", "baseline", "--model", str(model)]) == 0
-    finally:
-        mp.undo()
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline")
     return repo
 
 
 def pr_branch(main_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh clone of main on a `pr` branch; the gate's result cache (main's home) is shared."""
+    """A fresh clone of main on a `pr` branch; the gate's result cache (main's home) is shared.
+    The test's `llmops gate pr` calls (run_gate) run in it: LLMOPS_ROOT/LLMOPS_HOME are set for the test."""
     repo = tmp_path / "repo"
     shutil.copytree(main_repo, repo)
     git(repo, "checkout", "-q", "-b", "pr")

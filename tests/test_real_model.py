@@ -34,12 +34,9 @@ JSON_SENTENCE = ('Reply with exactly one JSON object and nothing else, in the fo
 def tuned_default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default recipe on the default base model (the wheel scripts/install.sh fetched)."""
     home = tmp_path_factory.mktemp("real-model-home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LLMOPS_HOME", str(home))
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # `llmops train` with LLMOPS_HOME=home, for this call only
+        mp.setenv("LLMOPS_HOME", str(home))
         assert main(["train", "--quiet", "--run-dir", str(home / "run")]) == 0
-    finally:
-        mp.undo()
     config = json.loads((home / "run" / "merged" / "config.json").read_text())
     assert config["num_hidden_layers"] == 30 and config["vocab_size"] == 49152  # SmolLM2-135M, not a micro model
     return home / "run" / "merged"

@@ -114,24 +114,28 @@ def test_redaction_of_text_headers_details_and_logs() -> None:
     assert "x" * 43 not in stream.getvalue() and stream.getvalue().count("***") == 2
 
 
-def test_env_key_headers_and_module_authenticate(llmops_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert auth_headers() == {}
-    key, _ = KeyStore(key_file(Settings.load())).create("user", "app")
-    monkeypatch.setenv("LLMOPS_API_KEY", key)
-    assert auth_headers() == {"Authorization": f"Bearer {key}"}
-    assert authenticate(key).name == "app"
+def test_env_key_headers_and_module_authenticate(llmops_home: Path) -> None:
+    settings = Settings(home=llmops_home)  # no LLMOPS_API_KEY (the autouse fixture unsets it)
+    assert auth_headers(settings) == {}
+    key, _ = KeyStore(key_file(settings)).create("user", "app")
+    assert auth_headers(Settings(home=llmops_home, api_key=key)) == {"Authorization": f"Bearer {key}"}
+    assert authenticate(key, settings=settings).name == "app"
 
 
 @pytest.mark.parametrize("blank", ["", "   "])
-def test_a_set_but_empty_key_fails_closed(llmops_home: Path, monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+def test_a_set_but_empty_key_fails_closed(llmops_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str], blank: str) -> None:
     # `LLMOPS_API_KEY: ${{ secrets.LLMOPS_API_KEY }}` with the secret missing: never the local admin.
+    settings = Settings(home=llmops_home, api_key=blank)
+    with pytest.raises(AuthenticationError, match="set but empty"):
+        current_principal(settings=settings, local_role="admin")
+    with pytest.raises(AuthenticationError, match="set but empty"):
+        auth_headers(settings)
+    assert current_principal(settings=Settings(home=llmops_home), local_role="admin").role == "admin"
+    # the same through the CLI's environment: a blank variable is a set key, not an unset one
     monkeypatch.setenv("LLMOPS_API_KEY", blank)
-    with pytest.raises(AuthenticationError, match="set but empty"):
-        current_principal(local_role="admin")
-    with pytest.raises(AuthenticationError, match="set but empty"):
-        auth_headers()
-    monkeypatch.delenv("LLMOPS_API_KEY")
-    assert current_principal(local_role="admin").role == "admin"
+    assert main(["keys", "whoami"]) == 2
+    assert "set but empty" in capsys.readouterr().err
 
 
 def test_cli_create_list_revoke(llmops_home: Path, capsys: pytest.CaptureFixture[str],
@@ -157,9 +161,10 @@ def test_cli_create_list_revoke(llmops_home: Path, capsys: pytest.CaptureFixture
 
     assert main(["keys", "revoke", key_id, "--reason", "rotated"]) == 0
     assert main(["keys", "revoke", "ffffffffffff"]) == 2
+    settings = Settings(home=llmops_home)  # the store the CLI used (LLMOPS_HOME, the fixture)
     with pytest.raises(AuthenticationError):
-        authenticate(key)
-    log = audit_log_path(Settings.load())
+        authenticate(key, settings=settings)
+    log = audit_log_path(settings)
     actions = [e["action"] for _, e in read_entries(log)]
     assert actions == ["apikey.create", "apikey.create", "role.denied", "apikey.revoke"]
     assert secret not in log.read_text(encoding="utf-8") and verify(log) == []

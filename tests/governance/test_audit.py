@@ -225,7 +225,7 @@ def test_a_log_rewritten_after_a_registration_fails_against_the_registry_anchor(
     from governance.audit import audit_event, audit_log_path, current_anchor
     from llmops.registry import Registry
 
-    settings = Settings.load()
+    settings = Settings(home=llmops_home)  # the store the CLI uses too (LLMOPS_HOME, the fixture)
     for i in range(3):
         audit_event("release.promote", actor="alice", role="release-manager", target=f"v{i}", settings=settings)
     model = tmp_path / "m"

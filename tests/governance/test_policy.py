@@ -49,7 +49,7 @@ def test_unknown_role_holds_nothing_and_unknown_permission_is_a_bug(policy) -> N
 
 
 def test_require_denies_with_an_input_error_and_audits_it(policy, llmops_home: Path) -> None:
-    settings = Settings.load()
+    settings = Settings(home=llmops_home)
     require("release-manager", "rollback", actor="alice", policy=policy, settings=settings)
     assert not audit_log_path(settings).exists()  # an allowed action writes nothing here
     with pytest.raises(PermissionDenied) as info:
@@ -62,19 +62,20 @@ def test_require_denies_with_an_input_error_and_audits_it(policy, llmops_home: P
     assert entry["details"] == {"permission": "rollback"}
 
 
-def test_authorize_uses_the_env_key(llmops_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = KeyStore(key_file(Settings.load()))
+def test_authorize_uses_the_env_key(llmops_home: Path) -> None:
+    def holding(key: str) -> Settings:
+        """The settings of a caller whose LLMOPS_API_KEY is `key`."""
+        return Settings(home=llmops_home, api_key=key)
+
+    store = KeyStore(key_file(Settings(home=llmops_home)))
     user_key, _ = store.create("user", "app")
     rm_key, _ = store.create("release-manager", "ci-release")
-    monkeypatch.setenv("LLMOPS_API_KEY", rm_key)
-    principal = authorize("rollback", target="production")
+    principal = authorize("rollback", target="production", settings=holding(rm_key))
     assert (principal.name, principal.role) == ("ci-release", "release-manager")
-    monkeypatch.setenv("LLMOPS_API_KEY", user_key)
     with pytest.raises(PermissionDenied):
-        authorize("rollback", target="production")
-    monkeypatch.setenv("LLMOPS_API_KEY", rm_key[:-1] + ("A" if rm_key[-1] != "A" else "B"))
+        authorize("rollback", target="production", settings=holding(user_key))
     with pytest.raises(InputError, match="invalid or revoked"):
-        authorize("rollback")
+        authorize("rollback", settings=holding(rm_key[:-1] + ("A" if rm_key[-1] != "A" else "B")))
 
 
 def _policy_copy(tmp_path: Path, old: str, new: str) -> Path:
@@ -87,12 +88,11 @@ def _policy_copy(tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
-def test_local_role_null_requires_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_role_null_requires_a_key(tmp_path: Path) -> None:
     path = _policy_copy(tmp_path, "local_role: admin", "local_role: null")
-    monkeypatch.setenv("LLMOPS_ROOT", str(path.parents[1]))
-    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
+    settings = Settings(root=path.parents[1], home=tmp_path / "home")  # the policy is read from the root
     with pytest.raises(InputError, match="needs an API key in LLMOPS_API_KEY"):
-        authorize("audit.read")
+        authorize("audit.read", settings=settings)
 
 
 @pytest.mark.parametrize(("old", "new", "field", "message"), [
@@ -137,7 +137,7 @@ def test_repo_policy_defines_every_role() -> None:
 
 def test_cli_refuses_a_user_key_with_exit_2(llmops_home: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    key, _ = KeyStore(key_file(Settings.load())).create("user", "app")
-    monkeypatch.setenv("LLMOPS_API_KEY", key)
+    key, _ = KeyStore(key_file(Settings(home=llmops_home))).create("user", "app")
+    monkeypatch.setenv("LLMOPS_API_KEY", key)  # the CLI: the environment is the interface
     assert main(["audit", "show", "--log", str(tmp_path / "audit.jsonl")]) == 2
     assert "may not 'audit.read'" in capsys.readouterr().err

@@ -107,7 +107,7 @@ def test_cli_alias_move_needs_the_permission_and_is_audited(llmops_home: Path, a
     from llmops.cli import main
     from llmops.settings import Settings
 
-    settings = Settings.load()
+    settings = Settings(home=llmops_home)  # the CLI reads LLMOPS_HOME=llmops_home (the fixture) and the key
     reg = Registry(settings.registry_dir)
     reg.register(artifacts, {})
     reg.register(artifacts, {})
@@ -134,7 +134,7 @@ def test_alias_history_tampering_is_caught(llmops_home: Path, artifacts: dict[st
     from llmops.cli import main
     from llmops.settings import Settings
 
-    reg = Registry(Settings.load().registry_dir)
+    reg = Registry(Settings(home=llmops_home).registry_dir)
     for _ in range(3):
         reg.register(artifacts, {})
     assert main(["registry", "alias", "production", "1", "--reason", "first"]) == 0

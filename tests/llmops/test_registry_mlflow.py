@@ -253,16 +253,27 @@ def test_without_a_uri_the_local_folder_and_no_tracking(tmp_path: Path, artifact
 
 def test_a_second_checkout_uses_what_the_first_released_and_trained(
         mlflow_server: Server, model_name: str, tmp_path: Path, artifacts: dict[str, Path],
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str]) -> None:
     from governance.apikeys import KeyStore, key_file
     from governance.audit import audit_log_path, read_entries
     from llmops.cli import main
     from llmops.jobs.pr_gate import resolve_model
 
-    monkeypatch.setenv("LLMOPS_REGISTRY_URI", mlflow_server.uri)
-    monkeypatch.setenv("LLMOPS_REGISTRY_MODEL", model_name)
-    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "checkout-a"))
-    first = Settings.load()
+    first = Settings(home=tmp_path / "checkout-a", registry_uri=mlflow_server.uri, registry_model=model_name)
+    second = Settings(home=tmp_path / "checkout-b", registry_uri=mlflow_server.uri, registry_model=model_name)
+
+    def cli(checkout: Settings, *args: str, api_key: str | None = None) -> int:
+        """`llmops ARGS` run in that checkout: its settings are the command's LLMOPS_* environment,
+        for this one call."""
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LLMOPS_HOME", str(checkout.home))
+            mp.setenv("LLMOPS_REGISTRY_URI", str(checkout.registry_uri))
+            mp.setenv("LLMOPS_REGISTRY_MODEL", checkout.registry_model)
+            if api_key is None:
+                mp.delenv("LLMOPS_API_KEY", raising=False)
+            else:
+                mp.setenv("LLMOPS_API_KEY", api_key)
+            return main(list(args))
 
     # checkout A: a training run is logged (the hook training/finetune.py calls), then registered
     run_dir = tmp_path / "run"
@@ -280,16 +291,14 @@ def test_a_second_checkout_uses_what_the_first_released_and_trained(
     onnx.mkdir(parents=True)
     (onnx / "model.onnx").write_bytes(b"onnx")
     mv = open_registry(first).register({**artifacts, "onnx": tmp_path / "src" / "onnx"}, lineage)
-    monkeypatch.setenv("LLMOPS_API_KEY", KeyStore(key_file(first)).create("release-manager", "oncall")[0])
-    assert main(["registry", "alias", "production", mv.version, "--reason", "released from checkout A"]) == 0
+    manager_key = KeyStore(key_file(first)).create("release-manager", "oncall")[0]
+    assert cli(first, "registry", "alias", "production", mv.version, "--reason", "released from checkout A",
+               api_key=manager_key) == 0
     moves = [e for _, e in read_entries(audit_log_path(first)) if e and e["action"] == "registry.alias"]
     assert moves[-1]["details"]["alias_history_hash"] == open_registry(first).alias_head()
-    assert main(["audit", "verify", "--registry-anchors"]) == 0
+    assert cli(first, "audit", "verify", "--registry-anchors", api_key=manager_key) == 0
 
-    # checkout B: another home, the same server
-    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "checkout-b"))
-    monkeypatch.delenv("LLMOPS_API_KEY")
-    second = Settings.load()
+    # checkout B: another home, the same server, no key
     reg = open_registry(second)
     assert reg.resolve("production") == mv.version
     model = resolve_model(second, echo=lambda _: None)  # what the PR gate evaluates
@@ -297,9 +306,9 @@ def test_a_second_checkout_uses_what_the_first_released_and_trained(
     assert (model.model_dir / "model.onnx").read_bytes() == b"onnx"
     assert model.model_dir.is_relative_to(second.registry_dir)
     capsys.readouterr()
-    assert main(["registry", "show", "production"]) == 0
+    assert cli(second, "registry", "show", "production") == 0
     assert json.loads(capsys.readouterr().out)["training_run"]["run_id"] == ref["run_id"]
-    assert main(["registry", "show", "production", "--manifest-sha256"]) == 0  # pr.yml's cache key
+    assert cli(second, "registry", "show", "production", "--manifest-sha256") == 0  # pr.yml's cache key
     assert capsys.readouterr().out.strip() == reg.client.get_model_version(model_name, mv.version).tags[
         "llmops.manifest_sha256"]
 

@@ -37,8 +37,15 @@ class BlueGreen:
     config: Path
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def settings(self) -> Any:
+        """The Settings of this store, for library calls (release, rollback) made on it."""
+        from llmops.settings import Settings
+
+        return Settings(home=self.home)
+
     def client(self) -> Any:
-        return GatewayClient(self.url)
+        return GatewayClient(self.url, self.settings)  # the local operator's token of this store
 
     def status(self) -> dict[str, Any]:
         client = self.client()
@@ -64,16 +71,14 @@ def trained_from(version: int) -> str:
 def make_home(root: Path, model_dir: Path, versions: int = 3) -> tuple[Path, dict[str, str]]:
     """A store with `versions` registered copies of one servable ONNX folder (version n trained
     from commit trained_from(n), a clean tree), production=1, candidate=2, and an admin, a
-    release-manager and a user key."""
-    import os
-
+    release-manager and a user key. Library calls on it take `Settings(home=home)`; a gateway
+    started on it gets LLMOPS_HOME=home in its own environment (running_gateway)."""
     from governance.apikeys import create_key
     from llmops.registry import Registry
     from llmops.settings import Settings
 
     home = root / "home"
-    os.environ["LLMOPS_HOME"] = str(home)  # for create_key's Settings; the caller restores it
-    settings = Settings.load()
+    settings = Settings(home=home)
     registry = Registry(settings.registry_dir)
     for i in range(versions):
         registry.register({"onnx/fp32": model_dir}, {"note": f"test copy {i + 1}",
@@ -88,26 +93,17 @@ def make_home(root: Path, model_dir: Path, versions: int = 3) -> tuple[Path, dic
 @pytest.fixture(scope="module")
 def bluegreen(exported: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One gateway with blue = version 1 at 100 % (bootstrapped from `production`), faults allowed."""
-    import os
-
     root = tmp_path_factory.mktemp("bluegreen")
-    saved = os.environ.get("LLMOPS_HOME")
-    try:
-        home, keys = make_home(root, exported.variants["fp32"])
-        config = root / "rollout.yaml"
-        gates = report_only_thresholds(root / "thresholds.yaml")  # a micro model: the machinery, not quality
-        rollout = {**FAST_ROLLOUT, "pre_promotion": {**FAST_ROLLOUT["pre_promotion"], "thresholds": str(gates)}}
-        config.write_text(yaml.safe_dump(rollout), encoding="utf-8")
-        with running_gateway(home, allow_faults=True) as (url, proc):
-            bg = BlueGreen(home, url, proc, keys, config)
-            bg.wait_up("blue")
-            yield bg
-            bg.proc = None
-    finally:
-        if saved is None:
-            os.environ.pop("LLMOPS_HOME", None)
-        else:
-            os.environ["LLMOPS_HOME"] = saved
+    home, keys = make_home(root, exported.variants["fp32"])
+    config = root / "rollout.yaml"
+    gates = report_only_thresholds(root / "thresholds.yaml")  # a micro model: the machinery, not quality
+    rollout = {**FAST_ROLLOUT, "pre_promotion": {**FAST_ROLLOUT["pre_promotion"], "thresholds": str(gates)}}
+    config.write_text(yaml.safe_dump(rollout), encoding="utf-8")
+    with running_gateway(home, allow_faults=True) as (url, proc):
+        bg = BlueGreen(home, url, proc, keys, config)
+        bg.wait_up("blue")
+        yield bg
+        bg.proc = None
 
 
 def audit_actions(home: Path) -> list[dict[str, Any]]:

@@ -109,11 +109,12 @@ def test_a_role_without_chat_gets_403_and_an_audit_entry(tmp_path: Path, llmops_
     def models() -> dict[str, str]:
         return {"object": "list"}
 
-    app = ApiKeyMiddleware(inner, keys=store, policy=no_chat, settings=Settings.load())
+    settings = Settings(home=llmops_home)
+    app = ApiKeyMiddleware(inner, keys=store, policy=no_chat, settings=settings)
     r = TestClient(app).get("/v1/models", headers=bearer(key))
     assert r.status_code == 403 and r.json()["error"]["code"] == "permission_denied", r.text
     assert "'chat'" in r.json()["error"]["message"]
-    log = audit_log_path(Settings.load())
+    log = audit_log_path(settings)
     denied = [e for _, e in read_entries(log) if e and e["action"] == "role.denied"]
     assert denied and denied[-1]["actor"] == "feedback-only" and denied[-1]["target"] == "/v1/models"
     assert key not in log.read_text()  # the key itself is never written

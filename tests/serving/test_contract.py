@@ -32,20 +32,14 @@ def deployment(exported, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from serving.gateway.testing import running_gateway
     from tests.serving.bluegreen import make_home
 
-    saved = os.environ.get("LLMOPS_HOME")
-    try:
-        home, keys = make_home(tmp_path_factory.mktemp("deployment"), exported.variants["fp32"], versions=2)
-        # operate on: the workers serve /v1/feedback too, so the fuzz run covers it
-        with running_gateway(home, auth="keys", env={"LLMOPS_OPERATE": "1"}) as (url, _):
-            wait_until(lambda: httpx.get(url + "/healthz", timeout=5).json()["up"].get("blue"), timeout=120,
-                       interval=0.5, on_timeout=lambda: AssertionError("blue did not come up"))
-            state = json.loads((home / "gateway" / "state.json").read_text())
-            yield home, keys, url, f"http://127.0.0.1:{state['colours']['blue']['port']}"
-    finally:
-        if saved is None:
-            os.environ.pop("LLMOPS_HOME", None)
-        else:
-            os.environ["LLMOPS_HOME"] = saved
+    home, keys = make_home(tmp_path_factory.mktemp("deployment"), exported.variants["fp32"], versions=2)
+    # operate on: the workers serve /v1/feedback too, so the fuzz run covers it (the gateway process
+    # gets LLMOPS_HOME=home and this setting in its own environment, not this process's)
+    with running_gateway(home, auth="keys", env={"LLMOPS_OPERATE": "1"}) as (url, _):
+        wait_until(lambda: httpx.get(url + "/healthz", timeout=5).json()["up"].get("blue"), timeout=120,
+                   interval=0.5, on_timeout=lambda: AssertionError("blue did not come up"))
+        state = json.loads((home / "gateway" / "state.json").read_text())
+        yield home, keys, url, f"http://127.0.0.1:{state['colours']['blue']['port']}"
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -119,7 +119,7 @@ def test_fault_is_refused_unless_the_gateway_allows_it(llmops_home):
     from serving.gateway.admin import AdminError, LoadRequest
     from serving.gateway.core import Gateway, GatewayOptions
 
-    gw = Gateway(Settings.load(), GatewayOptions(allow_faults=False))
+    gw = Gateway(Settings(home=llmops_home), GatewayOptions(allow_faults=False))
     with pytest.raises(AdminError, match="fault injection is off"):
         asyncio.run(gw.load(LoadRequest(colour="green", version="1", fault="error:1"), Principal("t", "admin")))
 

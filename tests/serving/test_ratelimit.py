@@ -41,10 +41,11 @@ def test_the_gateway_puts_the_body_cap_and_the_rate_limit_in_front(llmops_home: 
     from serving.gateway.app import create_gateway
     from serving.gateway.core import GatewayOptions
 
-    app = create_gateway(Settings.load(), GatewayOptions(rate_limit="5/second", max_body_bytes=1234))
+    settings = Settings(home=llmops_home)
+    app = create_gateway(settings, GatewayOptions(rate_limit="5/second", max_body_bytes=1234))
     assert isinstance(app, BodyCapMiddleware) and app.max_bytes == 1234
     assert isinstance(app.app, RateLimitMiddleware)
-    assert not isinstance(create_gateway(Settings.load(), GatewayOptions(rate_limit="off")).app, RateLimitMiddleware)
+    assert not isinstance(create_gateway(settings, GatewayOptions(rate_limit="off")).app, RateLimitMiddleware)
 
 
 def test_concurrent_requests_per_client_are_capped() -> None:

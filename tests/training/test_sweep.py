@@ -12,6 +12,7 @@ import pytest
 
 from llmops.cli import main
 from llmops.errors import InputError
+from llmops.settings import Settings
 from tests.test_main_job import MICRO
 from training.config import load_config
 from training.finetune import train
@@ -55,7 +56,7 @@ def test_sweep_refuses_a_non_empty_folder(llmops_home: Path, tmp_path: Path) -> 
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "sweep.json").write_text("{}")
     with pytest.raises(InputError, match="not empty"):
-        run_sweep(load_config(None, MICRO), None, 1, tmp_path / "old", seed=0)
+        run_sweep(load_config(None, MICRO), Settings(home=llmops_home), 1, tmp_path / "old", seed=0)
 
 
 def test_4bit_without_cuda_names_the_quantization_field(llmops_home: Path) -> None:
@@ -65,7 +66,7 @@ def test_4bit_without_cuda_names_the_quantization_field(llmops_home: Path) -> No
         pytest.skip("this machine has CUDA")
     cfg = load_config(None, [*MICRO, "quantization=4bit"])
     with pytest.raises(InputError, match=r"4bit QLoRA needs a CUDA GPU and the qlora extra") as err:
-        train(cfg, progress=False)
+        train(cfg, Settings(home=llmops_home), progress=False)
     assert err.value.field == "quantization"
     with pytest.raises(InputError) as err:
         load_config(None, ["quantization=8bit"])
