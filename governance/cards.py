@@ -34,7 +34,10 @@ def render_model_card(version: str, lineage: dict[str, Any], repo_id: str | None
     # The weights carry the base model's licence and the training data's: one SPDX expression.
     licences = list(dict.fromkeys([*(d.get("license") for d in datasets), base.get("license")]))
     licence = " AND ".join(x for x in licences if x) or "other"
-    metrics = {**lineage.get("metrics", {}), **(lineage.get("gates", {}).get("eval", {}) or {}).get("metrics", {})}
+    # A pipeline's register stage puts every gate's metrics in lineage["metrics"]; versions registered
+    # before the main job became a pipeline kept the eval's under gates.eval.metrics.
+    eval_gate = lineage.get("gates", {}).get("eval")
+    metrics = {**lineage.get("metrics", {}), **(eval_gate.get("metrics", {}) if isinstance(eval_gate, dict) else {})}
     headline = {k: v for k, v in metrics.items() if k.startswith(("dataset.", "pass_rate.", "deepeval.", "perplexity",
                                                                   "eval_loss")) or k.startswith(SAFETY_PREFIXES)}
     front = {

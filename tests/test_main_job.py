@@ -1,4 +1,4 @@
-"""End to end: the README's main job on a micro configuration, through the real CLI.
+"""End to end: the README's main job (the `main` pipeline of pipeline.yaml) on a micro configuration, through the real CLI.
 
 Real data (the committed FAQ split), a real bootstrapped Llama (tiny), real LoRA training,
 a real ONNX export with the parity gate, a real registry, a real uvicorn server on loopback
@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from llmops.cli import main
 from llmops.registry import Registry
-from tests.conftest import report_only_thresholds
+from tests.conftest import REPO_ROOT, report_only_thresholds
 
 MICRO = [
     "base_model=local:tiny", "bootstrap.vocab_size=600", "bootstrap.hidden_size=32", "bootstrap.intermediate_size=64",
@@ -24,14 +25,25 @@ MICRO = [
 ]
 
 
+def main_spec(tmp_path: Path, thresholds: Path) -> Path:
+    """pipeline.yaml as committed, its main pipeline's eval gated by `thresholds` instead of the default."""
+    data = yaml.safe_load((REPO_ROOT / "pipeline.yaml").read_text())
+    data["pipelines"]["main"]["stages"]["eval"]["cmd"] += f" --thresholds {thresholds}"
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 @pytest.mark.slow
 def test_main_job_end_to_end(repo_root: Path, llmops_home: Path, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["pipeline", "main", "--quiet", "--eval-limit", "6", "--no-base-compare",
-                 "--thresholds", str(report_only_thresholds(tmp_path / "thresholds.yaml")), *MICRO])
+    thresholds = yaml.safe_load(report_only_thresholds(tmp_path / "thresholds.yaml").read_text())
+    thresholds["base_comparison"] = {"must_beat": [], "no_drop": [], "report": ["dataset.rouge_l"]}
+    (tmp_path / "thresholds.yaml").write_text(yaml.safe_dump(thresholds))
+    code = main(["pipeline", "main", "--spec", str(main_spec(tmp_path, tmp_path / "thresholds.yaml")), *MICRO])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "eval report:" in out
+    assert "eval report:" in out and "| base-eval | ran |" in out
 
     reg = Registry(llmops_home / "registry")
     assert reg.versions() == ["1"] and reg.aliases() == {"candidate": "1"}
@@ -43,36 +55,44 @@ def test_main_job_end_to_end(repo_root: Path, llmops_home: Path, tmp_path: Path,
     assert lineage["training_config"]["lora_r"] == 4
     assert lineage["base_model"]["id"].startswith("local:tiny@")
     assert {d["id"] for d in lineage["datasets"]} == {"datasets/python-faq", "datasets/assistant-contract"}
-    assert lineage["gates"]["eval"]["verdict"] == "pass"
-    assert {"model", "adapter", "onnx", "loss_curve.png"} <= set(lineage["artifacts"])
+    assert lineage["gates"] == {"data-check": "pass", "export": "pass", "eval": "pass"}
+    assert {"model", "adapter", "onnx", "loss_curve.png", "reports"} <= set(lineage["artifacts"])
     assert lineage["metrics"]["perplexity"] > 1
+    assert lineage["metrics"]["fp32.token_agreement_pct"] == 100.0  # the export's parity gate
     assert (mv.files / "onnx" / "fp32" / "model.onnx").is_file()
     assert (mv.files / "model" / "prompt.yaml").is_file()
+    assert not (mv.files / "reports" / "export" / "fp32").exists()  # gate reports, not the models beside them
 
-    parity = lineage["gates"]["export-parity"]
-    assert parity["passed"] and parity["agreement_pct"]["fp32"] == 100.0
-
-    job_dir = next((llmops_home / "runs").glob("main-*"))
+    job_dir = llmops_home / "pipeline" / "main"
     report = json.loads((job_dir / "eval" / "report.json").read_text())
     assert report["kind"] == "eval" and len(report["cases"]) >= 40
     assert all(case["output"] is not None for case in report["cases"])
     assert {"dataset.rouge_l", "dataset.token_f1", "pass_rate.refusal"} <= set(report["metrics"])
+    assert "tuned beats base" in {c["name"] for c in report["checks"]}
+    assert report["info"]["baseline"].startswith("untuned base model local:tiny@")
     attached = llmops_home / "registry" / "reports" / "1" / "eval" / "report.md"
     assert attached.read_text().startswith("<!-- llmops-eval-report -->")
+
+    # Run again: every stage's inputs are unchanged, so each is skipped; nothing is registered twice
+    # (register is skipped too: its inputs did not change).
+    assert main(["pipeline", "main", "--spec", str(main_spec(tmp_path, tmp_path / "thresholds.yaml")), *MICRO]) == 0
+    again = capsys.readouterr().out
+    assert again.count("skipped") >= 6 and reg.versions() == ["1"]
 
 
 @pytest.mark.slow
 def test_main_job_registers_nothing_when_the_eval_gates_fail(llmops_home: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     """The real floors of evals/thresholds.yaml, and the tuned-beats-base gate, on a 6-step micro model."""
-    code = main(["pipeline", "main", "--quiet", "--eval-limit", "6", *MICRO])
+    code = main(["pipeline", "main", *MICRO])
     out = capsys.readouterr()
     assert code == 1, out.out
-    assert "eval gates failed; not registered" in out.err
-    assert "pass_rate.refusal" in out.err  # a named finding, not just "failed"
+    assert "stage 'eval' failed (exit 1, verdict fail)" in out.err
+    assert "tuned beats base: pass_rate.refusal" in out.err  # a named finding, not just "failed"
     assert not (llmops_home / "registry" / "versions").exists() or not any(
         (llmops_home / "registry" / "versions").iterdir())
-    job_dir = next((llmops_home / "runs").glob("main-*"))
+    job_dir = llmops_home / "pipeline" / "main"
+    assert not (job_dir / "register").exists()
     report = json.loads((job_dir / "eval" / "report.json").read_text())
     assert report["verdict"] == "fail"
     assert "tuned beats base" in {c["name"] for c in report["checks"]}
@@ -81,7 +101,7 @@ def test_main_job_registers_nothing_when_the_eval_gates_fail(llmops_home: Path,
 
 def test_tuned_must_beat_the_base_and_not_fall_below_it_on_a_suite() -> None:
     from evals.runner import BaseComparison
-    from llmops.jobs.main_job import compare_with_base, comparison_table
+    from llmops.jobs.base_eval import compare_with_base, comparison_table
     from llmops.report import Metric, Report
 
     def report(**heads: float) -> Report:

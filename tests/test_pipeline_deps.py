@@ -24,12 +24,14 @@ from pathlib import Path
 import click
 import pytest
 
-from llmops.jobs.pipeline import Stage, load_pipeline
+from llmops.jobs.pipeline import Stage, load_pipeline, load_pipelines
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("llmops", "training", "evals", "serving", "loadtests", "governance")
+PACKAGES = ("llmops", "training", "evals", "serving", "loadtests", "data", "governance")
 SHARED_ENTRY = {"llmops/__main__.py", "llmops/cli/__init__.py"}
-SPEC = load_pipeline(REPO / "pipeline.yaml")
+SPEC = load_pipeline(REPO / "pipeline.yaml")  # merge
+STAGES = {f"{p}.{name}": stage for p, spec in load_pipelines(REPO / "pipeline.yaml").items()
+          for name, stage in spec.stages.items()}  # both pipelines' stages, as "<pipeline>.<stage>"
 
 
 def module_file(name: str) -> str | None:
@@ -139,15 +141,16 @@ def missing_deps(stage: Stage) -> list[str]:
 
 
 def test_each_stage_command_resolves_to_a_command() -> None:
-    for name, stage in SPEC.stages.items():
+    for name, stage in STAGES.items():
         assert resolve_command(stage.cmd).callback is not None, name
 
 
-@pytest.mark.parametrize("stage", list(SPEC.stages))
+@pytest.mark.parametrize("stage", list(STAGES))
 def test_stage_deps_cover_the_code_its_command_reaches(stage: str) -> None:
-    missing = missing_deps(SPEC.stages[stage])
-    assert not missing, (f"stage {stage!r} runs {', '.join(missing)} but pipeline.yaml does not list "
-                         f"{'it' if len(missing) == 1 else 'them'} in stages.{stage}.deps")
+    missing = missing_deps(STAGES[stage])
+    pipeline, name = stage.split(".", 1)
+    assert not missing, (f"stage {name!r} runs {', '.join(missing)} but pipeline.yaml does not list "
+                         f"{'it' if len(missing) == 1 else 'them'} in pipelines.{pipeline}.stages.{name}.deps")
 
 
 def test_a_dropped_dep_is_named_and_a_folder_covers_its_files() -> None:

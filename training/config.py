@@ -145,6 +145,14 @@ def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...]
         raise InputError(msg, file=where, field=field) from None
 
 
+def write_config(cfg: TrainConfig, path: Path) -> Path:
+    """The config as a file `load_config` reads back to the same values (written to a temp name, then renamed)."""
+    from llmops.files import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return Path(path)
+
+
 def render_default_yaml() -> str:
     """The config file with each field's meaning, type and default as a comment (litgpt style)."""
     lines = ["# Training config for `llmops train` and `llmops model bootstrap`. Unknown keys are errors.",

@@ -46,6 +46,7 @@ COMMANDS = {
     "predict": "llmops.cli.serving:predict",
     "bench": "llmops.cli.bench:bench",
     "eval": "llmops.cli.evals:eval_cmd",
+    "eval-base": "llmops.cli.evals:eval_base_cmd",
     "prompts": "llmops.cli.prompts:prompts",
     "registry": "llmops.cli.registry:registry",
     "pipeline": "llmops.cli.pipeline:pipeline",

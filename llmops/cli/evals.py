@@ -2,10 +2,13 @@
 
     llmops eval --endpoint http://127.0.0.1:8000 --tags smoke
     llmops eval --model .llmops/registry/models/answer/v3 --dataset datasets/python-faq --limit 20
+    llmops eval-base --config training/config.yaml --dataset datasets/python-faq --limit 40 --out base/
+    llmops eval --model onnx/ --dataset datasets/python-faq --limit 40 --compare-base base/report.json
 
 With --endpoint it evaluates a running server (ours, vLLM, TGI, a hosted API). With --model it
 starts our server for that model folder on a free loopback port, evaluates it over HTTP the same
-way, and stops it. Writes report.json and report.md. Exit 0 when every gate passed, 1 when a
+way, and stops it. `eval-base` measures the untuned base model, and --compare-base gates the tuned
+one against it (the main pipeline's base-eval and eval stages). Writes report.json and report.md. Exit 0 when every gate passed, 1 when a
 threshold failed (unless --no-gate), 2 for bad input (case files, flags, an unreachable endpoint).
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -51,12 +55,16 @@ def _split(values: tuple[str, ...]) -> list[str]:
               help="Extra attempts per request on connection errors and 429/502/503/504.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Where report.json and report.md go (default: .llmops/reports/eval).")
+@click.option("--compare-base", "compare_base", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, metavar="REPORT",
+              help="A base model's report.json (from `llmops eval-base`): also gate on the thresholds' base_comparison "
+                   "rules (the tuned model must beat it) and write comparison.md beside the report.")
 @click.option("--no-gate", is_flag=True, help="Report only: exit 0 even when a threshold fails.")
 def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_name: str | None,
              api_key: str | None, cases_dir: Path | None, prompts_dir: Path | None, dataset_dir: Path | None,
              limit: int | None, tags: tuple[str, ...], prompt_ids: tuple[str, ...],
              thresholds_path: Path | None, baseline: Path | None, workers: int, retries: int,
-             out_dir: Path | None,
+             out_dir: Path | None, compare_base: Path | None,
              no_gate: bool) -> None:
     """Evaluate an endpoint (or a model folder served locally) with the eval cases and dataset."""
     from evals.runner import DEFAULT_THRESHOLDS, run_eval
@@ -67,7 +75,6 @@ def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_n
     cases_dir = cases_dir or settings.root / "evals" / "cases"
     prompts_dir = prompts_dir or settings.prompts_dir
     out_dir = out_dir or settings.home / "reports" / "eval"
-
     from llmops.cli.endpoint import endpoint_or_served
 
     with endpoint_or_served(endpoint, model_dir, backend) as url:
@@ -81,15 +88,53 @@ def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_n
         )
     if model_dir is not None:
         report.info["model_dir"] = os.fspath(model_dir)
-    json_path, md_path = report.write(out_dir)
+    table = None
+    if compare_base is not None:
+        from evals.compare import apply_base_comparison
 
+        table = apply_base_comparison(report, Report.load(compare_base), thresholds=thresholds_path)
+    json_path, md_path = report.write(out_dir)
+    if table is not None:
+        (out_dir / "comparison.md").write_text(table + "\n")
+        click.echo(table)
+    _summary(report)
+    click.echo(f"wrote {json_path} and {md_path}")
+    if not report.passed and not no_gate:
+        failed = sorted(n for n, m in report.metrics.items() if m.passed is False)
+        failed += [f"{c.name}: {f.message}" for c in report.checks if not c.passed for f in c.findings
+                   if f.severity == "error"]
+        raise GateFailed("eval gates failed:\n  " + "\n  ".join(failed[:12]) + f"\n  (see {md_path})")
+
+
+@click.command("eval-base")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=Path("training/config.yaml"), show_default=True,
+              help="The training config whose base model (`base_model`) to evaluate.")
+@click.option("--dataset", "dataset_dir", type=click.Path(path_type=Path), default=Path("datasets/python-faq"),
+              show_default=True, help="Dataset folder with eval.jsonl.")
+@click.option("--limit", type=click.IntRange(min=1), default=40, show_default=True, help="At most N dataset rows.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Where the report goes.")
+def eval_base_cmd(config_path: Path, dataset_dir: Path, limit: int, out_dir: Path) -> None:
+    """Evaluate the untuned base model of a training config, exported to ONNX and served like a candidate,
+    on the same cases; `llmops eval --compare-base OUT/report.json` then gates a tuned model against it.
+
+    Reused from evals/baseline/base-model.json, else from the cache, when its eval key (model, cases,
+    prompts, split, limit, eval code) matches. Reports only: the base model is not gated.
+    """
+    from llmops.jobs.base_eval import base_eval_of_config
+    from llmops.settings import Settings
+
+    settings = Settings.load()
+    report = base_eval_of_config(settings, config_path, dataset_dir=dataset_dir, limit=limit, echo=click.echo)
+    json_path, md_path = report.write(out_dir)
+    _summary(report)
+    click.echo(f"wrote {json_path} and {md_path} (the base model's report: not gated)")
+
+
+def _summary(report: Any) -> None:
     failed_cases = [c for c in report.cases if not c["passed"]]
     click.echo(f"{len(report.cases) - len(failed_cases)}/{len(report.cases)} cases passed")
     for name, metric in sorted(report.metrics.items()):
         gate = "  (not gated)" if metric.passed is None else ("  ok" if metric.passed else "  FAILED")
         floor = "" if metric.threshold is None else f" (min {metric.threshold:.3f})"
         click.echo(f"  {name:28s} {metric.head:.3f}{floor}{gate}")
-    click.echo(f"wrote {json_path} and {md_path}")
-    if not report.passed and not no_gate:
-        failed = [n for n, m in report.metrics.items() if m.passed is False]
-        raise GateFailed(f"eval thresholds failed: {', '.join(sorted(failed))} (see {md_path})")

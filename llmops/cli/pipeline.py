@@ -1,9 +1,9 @@
-"""Pipeline commands.
+"""Pipeline commands: run the pipelines pipeline.yaml declares.
 
-    llmops pipeline main
+    llmops pipeline main [KEY=VALUE ...]       # the README's main job (bash scripts/main-job.sh)
     llmops pipeline merge
     llmops pipeline merge --render argo-workflows --out build/merge-workflow.yaml
-    llmops pipeline stage train          # one stage, as each task of that workflow runs it
+    llmops pipeline stage train [--pipeline main]   # one stage, as each task of that workflow runs it
 """
 
 from __future__ import annotations
@@ -21,35 +21,39 @@ def pipeline() -> None:
 @pipeline.command("main")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=Path("training/config.yaml"),
               show_default=True, help="The training config (YAML).")
-@click.option("--eval-limit", default=40, show_default=True, help="Rows of the eval split to score.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.option("--thresholds", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="Eval gates (default: evals/thresholds.yaml).")
-@click.option("--no-base-compare", is_flag=True,
-              help="Skip the untuned base model's eval (and the tuned-beats-base gate).")
+@click.option("--spec", "spec_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="The pipelines file (default: pipeline.yaml); runs its `main` pipeline.")
+@click.option("--force", is_flag=True, help="Run every stage, even those whose inputs are unchanged.")
+@click.option("--neutral", is_flag=True, help="The change is meant to be neutral: register on a tie with production.")
 @click.argument("overrides", nargs=-1)
-def main_job(config_path: Path, eval_limit: int, quiet: bool, thresholds: Path | None, no_base_compare: bool,
+def main_job(config_path: Path, spec_path: Path | None, force: bool, neutral: bool,
              overrides: tuple[str, ...]) -> None:
-    """Data check, base model, train, export + parity, eval over HTTP (beside the base model), register.
+    """Run pipeline.yaml's main pipeline: data check, train, export + parity, base-model eval, eval (gated
+    beside the base model), register.
 
-    OVERRIDES are key=value pairs on the training config. Exits 1 (nothing registered) when a gate fails.
+    OVERRIDES are key=value pairs on the training config. Unchanged stages are skipped. Exits 1 (nothing
+    registered) when a gate fails.
     """
-    from llmops.jobs.main_job import run_main_job
+    from llmops.jobs.pipeline import run_pipeline
+    from llmops.report import Report
     from llmops.settings import Settings
 
     settings = Settings.load()
     path = config_path if config_path.is_absolute() else settings.root / config_path
-    job = run_main_job(settings, config_path=path, overrides=overrides, eval_limit=eval_limit,
-                       echo=click.echo, progress=not quiet, compare_base=not no_base_compare,
-                       thresholds=thresholds)
-    total = sum(s["seconds"] for s in job.stages)
-    click.echo("\n| stage | seconds |\n|---|---|")
-    for s in job.stages:
-        click.echo(f"| {s['stage']} | {s['seconds']:.0f} |")
-    click.echo(f"| **total** (goal: at most 720 once installed, on 2 cores) | **{total:.0f}** |")
-    click.echo(f"\nmain job done in {total:.0f}s: registered version {job.version} (alias candidate)")
-    click.echo(f"eval report: {job.eval_report}")
-    click.echo(f"job folder:  {job.job_dir}")
+    run = run_pipeline(settings, "main", spec_path=spec_path, force=force, neutral=neutral, config_path=path,
+                       overrides=overrides, echo=click.echo)
+    comparison = run.folder / "eval" / "comparison.md"
+    if comparison.is_file():
+        click.echo("\n" + comparison.read_text().rstrip())
+    total = sum(r.seconds for r in run.results)
+    click.echo("\n| stage | status | seconds |\n|---|---|---|")
+    for r in run.results:
+        click.echo(f"| {r.name} | {r.status} | {r.seconds:.0f} |")
+    click.echo(f"| **total** (goal: at most 720 once installed, on 2 cores) | | **{total:.0f}** |")
+    registered = Report.load(run.folder / "register" / "report.json").info.get("registered")
+    click.echo(f"\nmain job done in {total:.0f}s: registered version {registered} (alias candidate)")
+    click.echo(f"eval report: {run.folder / 'eval' / 'report.md'}")
+    click.echo(f"job folder:  {run.folder} (each stage's log: <stage>/stage.log)")
 
 
 @pipeline.command("merge")
@@ -94,13 +98,16 @@ def merge(force: bool, neutral: bool, render: str | None, out_path: Path | None,
 
 @pipeline.command("stage")
 @click.argument("stage_name", metavar="STAGE")
+@click.option("--pipeline", "pipeline_name", type=click.Choice(["merge", "main"]), default="merge",
+              show_default=True, help="Which pipeline of pipeline.yaml the stage belongs to.")
 @click.option("--neutral", is_flag=True, help="As `pipeline merge --neutral` (the register stage reads it).")
 @click.option("--expect-hash", default=None,
               help="Refuse to run unless the stage's inputs here hash to this (the manifest's memoize key).")
-def stage(stage_name: str, neutral: bool, expect_hash: str | None) -> None:
+def stage(stage_name: str, pipeline_name: str, neutral: bool, expect_hash: str | None) -> None:
     """Run one stage of pipeline.yaml as `pipeline merge` runs it, unconditionally: what each task of the
     Argo Workflow runs (Argo's memoize does the skipping there)."""
     from llmops.jobs.pipeline import run_one_stage
     from llmops.settings import Settings
 
-    run_one_stage(Settings.load(), stage_name, neutral=neutral, expect_hash=expect_hash, echo=click.echo)
+    run_one_stage(Settings.load(), stage_name, pipeline_name, neutral=neutral, expect_hash=expect_hash,
+                  echo=click.echo)

@@ -1,7 +1,10 @@
 """Run a declared pipeline (`pipeline.yaml`): hash each stage's inputs, skip what is unchanged, resume after a failure.
 
-    llmops pipeline merge [--force] [--neutral]
+    llmops pipeline main [KEY=VALUE ...]         # the README's main job
+    llmops pipeline merge [--force] [--neutral]  # the merge pipeline (.github/workflows/merge.yml)
     llmops pipeline stage STAGE [--neutral] [--expect-hash HASH]   # one stage, as a cluster runs it
+
+pipeline.yaml declares both pipelines (`pipelines: {main, merge}`); this module runs either.
 
 Each stage runs as its own `llmops` process (the command line in pipeline.yaml), so a stage is
 exactly what a person would type, and a crash in one cannot leave another half-initialised.
@@ -54,20 +57,42 @@ class PipelineSpec(BaseModel):
     promote_if_better: PromoteIfBetter
 
 
-def load_pipeline(path: Path) -> PipelineSpec:
+class PipelinesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pipelines: dict[str, PipelineSpec]
+
+
+# Names a stage may not take: `{pipeline}` is the pipeline folder and `{config}` the training config in
+# stage commands (and "pipeline" is the Argo DAG template's name).
+RESERVED = ("pipeline", "config", "out")
+DEFAULT_CONFIG = "training/config.yaml"
+
+
+def load_pipelines(path: Path) -> dict[str, PipelineSpec]:
+    """Every pipeline of `path`, each checked: stage names, and `after` naming only stages above."""
     from llmops.config_files import load_validated_yaml
 
-    spec = load_validated_yaml(Path(path), PipelineSpec)
-    seen: list[str] = []
-    for name, stage in spec.stages.items():
-        if name == "pipeline":  # `{pipeline}` names the pipeline folder in stage commands (and the Argo DAG template)
-            raise InputError("'pipeline' is a reserved name, not a stage's", file=str(path), field=f"stages.{name}")
-        for ref in stage.after:
-            if ref not in seen:
-                raise InputError(f"stage {name!r} runs after {ref!r}, which is not declared above it",
-                                 file=str(path), field=f"stages.{name}.after")
-        seen.append(name)
-    return spec
+    pipelines = load_validated_yaml(Path(path), PipelinesFile).pipelines
+    for pipeline_name, spec in pipelines.items():
+        seen: list[str] = []
+        for name, stage in spec.stages.items():
+            where = f"pipelines.{pipeline_name}.stages.{name}"
+            if name in RESERVED:
+                raise InputError(f"{name!r} is a reserved name, not a stage's", file=str(path), field=where)
+            for ref in stage.after:
+                if ref not in seen:
+                    raise InputError(f"stage {name!r} runs after {ref!r}, which is not declared above it",
+                                     file=str(path), field=f"{where}.after")
+            seen.append(name)
+    return pipelines
+
+
+def load_pipeline(path: Path, name: str = "merge") -> PipelineSpec:
+    pipelines = load_pipelines(path)
+    if name not in pipelines:
+        raise InputError(f"no pipeline {name!r} (pipelines: {', '.join(pipelines)})", file=str(path),
+                         field="pipelines")
+    return pipelines[name]
 
 
 def hash_paths(root: Path, paths: list[str]) -> str:
@@ -116,13 +141,49 @@ def stage_hashes(spec: PipelineSpec, root: Path, config: dict[str, Any], *, neut
     return hashes
 
 
-def stage_argv(spec: PipelineSpec, stage_name: str, folder: Path) -> list[str]:
-    """The stage's `llmops` arguments, its `{out}`, `{pipeline}` and `{<stage>}` fields filled in for the pipeline folder `folder`."""
-    places = {"pipeline": str(folder), **{s: str(folder / s) for s in spec.stages}}
+def stage_argv(spec: PipelineSpec, stage_name: str, folder: Path, config: str = DEFAULT_CONFIG) -> list[str]:
+    """The stage's `llmops` arguments, its `{out}`, `{pipeline}`, `{config}` and `{<stage>}` fields filled in
+    for the pipeline folder `folder` and the training config file `config`."""
+    places = {"pipeline": str(folder), "config": config, **{s: str(folder / s) for s in spec.stages}}
     return spec.stages[stage_name].cmd.format(out=folder / stage_name, **places).split()
 
 
+def write_spec(folder: Path, name: str, spec: PipelineSpec) -> None:
+    """The pipeline the folder's stages ran under (`<folder>/pipeline.json`): `registry register-candidate`
+    reads its gates from it, so a folder is judged by the spec it was run with."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "pipeline.json", {"name": name, **spec.model_dump(mode="json")})
+
+
+def read_spec(folder: Path) -> PipelineSpec:
+    path = folder / "pipeline.json"
+    if not path.is_file():
+        raise InputError("not a pipeline folder (no pipeline.json: run `llmops pipeline main|merge`)", file=str(path))
+    data = json.loads(path.read_text())
+    data.pop("name", None)
+    return PipelineSpec.model_validate(data)
+
+
+def resolve_config(settings: Settings, folder: Path, config_path: Path | None,
+                   overrides: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
+    """(the `{config}` path for stage commands, the config's values). With overrides, the resolved config
+    is written to `<folder>/config.yaml` and stages read that, so every stage sees the same values."""
+    from training.config import load_config, write_config
+
+    path = config_path or settings.root / DEFAULT_CONFIG
+    cfg = load_config(path, overrides)
+    if overrides:
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(write_config(cfg, folder / "config.yaml")), cfg.model_dump()
+    try:
+        shown = str(path.relative_to(settings.root))
+    except ValueError:
+        shown = str(path)
+    return shown, cfg.model_dump()
+
+
 def run_stage(settings: Settings, spec: PipelineSpec, stage_name: str, folder: Path, *, neutral: bool = False,
+              config: str = DEFAULT_CONFIG,
               echo: Callable[[str], None] = print) -> tuple[StageResult, Exception | None]:
     """Run one stage in a fresh `folder/<stage>` (its log in stage.log) as its own `llmops` process.
 
@@ -133,7 +194,7 @@ def run_stage(settings: Settings, spec: PipelineSpec, stage_name: str, folder: P
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    argv = stage_argv(spec, stage_name, folder)
+    argv = stage_argv(spec, stage_name, folder, config)
     env = {**os.environ, "LLMOPS_ROOT": str(settings.root), "LLMOPS_HOME": str(settings.home)}
     if neutral:
         env["LLMOPS_PROMOTE_NEUTRAL"] = "1"
@@ -158,15 +219,18 @@ def run_stage(settings: Settings, spec: PipelineSpec, stage_name: str, folder: P
 
 
 def run_pipeline(settings: Settings, name: str = "merge", *, spec_path: Path | None = None, force: bool = False,
-                 neutral: bool = False, config_path: Path | None = None,
+                 neutral: bool = False, config_path: Path | None = None, overrides: tuple[str, ...] = (),
                  echo: Callable[[str], None] = print) -> PipelineRun:
-    from training.config import load_config
+    """Run pipeline `name` of `spec_path` (default pipeline.yaml) in `<home>/pipeline/<name>`.
 
-    spec = load_pipeline(spec_path or settings.root / "pipeline.yaml")
-    config = load_config(config_path or settings.root / "training" / "config.yaml").model_dump()
-    hashes = stage_hashes(spec, settings.root, config, neutral=neutral)
+    overrides: key=value on the training config; the resolved config goes to `<folder>/config.yaml`
+    and every stage's `{config}` names it (their hashes follow its values).
+    """
+    spec = load_pipeline(spec_path or settings.root / "pipeline.yaml", name)
     folder = settings.home / "pipeline" / name
-    folder.mkdir(parents=True, exist_ok=True)
+    config_arg, config = resolve_config(settings, folder, config_path, overrides)
+    hashes = stage_hashes(spec, settings.root, config, neutral=neutral)
+    write_spec(folder, name, spec)
     lock_path = folder / "lock.json"
     lock: dict[str, Any] = json.loads(lock_path.read_text()) if lock_path.is_file() else {}
     run = PipelineRun(folder=folder)
@@ -175,7 +239,7 @@ def run_pipeline(settings: Settings, name: str = "merge", *, spec_path: Path | N
             echo(f"==> {stage_name}: unchanged since {lock[stage_name]['finished']}, skipped")
             run.results.append(StageResult(stage_name, "skipped", note="inputs unchanged"))
             continue
-        result, failure = run_stage(settings, spec, stage_name, folder, neutral=neutral, echo=echo)
+        result, failure = run_stage(settings, spec, stage_name, folder, neutral=neutral, config=config_arg, echo=echo)
         run.results.append(result)
         if failure is not None:
             lock.pop(stage_name, None)
@@ -198,21 +262,20 @@ def run_one_stage(settings: Settings, stage_name: str, name: str = "merge", *, n
     `expect_hash` is the hash the manifest was rendered with (its memoize key): a checkout (an image)
     whose inputs hash otherwise is refused, so a result is never cached under another commit's key.
     """
-    from training.config import load_config
-
     spec_file = spec_path or settings.root / "pipeline.yaml"
-    spec = load_pipeline(spec_file)
+    spec = load_pipeline(spec_file, name)
     if stage_name not in spec.stages:
         raise InputError(f"no stage {stage_name!r} (stages: {', '.join(spec.stages)})", file=str(spec_file),
-                         field="stages")
+                         field=f"pipelines.{name}.stages")
+    folder = settings.home / "pipeline" / name
+    config_arg, config = resolve_config(settings, folder, config_path)
     if expect_hash is not None:
-        config = load_config(config_path or settings.root / "training" / "config.yaml").model_dump()
         actual = stage_hashes(spec, settings.root, config, neutral=neutral)[stage_name]
         if actual != expect_hash:
             raise InputError(f"stage {stage_name!r} hashes to {actual} here, not {expect_hash}: this checkout "
                              "(image) is not the one the manifest was rendered from", field="expect_hash")
-    folder = settings.home / "pipeline" / name
-    result, failure = run_stage(settings, spec, stage_name, folder, neutral=neutral, echo=echo)
+    write_spec(folder, name, spec)
+    result, failure = run_stage(settings, spec, stage_name, folder, neutral=neutral, config=config_arg, echo=echo)
     # The whole log too: on a cluster, the pod's log is where a person reads it.
     echo((folder / stage_name / "stage.log").read_text(errors="replace").rstrip())
     if failure is not None:

@@ -1,8 +1,9 @@
-"""The last stage of the merge pipeline: register the candidate if every gate passed and it beats production.
+"""The last stage of both pipelines: register the candidate if every gate passed and it beats production.
 
     llmops registry register-candidate --pipeline-dir .llmops/pipeline/merge --out DIR [--neutral]
 
-Gates: every earlier stage that declares a report must have verdict "pass". Promote-if-better
+The pipeline folder says which pipeline ran in it (`pipeline.json`, written by the runner), so the
+gates are that pipeline's: every earlier stage that declares a report must have verdict "pass". Promote-if-better
 (`promote_if_better` in pipeline.yaml): against the current `production` version's lineage
 metrics, no metric may be worse by more than the tolerance, and at least one must be better by
 more than it, unless the change is declared neutral (then ties within tolerance are enough).
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from llmops.errors import GateFailed, InputError
-from llmops.jobs.pipeline import load_pipeline
+from llmops.jobs.pipeline import read_spec
 from llmops.report import Finding, Metric, Report
 from llmops.settings import Settings
 
@@ -80,7 +81,8 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
     from llmops.registry import open_registry
     from llmops.tracking import training_run_ref
 
-    spec = load_pipeline(settings.root / "pipeline.yaml")
+    spec = read_spec(pipeline_dir)
+    pipeline_name = json.loads((pipeline_dir / "pipeline.json").read_text()).get("name", pipeline_dir.name)
     report = Report(kind="register")
     for name, stage in spec.stages.items():
         if name == "register" or not stage.report:
@@ -134,25 +136,31 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
         extra = resolved.pop("_resolved", {})
         prompt = load_prompt(resolved["prompt"], settings.prompts_dir)
         gates = {name: "pass" for name, s in spec.stages.items() if s.report and name != "register"}
-        lineage = build_lineage(root=settings.root, datasets=[settings.root / resolved["dataset"]],
+        lineage = build_lineage(root=settings.root,
+                                datasets=[settings.root / d for d in (resolved["dataset"], *resolved.get("extra_datasets", []))],
                                 prompts={prompt.id: prompt.sha256}, config=resolved,
                                 base_model={**extra.get("base_model", {}), "path": extra.get("base_model_path")},
                                 metrics=candidate, gates=gates)
         lineage["eval_split_sha256"] = split
         reports = pipeline_dir / "register" / "gate-reports"
-        for name in gates:
-            src = pipeline_dir / name / (spec.stages[name].report or "")
+        for name in gates:  # each gate's report files (json, and markdown for reading), not the models beside them
+            src = (pipeline_dir / name / (spec.stages[name].report or "")).parent
             (reports / name).mkdir(parents=True, exist_ok=True)
-            (reports / name / "report.json").write_bytes(src.read_bytes())
+            for f in src.iterdir():
+                if f.is_file() and f.suffix in (".json", ".md"):
+                    (reports / name / f.name).write_bytes(f.read_bytes())
         lineage["audit_anchor"] = current_anchor(settings)  # `llmops audit verify --registry-anchors`
         if tracked := training_run_ref(run_dir):  # the MLflow run of the training (llmops/tracking.py)
             lineage["training_run"] = tracked
         mv = reg.register({"model": run_dir / "merged", "adapter": run_dir / "adapter",
                            "onnx": pipeline_dir / "export" / "onnx", "loss_curve.png": run_dir / "loss_curve.png",
                            "reports": reports}, lineage)
-        moved = reg.set_alias("candidate", mv.version, reason="merge pipeline: all gates passed, promote-if-better")
+        for name in gates:  # browsable beside the version: <registry>/reports/<version>/<gate>/
+            reg.attach_report(mv.version, name, reports / name)
+        moved = reg.set_alias("candidate", mv.version,
+                              reason=f"{pipeline_name} pipeline: all gates passed, promote-if-better")
         audit_event("registry.register", target=f"version {mv.version}",
-                    details={"alias": "candidate", "git": lineage["git"], "neutral": neutral,
+                    details={"alias": "candidate", "git": lineage["git"], "neutral": neutral, "job": pipeline_name,
                              "alias_history_hash": moved["hash"]}, settings=settings)
         report.info["registered"] = mv.version
         from governance.cards import write_cards

@@ -8,23 +8,25 @@ from pathlib import Path
 import pytest
 
 from llmops.errors import GateFailed, InputError
-from llmops.jobs.pipeline import load_pipeline, run_pipeline
+from llmops.jobs.pipeline import load_pipeline, load_pipelines, run_pipeline, write_spec
 from llmops.jobs.register import compare_with_production, register_candidate
 from llmops.settings import Settings
 
 SPEC = """\
-stages:
-  lint:
-    cmd: prompts lint prompts/answer.yaml
-    deps: [prompts/answer.yaml]
-  check:
-    cmd: data check python-faq --out {out}
-    deps: [datasets/python-faq]
-    params: [dataset]
-    after: [lint]
-    report: report.json
-promote_if_better:
-  metrics: {dataset.rouge_l: higher}
+pipelines:
+  merge:
+    stages:
+      lint:
+        cmd: prompts lint prompts/answer.yaml
+        deps: [prompts/answer.yaml]
+      check:
+        cmd: data check python-faq --out {out}
+        deps: [datasets/python-faq]
+        params: [dataset]
+        after: [lint]
+        report: report.json
+    promote_if_better:
+      metrics: {dataset.rouge_l: higher}
 """
 
 
@@ -43,19 +45,33 @@ def repo(tmp_path: Path, repo_root: Path) -> Path:
 
 
 def test_repo_pipeline_declaration_is_valid(repo_root: Path) -> None:
-    spec = load_pipeline(repo_root / "pipeline.yaml")
-    assert list(spec.stages) == ["data-check", "tokenise", "train", "deepeval", "rule-evals", "safety", "export",
-                                 "loadtest", "register"]
-    for stage in spec.stages.values():
-        for dep in stage.deps:
-            assert (repo_root / dep).exists(), dep
+    pipelines = load_pipelines(repo_root / "pipeline.yaml")
+    assert list(pipelines["merge"].stages) == ["data-check", "tokenise", "train", "deepeval", "rule-evals", "safety",
+                                               "export", "loadtest", "register"]
+    assert list(pipelines["main"].stages) == ["data-check", "train", "export", "base-eval", "eval", "register"]
+    # The stages both run are written once (YAML anchors): the same command, deps and params.
+    main, merge = pipelines["main"].stages, pipelines["merge"].stages
+    assert main["data-check"] == merge["data-check"]
+    assert main["train"].model_copy(update={"after": ["tokenise"]}) == merge["train"]
+    assert pipelines["main"].promote_if_better == pipelines["merge"].promote_if_better
+    for spec in pipelines.values():
+        for stage in spec.stages.values():
+            for dep in stage.deps:
+                assert (repo_root / dep).exists(), dep
+
+
+def valid_spec(path: Path) -> Path:
+    path.write_text(SPEC)
+    return path
 
 
 def test_bad_declarations_name_the_field(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.yaml"
     path.write_text(SPEC.replace("after: [lint]", "after: [train]"))
-    with pytest.raises(InputError, match=r"stages.check.after"):
+    with pytest.raises(InputError, match=r"pipelines.merge.stages.check.after"):
         load_pipeline(path)
+    with pytest.raises(InputError, match="no pipeline 'main'"):
+        load_pipeline(valid_spec(path), "main")
     path.write_text(SPEC.replace("report: report.json", "reprot: report.json"))
     with pytest.raises(InputError, match="unknown key"):
         load_pipeline(path)
@@ -105,6 +121,9 @@ def test_register_refuses_when_a_gate_report_failed(repo: Path, tmp_path: Path) 
     pipe = tmp_path / "pipe"
     (pipe / "train" / "run").mkdir(parents=True)
     (pipe / "train" / "run" / "metrics.json").write_text('{"perplexity": 10.0}')
+    with pytest.raises(InputError, match="not a pipeline folder"):  # which pipeline's gates? it cannot tell
+        register_candidate(settings, pipe, tmp_path / "out")
+    write_spec(pipe, "merge", load_pipeline(repo / "pipeline.yaml"))
     with pytest.raises(GateFailed, match="gate data-check: no report"):
         register_candidate(settings, pipe, tmp_path / "out")
     assert not (tmp_path / "home" / "registry" / "versions").exists()
@@ -121,6 +140,7 @@ def passed_pipeline(repo: Path, repo_root: Path, tmp_path: Path, *, rouge_l: flo
     spec_path = repo_root / "pipeline.yaml"
     shutil.copy(spec_path, repo / "pipeline.yaml")
     pipe = tmp_path / "pipe"
+    write_spec(pipe, "merge", load_pipeline(spec_path))
     for name, stage in load_pipeline(spec_path).stages.items():
         if stage.report and name != "register":
             rep = Report(kind=name)

@@ -28,21 +28,23 @@ from training.config import load_config
 
 # Stages whose command runs in a tenth of a second (`llmops --version`), to compare with the local runner.
 SPEC = """\
-stages:
-  lint:
-    cmd: --version
-    deps: [prompts/answer.yaml]
-  train:
-    cmd: --version
-    deps: [notes.txt]
-    params: [seed]
-    after: [lint]
-    gpu: true
-  audit:
-    cmd: --version
-    deps: [other.txt]
-promote_if_better:
-  metrics: {dataset.rouge_l: higher}
+pipelines:
+  merge:
+    stages:
+      lint:
+        cmd: --version
+        deps: [prompts/answer.yaml]
+      train:
+        cmd: --version
+        deps: [notes.txt]
+        params: [seed]
+        after: [lint]
+        gpu: true
+      audit:
+        cmd: --version
+        deps: [other.txt]
+    promote_if_better:
+      metrics: {dataset.rouge_l: higher}
 """
 
 
@@ -98,7 +100,7 @@ def test_the_dag_is_the_pipeline_with_its_dependencies_commands_and_gpus(rendere
         assert container["args"] == ["pipeline", "stage", name, "--expect-hash", hashes[name]]
         assert container["volumeMounts"] == [{"name": "llmops-home", "mountPath": "/var/lib/llmops"}]
         # The same command line as the local runner's, in the image's LLMOPS_HOME.
-        places = {"pipeline": folder, **{s: f"{folder}/{s}" for s in spec.stages}}
+        places = {"pipeline": folder, "config": "training/config.yaml", **{s: f"{folder}/{s}" for s in spec.stages}}
         assert template["metadata"]["annotations"]["llmops/command"] == "llmops " + stage.cmd.format(
             out=f"{folder}/{name}", **places)
         gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
@@ -152,7 +154,7 @@ def test_a_stage_runs_only_in_the_checkout_it_was_rendered_from(repo: Path, tmp_
     (repo / "pipeline.yaml").write_text(SPEC.replace("  audit:", "  pipeline:"))  # the DAG template's name
     with pytest.raises(InputError, match="reserved") as err:
         render_workflow(settings)
-    assert err.value.field == "stages.pipeline"
+    assert err.value.field == "pipelines.merge.stages.pipeline"
 
 
 def _task(name: str) -> Any:
