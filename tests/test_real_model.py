@@ -14,11 +14,14 @@ Slow (a real LoRA run on 2 cores), and CI runs it: `scripts/test.sh` runs every 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from llmops.cli import main
 from tests.gate_repo import failed, pr_branch, repo_with_baseline, run_gate
 
 pytestmark = pytest.mark.slow
@@ -32,14 +35,33 @@ JSON_SENTENCE = ('Reply with exactly one JSON object and nothing else, in the fo
 
 @pytest.fixture(scope="session")
 def tuned_default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default recipe on the default base model (the wheel scripts/install.sh fetched)."""
+    """The default recipe on the default base model (the wheel scripts/install.sh fetched), trained as the
+    main pipeline's train stage trains it: `llmops train` in a process of its own. In this process,
+    earlier test modules left torch at one thread (their servers ask for it), which would train at half speed."""
     home = tmp_path_factory.mktemp("real-model-home")
-    with pytest.MonkeyPatch.context() as mp:  # `llmops train` with LLMOPS_HOME=home, for this call only
-        mp.setenv("LLMOPS_HOME", str(home))
-        assert main(["train", "--quiet", "--run-dir", str(home / "run")]) == 0
+    log = home / "train.log"
+    with open(log, "w") as out:
+        proc = subprocess.run([sys.executable, "-m", "llmops", "train", "--quiet", "--run-dir", str(home / "run")],
+                              env={**os.environ, "LLMOPS_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT)
+    assert proc.returncode == 0, log.read_text()[-3000:]
     config = json.loads((home / "run" / "merged" / "config.json").read_text())
     assert config["num_hidden_layers"] == 30 and config["vocab_size"] == 49152  # SmolLM2-135M, not a micro model
     return home / "run" / "merged"
+
+
+@pytest.fixture(scope="session", autouse=True)  # session: set before the session fixtures below run the gate
+def default_torch_threads() -> Iterator[None]:
+    """The gate runs in this process on the torch model (main's baseline, then each test), as `llmops gate pr`
+    runs in a user's: with torch's default threads, not the one thread earlier modules' micro servers set
+    process-wide. Autouse here, so only this module's tests get it."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="session")
