@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from data.cards import card_for
+from governance.datacheck import DataFile, check_dataset, check_duplicates, check_overlap, check_pii
+from governance.pii import find_pii
 from llmops.dataset import EVAL_FILE, TRAIN_FILE, DatasetRow, read_jsonl, write_card
 from llmops.errors import InputError
 from llmops.files import atomic_dir, atomic_write_text
@@ -68,8 +70,6 @@ def already_exported(datasets_dir: Path) -> set[str]:
 
 def _review_item(entry: dict[str, Any]) -> dict[str, Any]:
     """A thumbs-down entry for a reviewer; its text is withheld when it holds PII (it goes into a PR)."""
-    from governance.pii import find_pii
-
     item = {"feedback_id": entry["id"], "reason": "rated down",
             **{k: entry.get(k) for k in ("prompt", "response", "comment", "model", "colour", "created")}}
     for key in ("prompt", "response", "comment"):
@@ -88,8 +88,6 @@ def _row(entry: dict[str, Any]) -> DatasetRow:
 
 
 def _held_out_files(datasets_dir: Path) -> list[Any]:
-    from governance.datacheck import DataFile
-
     files = []
     for path in sorted(Path(datasets_dir).glob(f"*/{EVAL_FILE}")):
         files.append(DataFile(EVAL_FILE, path, str(path), list(read_jsonl(path))))
@@ -98,8 +96,6 @@ def _held_out_files(datasets_dir: Path) -> list[Any]:
 
 def screen_rows(rows: list[DatasetRow], datasets_dir: Path) -> dict[int, list[Finding]]:
     """{index in rows: findings} from the data checks (PII, duplicates, overlap with held-out files)."""
-    from governance.datacheck import DataFile, check_duplicates, check_overlap, check_pii
-
     candidate = DataFile(TRAIN_FILE, Path(TRAIN_FILE), "candidate/train.jsonl",
                          [(i + 1, json.loads(r.to_json_line())) for i, r in enumerate(rows)])
     findings = [*check_pii([candidate]), *check_duplicates([candidate]),
@@ -119,8 +115,6 @@ def export_feedback(entries: list[dict[str, Any]], datasets_dir: Path, *, name: 
                     since: dt.date | None = None, command: str = "llmops feedback export",
                     today: dt.date | None = None) -> ExportResult:
     """Write datasets/<name>/ from rated entries; ExportResult.folder is None when nothing is new."""
-    from governance.datacheck import check_dataset
-
     today = today or dt.datetime.now(dt.UTC).date()
     name = name or f"feedback-{today.isoformat()}"
     datasets_dir = Path(datasets_dir)

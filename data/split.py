@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from governance.datacheck import near_duplicate_pairs, normalise_text
 from llmops.dataset import DatasetRow
 from llmops.errors import InputError
 
@@ -34,8 +35,6 @@ class Candidate:
 def drop_exact_duplicates(candidates: list[Candidate]) -> tuple[list[Candidate], int]:
     """The candidates without rows equal (question, context, answer normalised) to an earlier one,
     and how many were dropped."""
-    from governance.datacheck import normalise_text
-
     seen: set[tuple[str, str, str]] = set()
     kept = []
     for c in candidates:
@@ -52,8 +51,6 @@ def _merge_related_groups(candidates: list[Candidate]) -> dict[str, str]:
 
     Returns {group: representative}; the representative is the smallest key, so it is deterministic.
     """
-    from governance.datacheck import near_duplicate_pairs, normalise_text
-
     parent = {c.group: c.group for c in candidates}
 
     def find(g: str) -> str:

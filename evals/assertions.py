@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from governance.detectors import parse_html
+from governance.pii import find_pii
 
 
 class Outcome(NamedTuple):
@@ -274,9 +275,6 @@ def _grounded(output: str, spec: AssertionSpec, vars: Mapping[str, Any]) -> Outc
 
 @assertion("no-pii", version="1", value="none")
 def _no_pii(output: str, spec: AssertionSpec, vars: Mapping[str, Any]) -> Outcome:
-    # Imported here: governance is shared by every stage; the eval loader must not depend on it.
-    from governance.pii import find_pii
-
     matches = find_pii(output)
     if matches:
         found = "; ".join(f"{m.kind} {m.text!r} at {m.start}" for m in matches[:5])

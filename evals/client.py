@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from llmops.errors import InputError
+from llmops.prompts import ChatFormat
 
 # Status codes a healthy server sends while busy or starting: worth another try.
 _RETRY_STATUS = {429, 502, 503, 504}
@@ -98,8 +99,6 @@ class OpenAIClient:
         Also settles `chat_format`: the chat template the server lists for the model (our servers
         do, in /v1/models), so raw prompts are rendered as the model was trained; None: plain format.
         """
-        from llmops.prompts import ChatFormat
-
         try:
             cards = self._request("GET", "/v1/models").get("data", [])
         except EndpointError as exc:

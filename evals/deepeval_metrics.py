@@ -25,6 +25,8 @@ from deepeval.test_case import LLMTestCase
 from pydantic import BaseModel, ConfigDict, Field
 
 from evals.metrics import exact_match, token_f1
+from evals.runner import DEFAULT_THRESHOLDS, load_thresholds
+from llmops.errors import InputError
 
 METRIC_VERSION = "1"  # part of every result's cache key: bump when a score's computation changes
 
@@ -61,9 +63,6 @@ class DeepEvalThresholds(BaseModel):
 def load_deepeval_thresholds(path: Path | None = None) -> DeepEvalThresholds:
     """The `deepeval:` section of the thresholds file (evals/thresholds.yaml by default); unknown keys are errors."""
     from pydantic import ValidationError
-
-    from evals.runner import DEFAULT_THRESHOLDS, load_thresholds
-    from llmops.errors import InputError
 
     path = Path(path or DEFAULT_THRESHOLDS)
     try:

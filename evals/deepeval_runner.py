@@ -19,7 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evals.client import OpenAIClient
 from evals.runner import DEFAULT_THRESHOLDS, parallel, read_eval_rows
+from llmops.files import sha256_file
+from llmops.prompts import load_all
 from llmops.report import Finding, Metric, Report
 
 DATASET_PROMPT = "answer"
@@ -43,7 +46,6 @@ def run_deepeval(base_url: str, dataset_dir: Path, prompts_dir: Path, model_dir:
     """
     from deepeval.test_case import LLMTestCase
 
-    from evals.client import OpenAIClient
     from evals.deepeval_metrics import (
         METRIC_VERSION,
         PerplexityScorer,
@@ -52,8 +54,6 @@ def run_deepeval(base_url: str, dataset_dir: Path, prompts_dir: Path, model_dir:
         load_deepeval_thresholds,
     )
     from evals.judge import NO_JUDGE, judge_case, judged_metric_factories, skipped
-    from llmops.files import sha256_file
-    from llmops.prompts import load_all
 
     started = time.perf_counter()
     gates = load_deepeval_thresholds(thresholds_path)

@@ -26,6 +26,7 @@ from typing import Any
 
 from deepeval.models import DeepEvalBaseLLM
 
+from evals.client import OpenAIClient
 from llmops.errors import InputError
 from llmops.settings import Settings
 
@@ -38,8 +39,6 @@ class OpenAIJudge(DeepEvalBaseLLM):
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, *,
                  timeout: float = 120.0, max_tokens: int = 1024) -> None:
-        from evals.client import OpenAIClient
-
         self.client = OpenAIClient(base_url, api_key=api_key, model=model, timeout=timeout)
         self.max_tokens = max_tokens
         self.version: str | None = None

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from evals.client import OpenAIClient
 from llmops.errors import InputError
 from llmops.report import Finding, Metric, Report
 
@@ -163,8 +164,6 @@ def endpoint_generate(base_url: str, max_new_tokens: int = 32, api_key: str | No
     """Greedy completions from an OpenAI-compatible /v1/completions endpoint."""
 
     def generate(prompts: list[str]) -> list[str]:
-        from evals.client import OpenAIClient
-
         with OpenAIClient(base_url, api_key=api_key) as client:
             client.resolve_model()
             return [client.complete(p, max_tokens=max_new_tokens) for p in prompts]

@@ -31,7 +31,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evals.assertions import find_refusal
+from evals.client import OpenAIClient
 from evals.runner import DEFAULT_THRESHOLDS, load_thresholds, parallel
+from governance.datacheck import near_duplicate_pairs, normalise_text
+from governance.detectors import find_html
 from llmops.errors import InputError
 from llmops.files import sha256_file
 from llmops.report import Finding, Metric, Report
@@ -133,8 +137,6 @@ def _overlap_key(item: AttackItem) -> str:
     """Prompts compare as normalised words (governance.datacheck.normalise_text: NFKC, casefolded,
     punctuation and spacing ignored); raw and JSON bodies, whose punctuation is the point, compare as
     their text without whitespace."""
-    from governance.datacheck import normalise_text
-
     if item.prompt is not None:
         return "prompt:" + normalise_text(item.prompt)
     return "body:" + re.sub(r"\s+", "", item_text(item))
@@ -145,8 +147,6 @@ def shared_items(tuning: dict[str, AttackSet], other: dict[str, AttackSet],
     """Items of `other` (a held-out folder) that repeat a tuning item: the same id, the same
     normalised text (_overlap_key), or, for prompts, a near copy (word 3-gram Jaccard >= `near`).
     A held-out set that shares items with the tuning sets measures the tuning, not generalisation."""
-    from governance.datacheck import near_duplicate_pairs
-
     tuned = [(s.file, i) for s in tuning.values() for i in s.items]
     held = [(s.file, i) for s in other.values() for i in s.items]
     by_id = {i.id: f for f, i in tuned}
@@ -172,9 +172,6 @@ def shared_items(tuning: dict[str, AttackSet], other: dict[str, AttackSet],
 
 def classify(status: int | None, body: Any, attack_class: str) -> tuple[str, str]:
     """(outcome, the text or error message) of one response; see the module docstring."""
-    from evals.assertions import find_refusal
-    from governance.detectors import find_html
-
     if status is None:
         return "error", str(body)
     error = body.get("error") if isinstance(body, dict) else None
@@ -222,8 +219,6 @@ def run_safety(base_url: str, safety_dir: Path = SAFETY_DIR, thresholds_path: Pa
                workers: int = 2, timeout: float = 60.0) -> Report:
     """Send every attack and benign item to `base_url`; per-class block rates and the false-alarm rate."""
     import httpx
-
-    from evals.client import OpenAIClient
 
     started = time.perf_counter()
     sets = load_attack_sets(safety_dir)

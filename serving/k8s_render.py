@@ -44,15 +44,15 @@ import re
 import tempfile
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmops.errors import InputError
-
-if TYPE_CHECKING:
-    from serving.rollout import RolloutConfig
+from llmops.settings import Settings
+from serving.k8s_validate import KUBERNETES_VERSION, ensure_valid
+from serving.rollout import RolloutConfig, load_config
 
 TEMPLATES_DIR = Path(__file__).with_name("k8s")
 DEFAULT_VALUES = TEMPLATES_DIR / "values.yaml"
@@ -180,8 +180,6 @@ def load_rollout_policy(path: Path = DEFAULT_ROLLOUT_CONFIG) -> RolloutPolicy:
 
     Raises InputError naming the file, the line and the key (e.g. `analysis.failure_limit`).
     """
-    from serving.rollout import load_config
-
     return policy_from_config(load_config(Path(path)))
 
 
@@ -307,8 +305,6 @@ def render_documents(version: str, image: str, rollout: RolloutPolicy, values: K
         if not docs:
             raise RuntimeError(f"template {manifests[out]} rendered no document")
     if validate:
-        from serving.k8s_validate import KUBERNETES_VERSION, ensure_valid
-
         ensure_valid(rendered, kubernetes_version or KUBERNETES_VERSION)
     return rendered
 
@@ -345,8 +341,6 @@ def render_cli(version: str, out_dir: Path | str, image: str | None = None, name
                validate: bool = True, kubernetes_version: str | None = None) -> list[Path]:
     """`llmops release VERSION --target kubernetes --render DIR`: the repository's rollout.yaml and values,
     schema-validated before anything is written (an invalid manifest: InputError, exit 2)."""
-    from llmops.settings import Settings
-
     root = Settings.load().root
     return render_manifests(version, image, Path(out_dir), root / "serving" / "rollout.yaml", namespace,
                             values=root / "serving" / "k8s" / "values.yaml", validate=validate,

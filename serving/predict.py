@@ -21,7 +21,9 @@ from typing import Any
 
 from llmops.dataset import read_jsonl
 from llmops.errors import InputError
-from llmops.prompts import Prompt
+from llmops.prompts import Prompt, chat_format_of
+from serving.export import serving_prompt
+from serving.runtime import SamplingParams, find_onnx_dir, load_generator
 
 
 @dataclass
@@ -107,9 +109,6 @@ def predict_file(in_path: str | Path, out_path: str | Path, model_dir: str | Pat
     """Generate an output row for every input row not yet in OUT, `batch_size` rows per batch."""
     from tqdm import tqdm
 
-    from serving.export import serving_prompt
-    from serving.runtime import SamplingParams, find_onnx_dir, load_generator
-
     if batch_size < 1:
         raise InputError("batch size must be >= 1", field="batch_size")
     in_path, out_path = Path(in_path), Path(out_path)
@@ -126,8 +125,6 @@ def predict_file(in_path: str | Path, out_path: str | Path, model_dir: str | Pat
     if prompt is None:
         prompt = serving_prompt(find_onnx_dir(model_dir) if backend == "onnx" else model_dir)
     new_tokens = max_new_tokens or prompt.params.max_tokens
-    from llmops.prompts import chat_format_of
-
     chat = chat_format_of(find_onnx_dir(model_dir) if backend == "onnx" else model_dir)
     templated = SamplingParams(max_new_tokens=new_tokens, temperature=prompt.params.temperature, seed=0,
                                stop=tuple(prompt.params.stop), frequency_penalty=prompt.params.frequency_penalty,

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llmops.config_files import load_validated_yaml
+
 DEFAULT_CONFIG = Path(__file__).with_name("rollout.yaml")
 
 
@@ -100,8 +102,6 @@ class RolloutConfig(BaseModel):
 
 def load_config(path: str | Path | None = None) -> RolloutConfig:
     """Read and validate a rollout config (default serving/rollout.yaml); InputError names file, line, key."""
-    from llmops.config_files import load_validated_yaml
-
     return load_validated_yaml(Path(path or DEFAULT_CONFIG), RolloutConfig)
 
 

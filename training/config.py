@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmops.errors import InputError
+from llmops.files import atomic_write_text
 
 DEFAULT_BASE_MODEL = "local:smollm2-135m-instruct"
 TINY_BASE_MODEL = "local:tiny"
@@ -147,8 +148,6 @@ def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...]
 
 def write_config(cfg: TrainConfig, path: Path) -> Path:
     """The config as a file `load_config` reads back to the same values (written to a temp name, then renamed)."""
-    from llmops.files import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return Path(path)
 

@@ -26,12 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from governance.licenses import check_dataset_license, check_model_license
+from llmops.dataset import load_card, read_jsonl
 from llmops.errors import InputError
 from llmops.files import atomic_dir
-from llmops.prompts import ChatFormat, Prompt, load_prompt
+from llmops.prompts import load_prompt
 from llmops.settings import Settings
 from llmops.tracking import check_tracking, log_training_run
+from training.base_models import lookup, prepare
+from training.bootstrap import bootstrap
 from training.config import TINY_BASE_MODEL, TrainConfig
+from training.tokenise import (
+    encode_example,  # noqa: F401  (re-exported: callers import it from here)
+    tokenise,
+)
 
 
 @dataclass
@@ -55,11 +63,7 @@ def resolve_base_model(cfg: TrainConfig, settings: Settings, *, progress: bool =
     `local:smollm2-135m-instruct` converts (once) the fetched wheel's GGUF; `local:tiny` builds (or
     reuses) the self-built micro model.
     """
-    from training.base_models import lookup, prepare
-
     if cfg.base_model == TINY_BASE_MODEL:
-        from training.bootstrap import bootstrap
-
         result = bootstrap(cfg.bootstrap, settings.root / cfg.dataset / "train.jsonl", settings.model_store,
                            progress=progress)
         return str(result.path), {"id": f"local:tiny@{result.key}", "license": result.info.get("license"),
@@ -79,36 +83,6 @@ def resolve_base_model(cfg: TrainConfig, settings: Settings, *, progress: bool =
             raise InputError(f"{cfg.base_model!r} is neither a local path nor in the Hugging Face cache, and "
                              "HF_HUB_OFFLINE=1; export HF_HUB_OFFLINE=0 to download it", field="base_model")
     return cfg.base_model, {"id": cfg.base_model, "license": None}
-
-
-def encode_example(tok, prompt: Prompt, row: dict[str, Any], max_length: int,
-                   chat: ChatFormat | None = None, max_answer_tokens: int = 0) -> dict[str, list[int]]:
-    """input_ids = prompt tokens + answer tokens + end of turn; labels mask the prompt with -100.
-
-    With a chat template (`chat`), the prompt is the system and user turns plus the assistant
-    header, and the loss is on the assistant turn only: its content and the end-of-turn token
-    (the tokenizer's eos, `<|im_end|>` for ChatML). Without one, the plain format, the answer
-    after a space. `max_answer_tokens` (0: no cap) cuts a long answer, and a cut answer has no
-    end-of-turn token (the model must not learn to stop mid-answer).
-    """
-    values = {"question": row["question"]}
-    if row.get("context") and "context" in prompt.variables:
-        values["context"] = row["context"]
-    prompt_ids = tok(prompt.render(chat, **values), add_special_tokens=False).input_ids
-    answer_text = row["answer"] if chat is not None else " " + row["answer"]
-    answer_ids = tok(answer_text, add_special_tokens=False).input_ids + [tok.eos_token_id]
-    if max_answer_tokens and len(answer_ids) > max_answer_tokens:
-        answer_ids = answer_ids[:max_answer_tokens]
-    if len(prompt_ids) + len(answer_ids) > max_length:
-        # Keep at least a quarter of the window for the answer: an example whose answer is cut away
-        # entirely has no loss at all (every label -100) and makes the eval loss NaN. The prompt is
-        # cut from the left so that the question and the answer cue stay next to the answer.
-        min_answer = min(len(answer_ids), max(1, max_length // 4))
-        prompt_ids = prompt_ids[-(max_length - min_answer):]
-        answer_ids = answer_ids[: max_length - len(prompt_ids)]
-    ids = prompt_ids + answer_ids
-    labels = [-100] * len(prompt_ids) + answer_ids
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
 
 def plot_loss_curve(log_history: list[dict[str, Any]], out_png: Path) -> None:
@@ -152,8 +126,6 @@ def training_parts(cfg: TrainConfig, dirs: list[Path], tokenised: Any) -> list[t
     for `extra_epochs`; then, per part, the rows carrying a `tag_passes` tag again for (multiplier - 1)
     of those passes (a row's largest multiplier wins), so {refusal: 2.0} shows a refusal row twice a pass.
     """
-    from llmops.dataset import read_jsonl
-
     parts = []
     for indices, passes in (([0], cfg.epochs), (range(1, len(dirs)), cfg.extra_epochs)):
         rows = [row for i in indices for row in tokenised.rows("train", i)]
@@ -181,9 +153,6 @@ def check_licenses(cfg: TrainConfig, settings: Settings, base_path: str) -> str:
 
     Returns the datasets' licences joined with " AND " (one SPDX expression for the model card).
     """
-    from governance.licenses import check_dataset_license, check_model_license
-    from llmops.dataset import load_card
-
     findings = []
     for folder in dataset_dirs(cfg, settings):
         findings += check_dataset_license(folder)
@@ -258,8 +227,6 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
                       target_modules=cfg.target_modules, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
-
-    from training.tokenise import tokenise
 
     tokenised = tokenise(dataset_dirs(cfg, settings), cfg.prompt, settings.prompts_dir, Path(base_path) if Path(base_path).is_dir()
                          else base_path, cfg.max_length, settings.cache_dir / "tokenised",

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from training.tokenizer import python_reference_text, train_tokenizer
+
 
 def build_micro_model(out_dir: str | Path, *, vocab_size: int = 512, hidden: int = 64, layers: int = 2,
                       heads: int = 4, kv_heads: int = 2, train_steps: int = 30, seed: int = 0) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from training.tokenizer import python_reference_text, train_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

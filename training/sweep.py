@@ -20,6 +20,7 @@ from llmops.errors import InputError
 from llmops.files import atomic_write_json
 from llmops.settings import Settings
 from training.config import TrainConfig
+from training.finetune import train
 
 LEARNING_RATE = (1e-4, 5e-3)
 LORA_R = (4, 8, 16)
@@ -58,8 +59,6 @@ def run_sweep(cfg: TrainConfig, settings: Settings | None, n_trials: int, out_di
               progress: bool = False) -> dict[str, Any]:
     """Run `n_trials` trainings (TPE, seeded), write out_dir/sweep.json and print a table; return the summary."""
     import optuna
-
-    from training.finetune import train
 
     if n_trials < 1:
         raise InputError("--sweep needs at least 1 trial", field="sweep")

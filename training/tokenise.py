@@ -20,10 +20,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops.dataset import read_jsonl
 from llmops.errors import InputError
 from llmops.files import atomic_dir, sha256_bytes, sha256_file
+from llmops.prompts import ChatFormat, Prompt, load_prompt
 
 ENCODER_VERSION = 3  # bump when encode_example changes what it produces
+
+
+def encode_example(tok, prompt: Prompt, row: dict[str, Any], max_length: int,
+                   chat: ChatFormat | None = None, max_answer_tokens: int = 0) -> dict[str, list[int]]:
+    """input_ids = prompt tokens + answer tokens + end of turn; labels mask the prompt with -100.
+
+    With a chat template (`chat`), the prompt is the system and user turns plus the assistant
+    header, and the loss is on the assistant turn only: its content and the end-of-turn token
+    (the tokenizer's eos, `<|im_end|>` for ChatML). Without one, the plain format, the answer
+    after a space. `max_answer_tokens` (0: no cap) cuts a long answer, and a cut answer has no
+    end-of-turn token (the model must not learn to stop mid-answer).
+    """
+    values = {"question": row["question"]}
+    if row.get("context") and "context" in prompt.variables:
+        values["context"] = row["context"]
+    prompt_ids = tok(prompt.render(chat, **values), add_special_tokens=False).input_ids
+    answer_text = row["answer"] if chat is not None else " " + row["answer"]
+    answer_ids = tok(answer_text, add_special_tokens=False).input_ids + [tok.eos_token_id]
+    if max_answer_tokens and len(answer_ids) > max_answer_tokens:
+        answer_ids = answer_ids[:max_answer_tokens]
+    if len(prompt_ids) + len(answer_ids) > max_length:
+        # Keep at least a quarter of the window for the answer: an example whose answer is cut away
+        # entirely has no loss at all (every label -100) and makes the eval loss NaN. The prompt is
+        # cut from the left so that the question and the answer cue stay next to the answer.
+        min_answer = min(len(answer_ids), max(1, max_length // 4))
+        prompt_ids = prompt_ids[-(max_length - min_answer):]
+        answer_ids = answer_ids[: max_length - len(prompt_ids)]
+    ids = prompt_ids + answer_ids
+    labels = [-100] * len(prompt_ids) + answer_ids
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
 
 @dataclass
@@ -73,9 +105,6 @@ def cache_key(dataset_dirs: list[Path], prompt_paths: list[Path], tokenizer_dir:
 
 def _row_prompts(dataset_dirs: list[Path], default_id: str, prompts_dir: Path) -> dict[str, Any]:
     """Every prompt the rows name (and the default), loaded once; an unknown id names its file and line."""
-    from llmops.dataset import read_jsonl
-    from llmops.prompts import load_prompt
-
     prompts = {default_id: load_prompt(default_id, prompts_dir)}
     for folder in dataset_dirs:
         for split in ("train", "eval"):
@@ -95,10 +124,6 @@ def tokenise(dataset_dirs: Path | list[Path], prompt_id: str, prompts_dir: Path,
     import pyarrow as pa
     import pyarrow.parquet as pq
     from transformers import AutoTokenizer
-
-    from llmops.dataset import read_jsonl
-    from llmops.prompts import ChatFormat
-    from training.finetune import encode_example
 
     dirs = [Path(dataset_dirs)] if isinstance(dataset_dirs, (str, Path)) else [Path(d) for d in dataset_dirs]
     prompts = _row_prompts(dirs, prompt_id, prompts_dir)

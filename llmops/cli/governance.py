@@ -141,7 +141,8 @@ def show(log: str | None, tail: int | None, action: str | None, as_json: bool) -
 def _key_manager():
     """(principal, settings) for a key command. The very first key may be created by the local
     operator even when the policy's local_role is null: otherwise nobody could ever create one."""
-    from governance.apikeys import KeyStore, Principal, configured_key, key_file, local_actor
+    from governance.apikeys import KeyStore, Principal, configured_key, key_file
+    from governance.audit import local_actor
     from governance.policy import authorize
 
     settings = _settings()

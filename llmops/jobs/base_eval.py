@@ -17,8 +17,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from evals.assertions import ASSERTIONS
+from evals.runner import run_eval
+from llmops.files import atomic_dir, sha256_file, sha256_tree
 from llmops.report import Report
 from llmops.settings import Settings
+from serving.app import running_server
+from serving.export import export_model
+from training.config import load_config
+from training.finetune import resolve_base_model
 
 # The untuned base model's eval, versioned with the cases it measured.
 BASE_EVAL_COMMITTED = "evals/baseline/base-model.json"
@@ -26,9 +33,6 @@ BASE_EVAL_COMMITTED = "evals/baseline/base-model.json"
 
 def _eval_key(settings: Settings, model_id: str, dataset_dir: Path, limit: int) -> str:
     """Content hash of what decides an eval report: model, cases, prompts, eval split, limit, code."""
-    from evals.assertions import ASSERTIONS
-    from llmops.files import sha256_file, sha256_tree
-
     material = {
         "model": model_id, "limit": limit,
         "cases": sha256_tree(settings.root / "evals" / "cases"), "prompts": sha256_tree(settings.prompts_dir),
@@ -44,9 +48,6 @@ def _eval_key(settings: Settings, model_id: str, dataset_dir: Path, limit: int) 
 
 def serve_and_eval(settings: Settings, model_dir: Path, *, dataset_dir: Path, limit: int, model_id: str,
                    baseline: Report | None = None, thresholds: Path | None = None) -> Report:
-    from evals.runner import run_eval
-    from serving.app import running_server
-
     with running_server(model_dir) as base_url:
         return run_eval(base_url, cases_dir=settings.root / "evals" / "cases", prompts_dir=settings.prompts_dir,
                         dataset_dir=dataset_dir, model_name=model_id, limit=limit, baseline=baseline,
@@ -56,8 +57,6 @@ def serve_and_eval(settings: Settings, model_dir: Path, *, dataset_dir: Path, li
 def base_model_eval(settings: Settings, base_path: Path, base_id: str, *, dataset_dir: Path, limit: int,
                     echo: Callable[[str], None]) -> Report:
     """The untuned base model's eval report, exported and served like the candidate; cached by content."""
-    from llmops.files import atomic_dir
-
     key = _eval_key(settings, base_id, dataset_dir, limit)
     committed = settings.root / BASE_EVAL_COMMITTED
     if committed.is_file():
@@ -73,8 +72,6 @@ def base_model_eval(settings: Settings, base_path: Path, base_id: str, *, datase
         return Report.load(cached)
     export_dir = settings.cache_dir / "base-onnx" / base_id.replace(":", "-").replace("@", "-")
     if not (export_dir / "fp32" / "model.onnx").is_file():
-        from serving.export import export_model
-
         echo("    exporting the base model to ONNX once (fp32, cached) ...")
         export_model(base_path, export_dir, dtypes=["fp32"], parity_n=2, max_new_tokens=8)
     report = serve_and_eval(settings, export_dir, dataset_dir=dataset_dir, limit=limit, model_id=base_id)
@@ -89,9 +86,6 @@ def base_eval_of_config(settings: Settings, config_path: Path, *, dataset_dir: P
                         echo: Callable[[str], None] = print, progress: bool = False) -> Report:
     """The eval report of the base model that training config `config_path` tunes (resolved, and built or
     converted once when not cached, as `llmops train` does)."""
-    from training.config import load_config
-    from training.finetune import resolve_base_model
-
     cfg = load_config(config_path)
     base_path, base_info = resolve_base_model(cfg, settings, progress=progress)
     echo(f"base model: {base_info['id']} ({'cached' if base_info.get('cached') else 'built'})")

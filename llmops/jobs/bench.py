@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from llmops.errors import InputError
+from llmops.jobs.pr_gate import _git, resolve_model, run_pr_gate
+from llmops.jobs.release import rollback
 from llmops.settings import Settings
+from loadtests.runner import run_loadtest
+from serving.app import running_server
+from serving.gateway import GatewayClient, other
+from serving.gateway.testing import TrafficLoop
 
 
 def bench_gate(settings: Settings, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -31,8 +37,6 @@ def bench_gate(settings: Settings, *, echo: Callable[[str], None] = print) -> di
     import os
     import shutil
     import tempfile
-
-    from llmops.jobs.pr_gate import _git, resolve_model, run_pr_gate
 
     files = _git(settings.root, "ls-files", "--cached", "--others", "--exclude-standard").split("\n")
     with tempfile.TemporaryDirectory(prefix="llmops-bench-gate-") as tmp:
@@ -74,10 +78,6 @@ def bench_rollback(gateway_url: str, *, settings: Settings | None = None, users:
     """Under load (TrafficLoop), roll back from the stable colour to the warm other one and measure the
     time from the call to the first moment after which every new request lands on the target colour.
     Needs both colours warm. Returns seconds and the failed-request count."""
-    from llmops.jobs.release import rollback
-    from serving.gateway import GatewayClient, other
-    from serving.gateway.testing import TrafficLoop
-
     settings = settings or Settings.load()
     client = GatewayClient(gateway_url, settings)
     try:
@@ -114,9 +114,6 @@ def bench_guards(model_dir: Path, out_dir: Path, *, backend: str = "onnx", users
     Each run's locust report lands in out_dir/off and out_dir/on. A run with errors has no honest
     latency, so its ratio is None and the goal is not met.
     """
-    from loadtests.runner import run_loadtest
-    from serving.app import running_server
-
     runs: dict[str, dict[str, float | None]] = {}
     for name, flag in (("off", "0"), ("on", "1")):
         with running_server(model_dir, backend=backend, env={"LLMOPS_GUARDS": flag}) as url:

@@ -28,9 +28,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmops.config_files import load_validated_yaml
 from llmops.errors import GateFailed, InputError
 from llmops.files import atomic_write_json, sha256_file
 from llmops.settings import Settings
+from training.config import load_config, write_config
 
 
 class Stage(BaseModel):
@@ -70,8 +72,6 @@ DEFAULT_CONFIG = "training/config.yaml"
 
 def load_pipelines(path: Path) -> dict[str, PipelineSpec]:
     """Every pipeline of `path`, each checked: stage names, and `after` naming only stages above."""
-    from llmops.config_files import load_validated_yaml
-
     pipelines = load_validated_yaml(Path(path), PipelinesFile).pipelines
     for pipeline_name, spec in pipelines.items():
         seen: list[str] = []
@@ -168,8 +168,6 @@ def resolve_config(settings: Settings, folder: Path, config_path: Path | None,
                    overrides: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
     """(the `{config}` path for stage commands, the config's values). With overrides, the resolved config
     is written to `<folder>/config.yaml` and stages read that, so every stage sees the same values."""
-    from training.config import load_config, write_config
-
     path = config_path or settings.root / DEFAULT_CONFIG
     cfg = load_config(path, overrides)
     if overrides:

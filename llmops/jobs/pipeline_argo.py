@@ -49,6 +49,8 @@ import yaml
 from llmops.files import atomic_write_text
 from llmops.jobs.pipeline import load_pipeline, stage_argv, stage_hashes
 from llmops.settings import Settings
+from serving.k8s_validate import ensure_valid
+from training.config import load_config
 
 DEFAULT_IMAGE = "llmops-worker:cuda"  # docker/Dockerfile --target worker, LLMOPS_EXTRAS=gpu
 CONTAINER_HOME = PurePosixPath("/var/lib/llmops")  # the image's LLMOPS_HOME; the claim is mounted there
@@ -63,8 +65,6 @@ RUN_AS = 10001  # the image's user (docker/Dockerfile); fsGroup makes the claim 
 def render_workflow(settings: Settings, *, image: str = DEFAULT_IMAGE, neutral: bool = False,
                     memoize: bool = True, name: str = "merge") -> dict[str, Any]:
     """The Workflow (a plain mapping, in manifest order) for the checkout at `settings.root`."""
-    from training.config import load_config
-
     spec = load_pipeline(settings.root / "pipeline.yaml")
     config = load_config(settings.root / "training" / "config.yaml").model_dump()
     hashes = stage_hashes(spec, settings.root, config, neutral=neutral)
@@ -111,8 +111,6 @@ def workflow_yaml(doc: dict[str, Any]) -> str:
 def checked_workflow(settings: Settings, file: str, *, image: str = DEFAULT_IMAGE, neutral: bool = False,
                      memoize: bool = True) -> str:
     """The rendered YAML, schema-checked first: a problem is an InputError naming `file` and the field."""
-    from serving.k8s_validate import ensure_valid
-
     text = workflow_yaml(render_workflow(settings, image=image, neutral=neutral, memoize=memoize))
     ensure_valid({file: text})
     return text

@@ -41,9 +41,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals.cache import ResultCache
+from evals.client import OpenAIClient
+from evals.metrics import exact_match, rouge_l, token_f1
+from evals.prompt_lint import find_token_counter, lint_prompts
+from evals.runner import CaseRun, gate_value, load_cases, load_thresholds, parallel, read_eval_rows
+from governance.datacheck import check_dataset
 from llmops.errors import InputError
+from llmops.jobs.models import default_context_length, lint_model_folders
+from llmops.lineage import tree_sha256
+from llmops.prompts import chat_format_of, load_all
+from llmops.registry import open_registry
 from llmops.report import Finding, Metric, Report
 from llmops.settings import Settings
+from serving.app import running_server
+from training.config import load_config
+from training.finetune import resolve_base_model
 
 BASELINE_PATH = "evals/baseline/report.json"
 GATE_ROWS = 16  # eval-split rows scored by every gate run: enough for a stable ROUGE-L, cheap on CPU
@@ -150,8 +163,6 @@ def result_code_sha256(root: Path) -> str:
 def loosened_gates(old_path: Path, new_path: Path) -> list[Finding]:
     """Where the PR's thresholds.yaml is looser than the base's: a lower `min`, a larger `max_drop`,
     or a gate removed. The gate keeps using the base's; a reviewer must approve these."""
-    from evals.runner import load_thresholds
-
     try:
         new = load_thresholds(new_path)
     except InputError as exc:
@@ -199,8 +210,6 @@ class ModelUnderTest:
     _url: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from llmops.prompts import chat_format_of
-
         if self.model_dir is not None and self.chat is None:
             self.chat = chat_format_of(self.model_dir)  # files only: a cached run loads no model
 
@@ -223,8 +232,6 @@ class ModelUnderTest:
         if self._url is not None:
             yield self._url
             return
-        from serving.app import running_server
-
         if self.model_dir is None:
             raise InputError("the model under test has neither an endpoint nor a model folder")
         server = running_server(self.model_dir, port=0, backend=self.backend)
@@ -238,12 +245,7 @@ class ModelUnderTest:
 
 def resolve_model(settings: Settings, *, model_dir: Path | None = None, endpoint: str | None = None,
                   echo: Callable[[str], None] = print) -> ModelUnderTest:
-    from llmops.lineage import tree_sha256
-    from llmops.registry import open_registry
-
     if endpoint:
-        from evals.client import OpenAIClient
-
         with OpenAIClient(endpoint, timeout=30, retries=2) as client:  # its chat template, from /v1/models
             client.resolve_model()
             chat = client.chat_format
@@ -266,9 +268,6 @@ def resolve_model(settings: Settings, *, model_dir: Path | None = None, endpoint
                                       f"from the shared registry {settings.registry_uri}" if settings.registry_uri
                                       else "of the local registry: no shared registry (LLMOPS_REGISTRY_URI)"),
                                   model_dir=mv.files / "onnx" / "fp32", backend="onnx")
-    from training.config import load_config
-    from training.finetune import resolve_base_model
-
     cfg = load_config(settings.root / "training" / "config.yaml")
     echo(f"    no production or candidate model in the registry: using the untuned base model {cfg.base_model} "
          "(run `bash scripts/main-job.sh` to gate against a tuned one)")
@@ -288,11 +287,6 @@ def static_checks(settings: Settings, changes: Changes, report: Report, model: M
     The lint counts tokens with the tokenizer of the model under test when it is a folder (so a cold
     CI cache still measures the context with the real tokenizer), else with the first of
     `lint_model_folders`."""
-    from evals.prompt_lint import find_token_counter, lint_prompts
-    from governance.datacheck import check_dataset
-    from llmops.jobs.models import default_context_length, lint_model_folders
-    from training.config import load_config
-
     for name in changes.datasets:
         folder = settings.datasets_dir / name
         if not folder.is_dir():
@@ -332,12 +326,6 @@ def run_gate_evals(tree: Path, changes: Changes | None, model: ModelUnderTest, *
     """Run the selected cases of `tree` (its prompts/ and evals/cases/: the PR's checkout, or the base
     tree) and the first `rows` rows of `rows_dir`'s eval split, from the cache where possible.
     `code_sha256` (result_code_sha256) goes into every cache key. Returns (cases, rows, stats)."""
-    from evals.cache import ResultCache
-    from evals.client import OpenAIClient
-    from evals.metrics import exact_match, rouge_l, token_f1
-    from evals.runner import CaseRun, load_cases, parallel, read_eval_rows
-    from llmops.prompts import load_all
-
     prompts = load_all(tree / "prompts")
     cases = load_cases(tree / "evals" / "cases", tree / "prompts")
     if not all_cases and changes is not None:
@@ -403,8 +391,6 @@ def run_gate_evals(tree: Path, changes: Changes | None, model: ModelUnderTest, *
 def compute_metrics(cases: list[dict], rows: list[dict], baseline: Report | None,
                     thresholds_path: Path) -> tuple[dict[str, Metric], list[Finding]]:
     """Per-suite pass rates and dataset means, each against the baseline over the same ids."""
-    from evals.runner import gate_value, load_thresholds
-
     thresholds = load_thresholds(thresholds_path)
     base_cases = {c["id"]: c for c in (baseline.cases if baseline else [])}
     base_rows = {r["id"]: r for r in (baseline.info.get("rows", []) if baseline else [])}
@@ -469,8 +455,6 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
     """The gate (see the module docstring). With `base` empty (`llmops gate baseline`), the checkout
     is its own base: every case runs and nothing is compared."""
     import tempfile
-
-    from evals.runner import load_cases
 
     started = time.perf_counter()
     report = Report(kind="pr-gate")

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from governance.cards import render_model_card
 from llmops.errors import InputError
 
 
@@ -37,8 +38,6 @@ def plan_upload(mv: Any, card_text: str, what: str = "merged") -> tuple[dict[str
 
 def publish_version(registry: Any, ref: str, repo_id: str, *, token: str | None = None, what: str = "merged",
                     dry_run: bool = False, repo_root: Path | None = None) -> dict[str, Any]:
-    from governance.cards import render_model_card
-
     mv = registry.get(ref)  # verifies every checksum before anything leaves the machine
     card_text = render_model_card(mv.version, mv.lineage, repo_id)
     files, message = plan_upload(mv, card_text, what)

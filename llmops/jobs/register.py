@@ -21,10 +21,16 @@ from typing import Any
 
 import yaml
 
+from governance.audit import audit_event, current_anchor
+from governance.cards import write_cards
 from llmops.errors import GateFailed, InputError
 from llmops.jobs.pipeline import read_spec
+from llmops.lineage import build_lineage
+from llmops.prompts import load_prompt
+from llmops.registry import open_registry
 from llmops.report import Finding, Metric, Report
 from llmops.settings import Settings
+from llmops.tracking import training_run_ref
 
 
 def compare_with_production(candidate: Mapping[str, float], production: Mapping[str, float],
@@ -75,12 +81,6 @@ def _eval_split_sha256(pipeline_dir: Path, spec: Any) -> str | None:
 
 
 def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *, neutral: bool = False) -> Report:
-    from governance.audit import audit_event, current_anchor
-    from llmops.lineage import build_lineage
-    from llmops.prompts import load_prompt
-    from llmops.registry import open_registry
-    from llmops.tracking import training_run_ref
-
     spec = read_spec(pipeline_dir)
     pipeline_name = json.loads((pipeline_dir / "pipeline.json").read_text()).get("name", pipeline_dir.name)
     report = Report(kind="register")
@@ -163,8 +163,6 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
                     details={"alias": "candidate", "git": lineage["git"], "neutral": neutral, "job": pipeline_name,
                              "alias_history_hash": moved["hash"]}, settings=settings)
         report.info["registered"] = mv.version
-        from governance.cards import write_cards
-
         report.info["cards"] = [str(p) for p in write_cards(reg, mv.version, repo_root=settings.root)]
     report.write(out_dir)
     if not report.passed:

@@ -44,9 +44,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evals.runner import run_eval
+from governance.audit import audit_event
+from governance.policy import authorize
 from llmops.errors import GateFailed, InputError
 from llmops.files import atomic_write_json
+from llmops.registry import open_registry
 from llmops.settings import Settings
+from serving.gateway import GatewayClient, load_state, other, state_path
 from serving.gateway.admin import worker_token
 from serving.rollout import RolloutConfig, load_config, measure, parse_metrics
 
@@ -137,8 +142,6 @@ class Controller:
         self.record: dict[str, Any] = {"phases": []}
 
     def audit(self, action: str, target: str, details: dict[str, Any], reason: str = "") -> None:
-        from governance.audit import audit_event
-
         audit_event(action, actor=self.principal.name, role=self.principal.role, target=target,
                     details=details, reason=reason, settings=self.settings)
 
@@ -149,8 +152,6 @@ class Controller:
     def pre_promotion(self, preview_url: str, stable_url: str | None, version: str) -> list[str]:
         """Failures of the pre-promotion analysis (empty: passed). Every check runs for real."""
         import httpx
-
-        from evals.runner import run_eval
 
         failures: list[str] = []
         phase: dict[str, Any] = {"phase": "pre-promotion", "checks": {}}
@@ -237,8 +238,6 @@ class Controller:
                              + "; ".join(reasons))
 
     def release(self, ref: str, *, fault: str | None = None, commit: str | None = None) -> ReleaseResult:
-        from llmops.registry import open_registry
-
         registry = open_registry(self.settings)
         # compare-and-set: production must still be what it was now when this release moves it
         production = registry.aliases().get("production")
@@ -295,13 +294,8 @@ def release(ref: str, *, settings: Settings | None = None, config: RolloutConfig
     """`llmops release REF`: role check ("release"), then the whole blue/green release. Raises InputError
     (exit 2) for bad input or a refused role, ReleaseAborted (exit 1) when an analysis fails.
     `commit`: the commit a tag REF points at (default: the tag in the checkout)."""
-    from governance.policy import authorize
-    from serving.gateway import GatewayClient
-
     settings = settings or Settings.load()
     principal = authorize("release", target="production", settings=settings)
-    from llmops.registry import open_registry
-
     cfg = config if isinstance(config, RolloutConfig) else load_config(config)
     # refuse a corrupted artifact, or a tag nothing was trained from, before any change
     verified_version(open_registry(settings), ref, commit=commit, root=settings.root)
@@ -317,11 +311,6 @@ def rollback(*, reason: str, to: str | None = None, settings: Settings | None = 
              gateway_url: str | None = None, log: Any = print) -> dict[str, Any]:
     """`llmops rollback`: traffic to the previous colour (or `to`, loaded first when not warm), the
     `production` alias back, an audit entry. Returns {"colour", "version", "switch_s", "loaded"}."""
-    from governance.audit import audit_event
-    from governance.policy import authorize
-    from llmops.registry import open_registry
-    from serving.gateway import GatewayClient, other
-
     if not reason.strip():
         raise InputError("a rollback needs --reason", field="reason")
     settings = settings or Settings.load()
@@ -372,9 +361,6 @@ def rollback(*, reason: str, to: str | None = None, settings: Settings | None = 
 def status_report(settings: Settings | None = None, gateway_url: str | None = None) -> dict[str, Any]:
     """What `llmops status` prints: the live gateway (or its saved state when it is down), aliases,
     their history and the last analysis."""
-    from llmops.registry import open_registry
-    from serving.gateway import GatewayClient, load_state, state_path
-
     settings = settings or Settings.load()
     registry = open_registry(settings)
     out: dict[str, Any] = {"aliases": registry.aliases(), "alias_history": registry.alias_history()[-10:]}

@@ -28,8 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from governance.apikeys import AuthenticationError, KeyStore, Principal, key_file, local_actor
-from governance.audit import audit_event
+from governance.apikeys import AuthenticationError, KeyStore, Principal, key_file
+from governance.audit import audit_event, local_actor
 from governance.policy import PermissionDenied, load_policy
 from llmops.files import atomic_write_text
 from llmops.settings import Settings

@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 
-from governance.apikeys import KeyStore, install_log_redaction, key_file
+from governance.apikeys import KeyStore, key_file
+from governance.redaction import install_log_redaction
 from llmops.settings import Settings
 from serving.app import validation_message
 from serving.auth import api_key_middleware, check_mode

@@ -31,9 +31,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmops.config_files import load_validated_yaml
+from llmops.dataset import read_jsonl
 from llmops.errors import InputError
 from llmops.files import atomic_write_text, sha256_file
 from llmops.report import Finding, Metric, Report
+from serving.monitoring.profiles import list_windows, profile_rows, profiles_dir, read_profile, write_profile
 
 DEFAULT_CONFIG = Path(__file__).with_name("drift.yaml")
 METRICS_FILE = "monitoring/metrics/drift.prom"
@@ -62,8 +65,6 @@ class DriftConfig(BaseModel):
 
 
 def load_config(path: Path | None = None) -> DriftConfig:
-    from llmops.config_files import load_validated_yaml
-
     config = load_validated_yaml(Path(path or DEFAULT_CONFIG), DriftConfig)
     if 1440 % config.window_minutes:
         raise InputError(f"window_minutes must divide a day (1440), got {config.window_minutes}",
@@ -74,9 +75,6 @@ def load_config(path: Path | None = None) -> DriftConfig:
 # ---- baselines ----------------------------------------------------------------------------------
 def training_profile(train_file: Path, home: Path) -> Any:
     """Profile of a dataset's rows (question as prompt, answer as response), cached under its sha256."""
-    from llmops.dataset import read_jsonl
-    from serving.monitoring.profiles import profile_rows, read_profile, write_profile
-
     train_file = Path(train_file)
     if not train_file.is_file():
         raise InputError("training file not found", file=str(train_file))
@@ -294,8 +292,6 @@ def write_drift_metrics(path: Path, results: list[BaselineResult], config: Drift
 def run_drift_report(home: Path, train_file: Path, out_dir: Path, *, config: DriftConfig | None = None,
                      window: str | None = None, metrics_file: Path | None = None) -> Report:
     """Compare `window` (default: the latest) with the training profile and the previous window."""
-    from serving.monitoring.profiles import list_windows, profiles_dir, read_profile
-
     config = config or load_config()
     windows = list_windows(home)
     if not windows:

