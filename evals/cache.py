@@ -1,6 +1,6 @@
 """A result cache for eval cases and dataset rows, keyed by what decides the result.
 
-The key (see `evals.runner.cache_key`) hashes the rendered prompt, the case, the model version,
+The key (see `evals.rule_evals.cache_key`) hashes the rendered prompt, the case, the model version,
 the generation params and the assertion versions, so any change to one of them is a miss and an
 unchanged re-run of `llmops gate pr` needs no model call at all. Entries are JSON files written
 atomically under `<home>/cache/eval/<key[:2]>/<key>.json`.

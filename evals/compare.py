@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evals.runner import DEFAULT_THRESHOLDS, load_thresholds
+from evals.rule_evals import DEFAULT_THRESHOLDS, load_thresholds
 from llmops.report import Finding, Report
 
 

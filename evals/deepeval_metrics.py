@@ -25,7 +25,7 @@ from deepeval.test_case import LLMTestCase
 from pydantic import BaseModel, ConfigDict, Field
 
 from evals.metrics import exact_match, token_f1
-from evals.runner import DEFAULT_THRESHOLDS, load_thresholds
+from evals.rule_evals import DEFAULT_THRESHOLDS, load_thresholds
 from llmops.errors import InputError
 
 METRIC_VERSION = "1"  # part of every result's cache key: bump when a score's computation changes

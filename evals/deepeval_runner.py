@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.client import OpenAIClient
-from evals.runner import DEFAULT_THRESHOLDS, parallel, read_eval_rows
+from evals.rule_evals import DEFAULT_THRESHOLDS, parallel, read_eval_rows
 from llmops.files import sha256_file
 from llmops.prompts import load_all
 from llmops.report import Finding, Metric, Report

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evals.assertions import find_refusal
 from evals.client import OpenAIClient
-from evals.runner import DEFAULT_THRESHOLDS, load_thresholds, parallel
+from evals.rule_evals import DEFAULT_THRESHOLDS, load_thresholds, parallel
 from governance.datacheck import near_duplicate_pairs, normalise_text
 from governance.detectors import find_html
 from llmops.errors import InputError

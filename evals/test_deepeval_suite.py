@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from evals.client import OpenAIClient
-from evals.runner import read_eval_rows
+from evals.rule_evals import read_eval_rows
 from llmops.prompts import load_all
 from llmops.settings import Settings, apply_offline_env
 

@@ -50,7 +50,7 @@ def _target_for(case: Any) -> str:
 def training_pairs(repo_root: Path, rows: int = 16) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """(rendered prompt, target) pairs: the cases, their no-instruction variants, and eval rows."""
     from evals.assertions import run_assertion
-    from evals.runner import load_cases, read_eval_rows
+    from evals.rule_evals import load_cases, read_eval_rows
     from llmops.prompts import load_all
 
     prompts = load_all(repo_root / "prompts")

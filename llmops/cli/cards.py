@@ -32,7 +32,7 @@ def card(ref: str, out_dir: Path | None) -> None:
 @click.option("--tags", multiple=True, default=("smoke",), show_default=True, help="Case tags to run.")
 def compare(models: tuple[Path, ...], limit: int, tags: tuple[str, ...]) -> None:
     """Evaluate several base or candidate models on the same cases and eval rows; print a ranking."""
-    from evals.runner import run_eval
+    from evals.rule_evals import run_eval
     from llmops.settings import Settings
     from serving.app import running_server
 

@@ -47,7 +47,7 @@ def deepeval_suite(endpoint: str | None, model_dir: Path | None, backend: str, p
     """Score an endpoint's answers on the eval split with DeepEval metrics."""
     from evals.deepeval_runner import run_deepeval
     from evals.judge import OpenAIJudge
-    from evals.runner import DEFAULT_THRESHOLDS
+    from evals.rule_evals import DEFAULT_THRESHOLDS
     from llmops.cli.endpoint import endpoint_or_served
     from llmops.settings import Settings
 

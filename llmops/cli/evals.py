@@ -67,7 +67,7 @@ def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_n
              out_dir: Path | None, compare_base: Path | None,
              no_gate: bool) -> None:
     """Evaluate an endpoint (or a model folder served locally) with the eval cases and dataset."""
-    from evals.runner import DEFAULT_THRESHOLDS, run_eval
+    from evals.rule_evals import DEFAULT_THRESHOLDS, run_eval
     from llmops.report import Report
     from llmops.settings import Settings
 

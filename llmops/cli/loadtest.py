@@ -50,7 +50,7 @@ def loadtest(target: str | None, model_dir: Path | None, backend: str, users: in
              slo_path: Path, eval_set: Path | None, api_key: str | None, out_dir: Path) -> None:
     """Load-test a server with locust and gate p95 latency, TTFT, errors, requests/s and tokens/s."""
     from llmops.cli.endpoint import endpoint_or_served
-    from loadtests.runner import check_loopback, run_loadtest
+    from loadtests.locust_runner import check_loopback, run_loadtest
     from loadtests.slo import load_slo
 
     if target is not None and model_dir is None:

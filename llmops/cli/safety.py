@@ -42,7 +42,7 @@ def safety(endpoint: str | None, model_dir: Path | None, backend: str, model_nam
            api_key: str | None, safety_dir: Path | None, heldout_dir: Path | None, classes: tuple[str, ...], thresholds_path: Path | None,
            workers: int, out_dir: Path | None, no_gate: bool) -> None:
     """Attack an endpoint with the safety sets; gate per-class block rates and the false-alarm rate."""
-    from evals.runner import DEFAULT_THRESHOLDS
+    from evals.rule_evals import DEFAULT_THRESHOLDS
     from evals.safety_runner import SAFETY_DIR, add_heldout, run_safety, summary_table
     from llmops.cli.endpoint import endpoint_or_served
     from llmops.settings import Settings

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from evals.assertions import ASSERTIONS
-from evals.runner import run_eval
+from evals.rule_evals import run_eval
 from llmops.files import atomic_dir, sha256_file, sha256_tree
 from llmops.report import Report
 from llmops.settings import Settings
@@ -39,7 +39,7 @@ def _eval_key(settings: Settings, model_id: str, dataset_dir: Path, limit: int) 
         "eval_split": sha256_file(dataset_dir / "eval.jsonl"),
         "assertions": {name: a.version for name, a in sorted(ASSERTIONS.items())},
         "code": {p: sha256_file(settings.root / p) for p in
-                 ("evals/runner.py", "evals/metrics.py", "serving/runtime.py", "serving/app.py", "serving/streaming.py", "serving/batching.py",
+                 ("evals/rule_evals.py", "evals/metrics.py", "serving/runtime.py", "serving/app.py", "serving/streaming.py", "serving/batching.py",
                   "llmops/prompts.py")
                  if (settings.root / p).is_file()},
     }

@@ -22,7 +22,7 @@ from llmops.errors import InputError
 from llmops.jobs.pr_gate import _git, resolve_model, run_pr_gate
 from llmops.jobs.release import rollback
 from llmops.settings import Settings
-from loadtests.runner import run_loadtest
+from loadtests.locust_runner import run_loadtest
 from serving.app import running_server
 from serving.gateway import GatewayClient, other
 from serving.gateway.testing import TrafficLoop
@@ -106,7 +106,7 @@ _LOAD_METRICS = ("p95_latency_ms", "ttft_p95_ms", "requests_per_s", "tokens_per_
 
 def bench_guards(model_dir: Path, out_dir: Path, *, backend: str = "onnx", users: int = 4, duration: float = 30.0,
                  echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """The guards' cost under load: the load test (locust, loadtests/runner.py) against the same model
+    """The guards' cost under load: the load test (locust, loadtests/locust_runner.py) against the same model
     served twice on loopback, guards off (LLMOPS_GUARDS=0) then on, same users, duration and questions.
 
     Returns each run's p95 latency, p95 time to first token, requests/s, tokens/s and error rate, and

@@ -45,7 +45,7 @@ from evals.cache import ResultCache
 from evals.client import OpenAIClient
 from evals.metrics import exact_match, rouge_l, token_f1
 from evals.prompt_lint import find_token_counter, lint_prompts
-from evals.runner import CaseRun, gate_value, load_cases, load_thresholds, parallel, read_eval_rows
+from evals.rule_evals import CaseRun, gate_value, load_cases, load_thresholds, parallel, read_eval_rows
 from governance.datacheck import check_dataset
 from llmops.errors import InputError
 from llmops.jobs.models import default_context_length, lint_model_folders
@@ -125,7 +125,7 @@ def load_baseline(root: Path, base: str, override: Path | None) -> tuple[Report 
 BASE_TREE_PATHS = ("prompts", "evals/cases", "evals/thresholds.yaml", "datasets/python-faq/eval.jsonl")
 # Code whose change can change an output or a verdict: part of every result-cache key, so a PR that
 # edits the runtime or an assertion is never judged on results cached before the edit.
-RESULT_CODE = ("serving", "evals/assertions.py", "evals/client.py", "evals/runner.py", "governance/detectors.py",
+RESULT_CODE = ("serving", "evals/assertions.py", "evals/client.py", "evals/rule_evals.py", "governance/detectors.py",
                "governance/pii.py", "llmops/prompts.py")
 
 

@@ -70,7 +70,7 @@ def compare_with_production(candidate: Mapping[str, float], production: Mapping[
 
 
 def _eval_split_sha256(pipeline_dir: Path, spec: Any) -> str | None:
-    """sha256 of the eval split recorded by the rule-evals report (evals/runner.py info.dataset)."""
+    """sha256 of the eval split recorded by the rule-evals report (evals/rule_evals.py info.dataset)."""
     for name, stage in spec.stages.items():
         path = pipeline_dir / name / (stage.report or "")
         if stage.report and path.is_file():

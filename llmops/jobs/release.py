@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.runner import run_eval
+from evals.rule_evals import run_eval
 from governance.audit import audit_event
 from governance.policy import authorize
 from llmops.errors import GateFailed, InputError

@@ -1,6 +1,6 @@
 """A tiny OpenAI-compatible server with fixed answers, served by uvicorn on loopback for the eval tests.
 
-    .venv/bin/pytest tests/evals/test_runner.py
+    .venv/bin/pytest tests/evals/test_rule_evals.py
 
 It stands in for "any OpenAI-compatible endpoint" (ours, vLLM, TGI): the runner and client talk
 to it over real HTTP. Answers are looked up by the question in the rendered prompt, so each test

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.runner import DEFAULT_THRESHOLDS
+from evals.rule_evals import DEFAULT_THRESHOLDS
 from evals.safety_runner import SAFETY_DIR, run_safety, summary_table
 from llmops.errors import InputError
 from llmops.report import Report

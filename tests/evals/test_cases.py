@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.runner import load_cases, load_thresholds, select_cases
+from evals.rule_evals import load_cases, load_thresholds, select_cases
 from llmops.errors import InputError
 
 GOOD = """\

@@ -41,7 +41,7 @@ def bad_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def passing_run(micro_server: str, tmp_path_factory: pytest.TempPathFactory):
     """(report, out_dir) of one real 5 s, 3-user run against the micro model with the repo's SLOs."""
-    from loadtests.runner import DEFAULT_SLO, run_loadtest
+    from loadtests.locust_runner import DEFAULT_SLO, run_loadtest
 
     out = tmp_path_factory.mktemp("loadtest-pass")
     return run_loadtest(micro_server, DEFAULT_SLO, out, users=3, duration=5), out

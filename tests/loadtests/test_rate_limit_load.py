@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.runner import percentile, read_samples, run_locust
+from loadtests.locust_runner import percentile, read_samples, run_locust
 from loadtests.slo import load_slo
 from serving.app import running_server
 

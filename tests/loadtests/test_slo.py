@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from llmops.errors import InputError
-from loadtests.runner import DEFAULT_SLO, check_loopback
+from loadtests.locust_runner import DEFAULT_SLO, check_loopback
 from loadtests.slo import load_slo, parse_duration
 
 

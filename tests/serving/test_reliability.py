@@ -39,7 +39,7 @@ def _locust(url: str, work: Path) -> subprocess.Popen:
 def test_good_release_under_locust_has_no_failed_request(bluegreen, tmp_path):  # noqa: F811
     from llmops.jobs.release import release
     from llmops.registry import Registry
-    from loadtests.runner import parse_stats_csv
+    from loadtests.locust_runner import parse_stats_csv
     from serving.rollout import load_config
 
     proc = _locust(bluegreen.url, tmp_path)
@@ -85,7 +85,7 @@ def test_manual_rollback_under_load_is_lossless(bluegreen):  # noqa: F811
 def _preview_requests_before_bake() -> int:
     """/v1 requests the pre-promotion analysis sends to the preview: /v1/models once per eval run
     (golden, safety) plus one completion per selected case."""
-    from evals.runner import load_cases, select_cases
+    from evals.rule_evals import load_cases, select_cases
     from tests.serving.bluegreen import FAST_ROLLOUT
 
     cases = load_cases(REPO / "evals" / "cases", REPO / "prompts")

@@ -1,6 +1,6 @@
 """The eval runner and `llmops eval` end to end against a real OpenAI-compatible server on loopback.
 
-    .venv/bin/pytest tests/evals/test_runner.py
+    .venv/bin/pytest tests/evals/test_rule_evals.py
 
 The stub server (tests/evals/openai_stub.py) answers each question with a fixed text, so the
 test knows which cases must pass and which must fail, and checks the report says exactly that.
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from evals.metrics import corpus_scores
-from evals.runner import run_eval
+from evals.rule_evals import run_eval
 from llmops.cli import main
 from llmops.launch import free_port
 from llmops.report import Metric, Report

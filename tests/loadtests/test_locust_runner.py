@@ -1,6 +1,6 @@
 """The load-test gate end to end: real locust runs against real servers on loopback.
 
-    .venv/bin/pytest tests/loadtests/test_runner.py -q
+    .venv/bin/pytest tests/loadtests/test_locust_runner.py -q
 
 One passing run against the micro model (torch backend) feeds the parser and report tests; a CLI
 run with an impossible SLO must exit 1; a server that answers 500s and breaks its SSE streams must
@@ -17,7 +17,7 @@ import yaml
 
 from llmops.errors import InputError
 from llmops.report import Report
-from loadtests.runner import (
+from loadtests.locust_runner import (
     DEFAULT_SLO,
     evaluate,
     parse_stats_csv,
@@ -165,7 +165,7 @@ def test_the_locustfile_runs_with_plain_locust(bad_server, tmp_path):
     import subprocess
     import sys
 
-    from loadtests.runner import LOCUSTFILE
+    from loadtests.locust_runner import LOCUSTFILE
 
     proc = subprocess.run([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", bad_server,
                            "--headless", "-u", "1", "-r", "1", "-t", "1s", "--only-summary"],
@@ -178,7 +178,7 @@ def test_the_locustfile_runs_with_plain_locust(bad_server, tmp_path):
 def test_hard_timeout_kills_locust(bad_server, tmp_path, monkeypatch):
     import time
 
-    import loadtests.runner as runner
+    import loadtests.locust_runner as runner
 
     # 1 s run + 0.25 s spawn + 5 s stop timeout + slack = a 0.5 s hard limit: locust cannot even start.
     monkeypatch.setattr(runner, "STARTUP_SLACK_S", 0.5 - (1 + 0.25 + runner.STOP_TIMEOUT_S))
