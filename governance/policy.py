@@ -10,7 +10,7 @@ Stages guard an action with one call, which also records who did it:
 
 A refusal raises PermissionDenied, a subclass of InputError (the CLI exits 2 with the message),
 after writing a `role.denied` entry to the audit log. Permission names are fixed here, role names
-in governance.apikeys (ROLES, re-exported here): the YAML may only use them, so a typo is an error
+in governance.apikeys (ROLES): the YAML may only use them, so a typo is an error
 naming the file, line and key, not a silent gap.
 """
 
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from governance.apikeys import ROLES, Principal, current_principal
 from governance.audit import audit_event
-from llmops.config_files import load_validated_yaml  # noqa: F401  (re-exported: older imports)
+from llmops.config_files import load_validated_yaml
 from llmops.errors import InputError
 from llmops.settings import Settings
 

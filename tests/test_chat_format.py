@@ -46,7 +46,7 @@ def test_a_model_without_a_template_gets_the_plain_format(answer, micro_model: P
 def test_training_puts_the_loss_on_the_assistant_turn_only(answer, micro_chat_model: Path) -> None:
     from transformers import AutoTokenizer
 
-    from training.finetune import encode_example
+    from training.tokenise import encode_example
 
     tok = AutoTokenizer.from_pretrained(micro_chat_model)
     row = {"question": VALUES["question"], "context": VALUES["context"], "answer": "Call list.reverse()."}

@@ -36,10 +36,7 @@ from llmops.tracking import check_tracking, log_training_run
 from training.base_models import lookup, prepare
 from training.bootstrap import bootstrap
 from training.config import TINY_BASE_MODEL, TrainConfig
-from training.tokenise import (
-    encode_example,  # noqa: F401  (re-exported: callers import it from here)
-    tokenise,
-)
+from training.tokenise import tokenise
 
 
 @dataclass

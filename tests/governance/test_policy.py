@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from governance.apikeys import KeyStore, key_file
+from governance.apikeys import ROLES, KeyStore, key_file
 from governance.audit import audit_log_path, read_entries
-from governance.policy import PERMISSIONS, ROLES, PermissionDenied, authorize, load_policy, require
+from governance.policy import PERMISSIONS, PermissionDenied, authorize, load_policy, require
 from llmops.cli import main
 from llmops.errors import InputError
 from llmops.settings import Settings
