@@ -100,8 +100,8 @@ def test_main_job_registers_nothing_when_the_eval_gates_fail(llmops_home: Path,
 
 
 def test_tuned_must_beat_the_base_and_not_fall_below_it_on_a_suite() -> None:
-    from evals.rule_evals import BaseComparison
     from evals.compare import compare_with_base, comparison_table
+    from evals.rule_evals import BaseComparison
     from llmops.report import Metric, Report
 
     def report(**heads: float) -> Report:

@@ -155,13 +155,14 @@ def write_spec(folder: Path, name: str, spec: PipelineSpec) -> None:
     atomic_write_json(folder / "pipeline.json", {"name": name, **spec.model_dump(mode="json")})
 
 
-def read_spec(folder: Path) -> PipelineSpec:
+def read_spec(folder: Path) -> tuple[str, PipelineSpec]:
+    """(the pipeline's name, its spec) as `write_spec` recorded them in `folder`."""
     path = folder / "pipeline.json"
     if not path.is_file():
         raise InputError("not a pipeline folder (no pipeline.json: run `llmops pipeline main|merge`)", file=str(path))
     data = json.loads(path.read_text())
-    data.pop("name", None)
-    return PipelineSpec.model_validate(data)
+    name = str(data.pop("name", folder.name))
+    return name, PipelineSpec.model_validate(data)
 
 
 def resolve_config(settings: Settings, folder: Path, config_path: Path | None,

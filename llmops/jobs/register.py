@@ -81,8 +81,7 @@ def _eval_split_sha256(pipeline_dir: Path, spec: Any) -> str | None:
 
 
 def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *, neutral: bool = False) -> Report:
-    spec = read_spec(pipeline_dir)
-    pipeline_name = json.loads((pipeline_dir / "pipeline.json").read_text()).get("name", pipeline_dir.name)
+    pipeline_name, spec = read_spec(pipeline_dir)
     report = Report(kind="register")
     for name, stage in spec.stages.items():
         if name == "register" or not stage.report:
