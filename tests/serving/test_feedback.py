@@ -108,6 +108,91 @@ def test_bad_bodies_are_refused(api, change: dict) -> None:
     assert list(store.read()) == []
 
 
+def test_an_answer_takes_one_rating_and_the_first_stays(api) -> None:
+    client, store, keys, user = api
+    first = client.post("/v1/feedback", json=GOOD, headers={"Authorization": f"Bearer {user}"})
+    assert first.status_code == 201, first.text
+    other, _ = keys.create("user", "another-app")
+    for key, change in ((user, {"rating": "down", "comment": "changed my mind"}), (other, {})):
+        r = client.post("/v1/feedback", json={**GOOD, **change}, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 409, r.text
+        error = r.json()["error"]  # OpenAI's shape, the field named
+        assert (error["code"], error["param"], error["type"]) == ("already_rated", "receipt", "invalid_request_error")
+        assert SAID[0] in error["message"]
+    (entry,) = list(store.read())
+    assert entry["id"] == first.json()["id"] and entry["rating"] == "up" and entry["comment"] is None
+    # another answer of the same conversation is rated on its own
+    second = {**GOOD, "receipt": RECEIPTS.issue("chatcmpl-2", *SAID[1:])}
+    assert client.post("/v1/feedback", json=second, headers={"Authorization": f"Bearer {user}"}).status_code == 201
+
+
+RESTARTED_WORKER = """
+import json, sys
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from governance.apikeys import KeyStore
+from serving.feedback import FeedbackStore, feedback_router
+from serving.receipts import Receipts
+
+keys, store, secret, key, body = sys.argv[1:]
+app = FastAPI()
+app.include_router(feedback_router(FeedbackStore(store), KeyStore(keys), receipts=Receipts(secret.encode())))
+r = TestClient(app).post("/v1/feedback", content=body, headers={"Authorization": "Bearer " + key,
+                                                                   "content-type": "application/json"})
+print(json.dumps({"status": r.status_code, "body": r.json()}))
+"""
+
+
+def test_one_rating_per_answer_holds_across_a_restart(tmp_path: Path, repo_root: Path) -> None:
+    """The store on disk decides, not a worker's memory: a fresh process (a restarted or another
+    worker) refuses the second rating, and a file cut mid-line by a crash still takes new entries."""
+    import subprocess
+    import sys
+
+    secret = Fernet.generate_key()
+    receipts = Receipts(secret)
+    keys = KeyStore(tmp_path / "apikeys.json")
+    user, _ = keys.create("user", "app")
+    store = FeedbackStore(tmp_path / "feedback" / "feedback.jsonl")
+
+    def rate(receipt: str, rating: str) -> dict:
+        body = json.dumps({"receipt": receipt, "rating": rating})
+        run = subprocess.run([sys.executable, "-c", RESTARTED_WORKER, str(keys.path), str(store.path),
+                              secret.decode(), user, body], cwd=repo_root, capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+    said = receipts.issue(*SAID)
+    assert rate(said, "up")["status"] == 201
+    again = rate(said, "down")  # the next process: nothing in memory, only the file
+    assert again["status"] == 409 and again["body"]["error"]["code"] == "already_rated", again
+    with open(store.path, "ab") as f:  # a crash cut the last write short
+        f.write(b'{"id": "torn", "response_id": "chatcmpl-9", "rat')
+    later = receipts.issue("chatcmpl-3", *SAID[1:])
+    assert rate(later, "down")["status"] == 201
+    assert rate(later, "up")["status"] == 409
+    assert [(e["response_id"], e["rating"]) for e in store.read()] == [("chatcmpl-1", "up"), ("chatcmpl-3", "down")]
+
+
+def test_two_workers_rating_the_same_answer_store_one(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    stores = [FeedbackStore(path) for _ in range(4)]  # one per worker, each with its own cache
+    results: list[bool] = []
+
+    def rater(store: FeedbackStore, n: int) -> None:
+        for i in range(20):
+            results.append(store.append_once({"id": f"{n}-{i}", "response_id": f"r{i}", "rating": "up"}))
+
+    threads = [threading.Thread(target=rater, args=(s, n)) for n, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 20 and results.count(False) == 60
+    assert sorted(e["response_id"] for e in FeedbackStore(path).read()) == sorted(f"r{i}" for i in range(20))
+
+
 def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
     store = FeedbackStore(tmp_path / "f.jsonl")
     big = "word " * 4000  # 20 kB lines: larger than a pipe buffer, so O_APPEND alone is not the guarantee
