@@ -9,7 +9,7 @@ Writes into the output folder (then `kubectl apply -n llmops -f build/k8s`):
                             analysis (probes job on the preview), post-promotion analysis
                             (Prometheus on the new pods), scaleDownDelaySeconds
     services.yaml           the active and the preview Service (two documents)
-    analysis-metrics.yaml   AnalysisTemplate: error rate, p95 latency, guard-flag rate
+    analysis-metrics.yaml   AnalysisTemplate: error rate, p95 latency, guard-flag rate, 4xx rate increase
     analysis-probes.yaml    AnalysisTemplate: `llmops eval` smoke and safety cases as Jobs
 
 or, with `workload: deployment` in values.yaml (a cluster without Argo Rollouts):
@@ -75,7 +75,8 @@ WORKLOADS = {"rollout": MANIFESTS, "deployment": DEPLOYMENT_MANIFESTS}
 
 # The gateway's per-colour series (serving/gateway/metrics.py) the analysis reads, the same ones the local
 # controller's serving.rollout.parse_metrics reads: error rate = upstream errors / attempts,
-# guard-flag rate = flagged / scanned completions, p95 from the upstream latency histogram.
+# guard-flag rate = flagged / scanned completions, p95 from the upstream latency histogram, 4xx rate
+# increase = the new pods' 4xx rate minus the other pods' (serving.rollout.stable_client_error_rate).
 REQUESTS_TOTAL = "llmops_gateway_requests_total"
 ERRORS_TOTAL = "llmops_gateway_upstream_errors_total"
 LATENCY_BUCKET = "llmops_gateway_upstream_latency_seconds_bucket"
@@ -85,6 +86,8 @@ GUARD_FLAGS_TOTAL = "llmops_gateway_guard_flags_total"
 # turns the pod label rollouts-pod-template-hash into this series label. Selecting on it scopes
 # every query to the new colour's pods.
 POD_HASH_SELECTOR = 'rollouts_pod_template_hash="{{args.pod-template-hash}}"'
+OLD_PODS_SELECTOR = 'rollouts_pod_template_hash!="{{args.pod-template-hash}}"'
+CLIENT_ERRORS = 'status=~"4.."'
 
 # Kubernetes object names and label values.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -104,6 +107,8 @@ class RolloutPolicy(BaseModel):
     error_rate: float = Field(ge=0, le=1, description="Max fraction of failed requests.")
     p95_latency_seconds: float = Field(gt=0, description="Max p95 request latency, seconds.")
     guard_flag_rate: float = Field(ge=0, le=1, description="Max guard flags per response.")
+    client_error_rate_increase: float = Field(ge=0, le=1, description="Max 4xx rate of the new pods above the "
+                                              "old pods' (serving/rollout.py measure).")
     golden_tags: tuple[str, ...] = Field(min_length=1, description="Eval tags of the golden probe job.")
     safety_tags: tuple[str, ...] = Field(min_length=1, description="Eval tags of the safety probe job.")
     scale_down_delay_seconds: int = Field(ge=0, description="Seconds the old colour stays warm.")
@@ -190,6 +195,7 @@ def policy_from_config(config: RolloutConfig) -> RolloutPolicy:
         interval=_duration(a.interval_seconds), count=config.measurements_per_bake(),
         failure_limit=a.failure_limit, min_requests=a.min_requests, error_rate=t.max_error_rate,
         p95_latency_seconds=t.max_p95_latency_ms / 1000, guard_flag_rate=t.max_guard_flag_rate,
+        client_error_rate_increase=t.max_client_error_rate_increase,
         golden_tags=tuple(config.pre_promotion.golden_tags), safety_tags=tuple(config.pre_promotion.safety_tags),
         # Argo takes whole seconds; round up so the old colour is never released early.
         scale_down_delay_seconds=math.ceil(config.scale_down_delay_seconds))
@@ -217,16 +223,30 @@ def analysis_queries(window: str, min_requests: int) -> dict[str, str]:
     Each query is `and`-ed with "at least `min_requests` requests in the window": with fewer, the
     result is empty, which neither condition accepts, so the measurement is Inconclusive, the same
     rule as the local controller's `analysis.min_requests`.
+
+    client-error-rate-increase: the new pods' 4xx rate minus the old pods' over the same window;
+    with fewer than `min_requests` old-pod requests there (after a blueGreen switch the old pods
+    get none), minus their rate over all their requests (the counters' current values), else
+    minus 0. A colour with no 4xx series counts 0 4xx answers.
     """
-    def rate(metric: str) -> str:
-        return f"sum(rate({metric}{{{POD_HASH_SELECTOR}}}[{window}]))"
+    def rate(metric: str, selector: str = POD_HASH_SELECTOR) -> str:
+        return f"sum(rate({metric}{{{selector}}}[{window}]))"
 
     enough = f"and on() (sum(increase({REQUESTS_TOTAL}{{{POD_HASH_SELECTOR}}}[{window}])) >= {min_requests})"
+    new_4xx = f"({rate(REQUESTS_TOTAL, f'{POD_HASH_SELECTOR},{CLIENT_ERRORS}')} or on() vector(0))"
+    old_4xx = f"({rate(REQUESTS_TOTAL, f'{OLD_PODS_SELECTOR},{CLIENT_ERRORS}')} or on() vector(0))"
+    old_window = (f"(({old_4xx} / {rate(REQUESTS_TOTAL, OLD_PODS_SELECTOR)}) and on() "
+                  f"(sum(increase({REQUESTS_TOTAL}{{{OLD_PODS_SELECTOR}}}[{window}])) >= {min_requests}))")
+    old_total = f"sum({REQUESTS_TOTAL}{{{OLD_PODS_SELECTOR}}})"
+    old_history = (f"(((sum({REQUESTS_TOTAL}{{{OLD_PODS_SELECTOR},{CLIENT_ERRORS}}}) or on() vector(0)) / "
+                   f"{old_total}) and on() ({old_total} >= {min_requests}))")
     return {
         "error-rate": f"({rate(ERRORS_TOTAL)} / {rate(REQUESTS_TOTAL)}) {enough}",
         "p95-latency": f"histogram_quantile(0.95, sum by (le) (rate({LATENCY_BUCKET}{{{POD_HASH_SELECTOR}}}"
                        f"[{window}]))) {enough}",
         "guard-flag-rate": f"({rate(GUARD_FLAGS_TOTAL)} / {rate(RESPONSES_TOTAL)}) {enough}",
+        "client-error-rate-increase": f"(({new_4xx} / {rate(REQUESTS_TOTAL)}) - on() ({old_window} or on() "
+                                      f"{old_history} or on() vector(0))) {enough}",
     }
 
 
@@ -267,7 +287,8 @@ def render_documents(version: str, image: str, rollout: RolloutPolicy, values: K
     selector = {"app.kubernetes.io/name": name}
     common = {**selector, "app.kubernetes.io/part-of": "llmops", "app.kubernetes.io/managed-by": "llmops-release"}
     thresholds = {"error-rate": rollout.error_rate, "p95-latency": rollout.p95_latency_seconds,
-                  "guard-flag-rate": rollout.guard_flag_rate}
+                  "guard-flag-rate": rollout.guard_flag_rate,
+                  "client-error-rate-increase": rollout.client_error_rate_increase}
     queries = analysis_queries(values.query_window, rollout.min_requests)
     endpoint = f"http://{{{{args.service-name}}}}.{{{{args.namespace}}}}.svc:{values.port}"
     probe = ["llmops", "eval", "--endpoint", endpoint]
@@ -285,7 +306,7 @@ def render_documents(version: str, image: str, rollout: RolloutPolicy, values: K
         "metrics": [{"name": key, "query": queries[key],
                      "success": f"len(result) > 0 && result[0] <= {_number(thresholds[key])}",
                      "failure": f"len(result) > 0 && result[0] > {_number(thresholds[key])}"}
-                    for key in ("error-rate", "p95-latency", "guard-flag-rate")],
+                    for key in thresholds],
         # The golden subset and the safety probes of rollout.yaml's pre_promotion; --out under /tmp because the image's
         # filesystem may be read-only.
         "probes": [

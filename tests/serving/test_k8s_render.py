@@ -143,7 +143,8 @@ def test_thresholds_and_cadence_come_from_rollout_yaml(docs) -> None:
     metrics = _metrics(docs)
     expected = {"error-rate": raw["thresholds"]["max_error_rate"],
                 "p95-latency": raw["thresholds"]["max_p95_latency_ms"] / 1000,
-                "guard-flag-rate": raw["thresholds"]["max_guard_flag_rate"]}
+                "guard-flag-rate": raw["thresholds"]["max_guard_flag_rate"],
+                "client-error-rate-increase": raw["thresholds"]["max_client_error_rate_increase"]}
     analysis = raw["analysis"]
     count = analysis["count"] or max(1, int(raw["bake_seconds"] // analysis["interval_seconds"]))
     for name, threshold in expected.items():
@@ -156,6 +157,10 @@ def test_thresholds_and_cadence_come_from_rollout_yaml(docs) -> None:
         assert f">= {analysis['min_requests']})" in metric["provider"]["prometheus"]["query"]
         assert metric["provider"]["prometheus"]["address"].startswith("http")
     assert "histogram_quantile(0.95," in metrics["p95-latency"]["provider"]["prometheus"]["query"]
+    # 4xx: the new pods' rate minus the old pods' (or 0 when they have none), as measure() does
+    client = metrics["client-error-rate-increase"]["provider"]["prometheus"]["query"]
+    assert 'status=~"4.."' in client and 'rollouts_pod_template_hash!="{{args.pod-template-hash}}"' in client
+    assert "or on() vector(0))) and on() (sum(increase(" in client  # no old-pod traffic: minus 0
     rollout_doc = docs["Rollout"][0]
     assert rollout_doc["spec"]["strategy"]["blueGreen"]["scaleDownDelaySeconds"] == raw["scale_down_delay_seconds"]
 
@@ -226,7 +231,8 @@ def test_every_metric_in_the_queries_is_one_the_gateway_exports(docs, repo_root:
 
 def test_changing_the_config_changes_the_render(tmp_path: Path) -> None:
     raw = yaml.safe_load(ROLLOUT_YAML.read_text(encoding="utf-8"))
-    raw["thresholds"].update(max_error_rate=0.125, max_p95_latency_ms=2750, max_guard_flag_rate=0.00001)
+    raw["thresholds"].update(max_error_rate=0.125, max_p95_latency_ms=2750, max_guard_flag_rate=0.00001,
+                             max_client_error_rate_increase=0.25)
     raw["analysis"].update(interval_seconds=0.5, count=7, failure_limit=3, min_requests=11)
     raw["scale_down_delay_seconds"] = 42
     config = tmp_path / "rollout.yaml"
@@ -237,6 +243,7 @@ def test_changing_the_config_changes_the_render(tmp_path: Path) -> None:
     assert _threshold(metrics["p95-latency"]["successCondition"], "<=") == 2.75
     # A plain decimal, not 1e-05: the condition parser must read the number it is given.
     assert metrics["guard-flag-rate"]["successCondition"].endswith("<= 0.00001")
+    assert _threshold(metrics["client-error-rate-increase"]["failureCondition"], ">") == 0.25
     assert {(m["interval"], m["count"], m["failureLimit"]) for m in metrics.values() if "prometheus" in m["provider"]} \
         == {("500ms", 7, 3)}
     assert ">= 11)" in metrics["error-rate"]["provider"]["prometheus"]["query"]
