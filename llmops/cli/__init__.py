@@ -79,7 +79,9 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> int:
     apply_offline_env()
     try:
-        cli.main(args=argv, prog_name="llmops", standalone_mode=False)
+        # A command that raises click.exceptions.Exit(n) (e.g. 3, inconclusive) gets n back from click
+        # here (standalone_mode=False returns it instead of raising); other commands return None.
+        code = cli.main(args=argv, prog_name="llmops", standalone_mode=False)
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    return code if type(code) is int else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
