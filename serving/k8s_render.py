@@ -138,6 +138,7 @@ class KubernetesValues(BaseModel):
     prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
     query_window: str = "2m"
     api_key_secret: str = "llmops-api-key"
+    registry_uri: str | None = None
     keys_secret: str = "llmops-keys"
     resources: Resources
     probe_resources: Resources
@@ -291,7 +292,9 @@ def render_documents(version: str, image: str, rollout: RolloutPolicy, values: K
                   "client-error-rate-increase": rollout.client_error_rate_increase}
     queries = analysis_queries(values.query_window, rollout.min_requests)
     endpoint = f"http://{{{{args.service-name}}}}.{{{{args.namespace}}}}.svc:{values.port}"
-    probe = ["llmops", "eval", "--endpoint", endpoint]
+    # Gated on the floors and on production's recorded eval (`--against production`: max_drop, same cases);
+    # exit 3 (no registry, or not comparable) fails the Job like a failed gate.
+    probe = ["llmops", "eval", "--endpoint", endpoint, "--against", "production"]
     context = {
         "name": name, "namespace": namespace, "version": version, "image": image, "values": values.model_dump(),
         "rollout": rollout, "active_service": active, "preview_service": preview,

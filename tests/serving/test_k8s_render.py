@@ -181,7 +181,22 @@ def test_probe_jobs_run_the_golden_and_safety_evals_against_the_preview(docs) ->
         endpoint = command[command.index("--endpoint") + 1]
         assert endpoint == "http://{{args.service-name}}.{{args.namespace}}.svc:8000"
         tags.append(command[command.index("--tags") + 1].split(","))
+        # the gate: the floors and production's recorded eval, never report-only
+        assert command[command.index("--against") + 1] == "production" and "--no-gate" not in command
+        env = {e["name"] for e in pod["containers"][0]["env"]}
+        assert "LLMOPS_REGISTRY_URI" not in env  # values.registry_uri unset: the job exits 3 and fails
     assert sorted(tags) == sorted([raw["golden_tags"], raw["safety_tags"]])
+
+
+def test_probe_jobs_read_production_from_the_registry_server(tmp_path: Path) -> None:
+    from serving.k8s_render import DEFAULT_VALUES, load_values
+
+    values = load_values(DEFAULT_VALUES).model_copy(update={"registry_uri": "http://mlflow.llmops.svc:5000"})
+    docs = _render(tmp_path, values=values)
+    for metric in (m for m in _metrics(docs).values() if "job" in m["provider"]):
+        (container,) = metric["provider"]["job"]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["LLMOPS_REGISTRY_URI"] == "http://mlflow.llmops.svc:5000"
 
 
 def _gateway_sample_names(path: Path) -> set[str]:
