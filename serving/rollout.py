@@ -50,6 +50,8 @@ class Thresholds(BaseModel):
     """p95 of the preview's upstream latency, ms."""
     max_guard_flag_rate: float = Field(0.05, ge=0, le=1)
     """Flagged completions / completions of the preview colour."""
+    max_client_error_rate_increase: float = Field(0.05, ge=0, le=1)
+    """How far the preview's 4xx rate may exceed the stable colour's (see `measure`)."""
 
 
 class PrePromotion(BaseModel):
@@ -108,10 +110,14 @@ def load_config(path: str | Path | None = None) -> RolloutConfig:
 # ---- metrics analysis --------------------------------------------------------------------------
 @dataclass
 class ColourSample:
-    """Cumulative counters of one colour read from the gateway's /metrics at one moment."""
+    """Cumulative counters of one colour read from the gateway's /metrics at one moment, and the 4xx
+    counters of the other colour (`peer_*`: the stable one when this is the preview)."""
 
     requests: float = 0.0
     errors: float = 0.0
+    client_errors: float = 0.0  # attempts the worker answered with a 4xx status
+    peer_requests: float = 0.0
+    peer_client_errors: float = 0.0
     responses: float = 0.0
     guard_flags: float = 0.0
     tokens: float = 0.0
@@ -124,10 +130,17 @@ def parse_metrics(text: str, colour: str) -> ColourSample:
     out = ColourSample()
     for family in text_string_to_metric_families(text):
         for s in family.samples:
+            client_error = s.labels.get("status", "").startswith("4")
+            if s.labels.get("colour") not in (None, colour):
+                if s.name == "llmops_gateway_requests_total":
+                    out.peer_requests += s.value
+                    out.peer_client_errors += s.value if client_error else 0.0
+                continue
             if s.labels.get("colour") != colour:
                 continue
             if s.name == "llmops_gateway_requests_total":
                 out.requests += s.value
+                out.client_errors += s.value if client_error else 0.0
             elif s.name == "llmops_gateway_upstream_errors_total":
                 out.errors += s.value
             elif s.name == "llmops_gateway_responses_total":
@@ -168,17 +181,42 @@ class Measurement:
     guard_flag_rate: float | None
     verdict: Literal["pass", "fail", "inconclusive"]
     reasons: list[str]
+    client_error_rate: float | None = None
+    """The preview's 4xx rate in the window."""
+    stable_client_error_rate: float | None = None
+    """The 4xx rate it was compared with (see `measure`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("at", "requests", "error_rate", "p95_latency_ms", "guard_flag_rate",
-                                               "verdict", "reasons")}
+                                               "client_error_rate", "stable_client_error_rate", "verdict",
+                                               "reasons")}
+
+
+def stable_client_error_rate(before: ColourSample, after: ColourSample, min_requests: int) -> float:
+    """The stable colour's 4xx rate that the preview's is compared with: over the window when it
+    had `min_requests` there, else over its whole history in `after` (the last step gives it no
+    traffic), else 0 (a first release: no stable colour has answered anything)."""
+    requests = after.peer_requests - before.peer_requests
+    if requests >= min_requests:
+        return (after.peer_client_errors - before.peer_client_errors) / requests
+    if after.peer_requests >= min_requests:
+        return after.peer_client_errors / after.peer_requests
+    return 0.0
 
 
 def measure(before: ColourSample, after: ColourSample, thresholds: Thresholds, min_requests: int,
             at: float | None = None) -> Measurement:
-    """One measurement over the window between two samples of the preview colour."""
+    """One measurement over the window between two samples of the preview colour.
+
+    Fails when the error rate, the p95 latency or the guard-flag rate is over its threshold, or
+    when the preview's 4xx rate exceeds the stable colour's (stable_client_error_rate) by more than
+    `max_client_error_rate_increase`: a version that refuses requests the stable one serves. 4xx
+    answers that every version gives (a client's bad requests) cancel out. The gateway's own 401,
+    413 and 429 (keys, body cap, rate limit at its front door) never reach a colour, so they are
+    in neither rate."""
     requests = after.requests - before.requests
     errors = after.errors - before.errors
+    client_errors = after.client_errors - before.client_errors
     responses = after.responses - before.responses
     flags = after.guard_flags - before.guard_flags
     window = {le: after.buckets.get(le, 0.0) - before.buckets.get(le, 0.0) for le in after.buckets}
@@ -186,10 +224,12 @@ def measure(before: ColourSample, after: ColourSample, thresholds: Thresholds, m
     error_rate = errors / requests if requests else None
     flag_rate = flags / responses if responses else None
     p95_ms = round(p95 * 1000, 2) if p95 is not None else None
+    client_rate = client_errors / requests if requests else None
+    stable_rate = stable_client_error_rate(before, after, min_requests)
     reasons = []
     if requests < min_requests:
         return Measurement(at or time.time(), int(requests), error_rate, p95_ms, flag_rate, "inconclusive",
-                           [f"{int(requests)} requests < min_requests {min_requests}"])
+                           [f"{int(requests)} requests < min_requests {min_requests}"], client_rate, stable_rate)
     if error_rate is not None and error_rate > thresholds.max_error_rate:
         reasons.append(f"error rate {error_rate:.3f} > {thresholds.max_error_rate:g} ({int(errors)}/{int(requests)})")
     if p95_ms is not None and p95_ms > thresholds.max_p95_latency_ms:
@@ -197,5 +237,8 @@ def measure(before: ColourSample, after: ColourSample, thresholds: Thresholds, m
     if flag_rate is not None and flag_rate > thresholds.max_guard_flag_rate:
         reasons.append(f"guard-flag rate {flag_rate:.3f} > {thresholds.max_guard_flag_rate:g} "
                        f"({int(flags)}/{int(responses)})")
+    if client_rate is not None and client_rate - stable_rate > thresholds.max_client_error_rate_increase + 1e-12:
+        reasons.append(f"4xx rate {client_rate:.3f} > the stable colour's {stable_rate:.3f} + "
+                       f"{thresholds.max_client_error_rate_increase:g} ({int(client_errors)}/{int(requests)})")
     return Measurement(at or time.time(), int(requests), error_rate, p95_ms, flag_rate,
-                       "fail" if reasons else "pass", reasons)
+                       "fail" if reasons else "pass", reasons, client_rate, stable_rate)

@@ -29,7 +29,8 @@ def test_repo_rollout_yaml_is_valid_and_documents_every_field():
     assert cfg.steps()[-1] == 100
     lines = (REPO / "serving" / "rollout.yaml").read_text(encoding="utf-8").splitlines()
     for name in [*RolloutConfig.model_fields, "interval_seconds", "count", "failure_limit", "min_requests",
-                 "max_error_rate", "max_p95_latency_ms", "max_guard_flag_rate", "golden_tags", "safety_tags"]:
+                 "max_error_rate", "max_p95_latency_ms", "max_guard_flag_rate",
+                 "max_client_error_rate_increase", "golden_tags", "safety_tags"]:
         at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
         assert lines[at - 1].strip().startswith("#"), f"{name} has no comment above it"
 
@@ -107,6 +108,42 @@ def test_measurement_fails_on_each_breached_threshold_and_passes_within():
 def test_measurement_over_a_window_uses_deltas_and_is_inconclusive_with_few_requests():
     after = parse_metrics(METRICS, "green")
     assert measure(after, after, Thresholds(), min_requests=5).verdict == "inconclusive"
+
+
+def _colours(green: dict[str, float], blue: dict[str, float]) -> str:
+    """Gateway metrics text: requests per status of each colour."""
+    return "# TYPE llmops_gateway_requests_total counter\n" + "".join(
+        f'llmops_gateway_requests_total{{colour="{colour}",status="{status}"}} {n}\n'
+        for colour, counts in (("green", green), ("blue", blue)) for status, n in counts.items())
+
+
+def test_preview_answering_400_to_30_percent_fails_where_the_stable_colour_does_not():
+    preview = parse_metrics(_colours({"200": 70, "400": 30}, {"200": 700}), "green")
+    assert (preview.client_errors, preview.peer_requests, preview.peer_client_errors) == (30, 700, 0)
+    m = measure(ColourSample(), preview, Thresholds(), min_requests=5)  # the default thresholds
+    assert m.verdict == "fail" and m.client_error_rate == pytest.approx(0.3) and m.stable_client_error_rate == 0
+    assert len(m.reasons) == 1 and "4xx rate 0.300 > the stable colour's 0.000 + 0.05" in m.reasons[0]
+    # The same 400 rate on both colours (clients sending bad requests) passes.
+    both = parse_metrics(_colours({"200": 70, "400": 30}, {"200": 700, "400": 300}), "green")
+    m = measure(ColourSample(), both, Thresholds(), min_requests=5)
+    assert m.verdict == "pass" and m.stable_client_error_rate == pytest.approx(0.3), m.reasons
+
+
+def test_4xx_baseline_is_the_stable_window_else_its_history_else_zero():
+    before = parse_metrics(_colours({"200": 0}, {"200": 80, "400": 20}), "green")
+    # The last step: the stable colour gets no traffic in the window; its history (20 %) is the baseline.
+    after = parse_metrics(_colours({"200": 80, "422": 20}, {"200": 80, "400": 20}), "green")
+    m = measure(before, after, Thresholds(), min_requests=5)
+    assert m.verdict == "pass" and m.stable_client_error_rate == pytest.approx(0.2)
+    # In the window the stable colour answered every request: that is the baseline, not its history.
+    later = parse_metrics(_colours({"200": 160, "422": 40}, {"200": 180, "400": 20}), "green")
+    m = measure(after, later, Thresholds(), min_requests=5)
+    assert m.verdict == "fail" and m.stable_client_error_rate == 0 and "4xx rate 0.200" in m.reasons[0]
+    # A first release: no stable traffic at all, compared with 0.
+    first = parse_metrics(_colours({"200": 90, "404": 10}, {}), "green")
+    m = measure(ColourSample(), first, Thresholds(), min_requests=5)
+    assert m.verdict == "fail" and m.stable_client_error_rate == 0
+    assert measure(ColourSample(), first, Thresholds(max_client_error_rate_increase=0.1), 5).verdict == "pass"
 
 
 def test_corrupted_artifact_is_refused_before_the_gateway_is_touched(llmops_home, exported):
