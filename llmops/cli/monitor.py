@@ -1,7 +1,7 @@
 """Monitoring commands: drift of the serving profiles against training data and the previous window.
 
-    llmops monitor report                         # latest window vs training + previous; exit 1 on drift
-    llmops monitor report --window 20261122T1400Z --out reports/drift
+    llmops monitor report                         # last complete window vs training + previous; exit 1 on drift
+    llmops monitor report --window 20261122T0000Z --out reports/drift
     llmops monitor profile-training               # (re)build the cached training-data profile
 """
 
@@ -13,6 +13,7 @@ import click
 
 from llmops.errors import GateFailed
 
+EXIT_INCONCLUSIVE = 3  # 0 pass, 1 drift, 2 bad input
 DEFAULT_TRAIN = "datasets/python-faq/train.jsonl"
 
 
@@ -33,7 +34,8 @@ def _train_file(dataset: str) -> Path:
 
 
 @monitor.command("report")
-@click.option("--window", default=None, help="Window to judge, e.g. 20261122T1400Z (default: the latest).")
+@click.option("--window", default=None,
+              help="A complete window to judge, e.g. 20261122T0000Z (default: the last complete one).")
 @click.option("--train", "dataset", default=DEFAULT_TRAIN, show_default=True,
               help="Training file (or dataset folder) whose questions/answers are the baseline.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
@@ -44,7 +46,16 @@ def _train_file(dataset: str) -> Path:
               help="Prometheus textfile (default: <home>/monitoring/metrics/drift.prom).")
 def report_cmd(window: str | None, dataset: str, config_path: Path | None, out_dir: Path,
                metrics_file: Path | None) -> None:
-    """Drift report of a serving window; exit 1 when a drift score passes its threshold."""
+    """Drift report of the last complete serving window.
+
+    \b
+    Exit codes:
+      0  judged, no drift score above its threshold
+      1  drift: a score above its threshold (serving/monitoring/drift.yaml)
+      2  bad input (no profiles at all, an unknown or incomplete --window, a bad config)
+      3  inconclusive, not a pass: fewer than min_rows rows, no column with data, no profile for
+         the last complete window (stale profiles), or a profile writer whose last flush failed
+    """
     from llmops.settings import Settings
     from serving.monitoring.drift import load_config, run_drift_report
 
@@ -58,9 +69,17 @@ def report_cmd(window: str | None, dataset: str, config_path: Path | None, out_d
     for check in report.checks:
         for f in check.findings:
             click.echo(f"  {f.severity}: {f.field or ''} {f.message}")
+    for why in report.info.get("inconclusive", []):
+        click.echo(f"inconclusive: {why}")
     click.echo(f"wrote {out_dir}/report.html, report.json, report.md")
-    if not report.passed:
+    if any(m.passed is False for m in report.metrics.values()):
         raise GateFailed(f"drift above threshold in window {report.info['window']}")
+    if report.info.get("inconclusive"):
+        click.echo(f"inconclusive (exit {EXIT_INCONCLUSIVE}): window {report.info['window']} could not be judged; "
+                   "not a pass", err=True)
+        raise click.exceptions.Exit(EXIT_INCONCLUSIVE)
+    if not report.passed:
+        raise GateFailed(f"drift report failed for window {report.info['window']}")
 
 
 @monitor.command("profile-training")

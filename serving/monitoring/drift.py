@@ -1,26 +1,35 @@
 """Drift of the serving window against the training-data profile and against the previous window.
 
-    llmops monitor report                                    # latest window; exit 1 on drift
-    llmops monitor report --window 20261122T1400Z --out reports/drift
+    llmops monitor report                                    # the last complete window; exit 1 on drift
+    llmops monitor report --window 20261122T0000Z --out reports/drift
 
 Distances are Hellinger distances (0 = the same distribution, 1 = disjoint): whylogs' formula on
 `buckets` equal-width buckets of the KLL sketches of numeric columns, and the same formula on the
 frequent-item counts (nulls as a category of their own) of string columns such as `prompt.has_patterns`. Not chi-square: whylogs'
 chi-square flags drift between identical string distributions. A baseline's drift score is the
-mean distance over its columns (serving/monitoring/drift.yaml lists them with the thresholds). A
-window with fewer than `min_rows` rows is reported but cannot fail the report.
+mean distance over its columns (serving/monitoring/drift.yaml lists them with the thresholds).
+
+The window judged is the last complete one (the current window is still filling). What cannot be
+judged is inconclusive, never a pass (`llmops monitor report` exits 3): fewer than `min_rows` rows,
+no column with data on both sides, no profile for the last complete window (no traffic, or the
+profile flush failed), or a serving writer whose last profile flush failed (its flush-status file,
+serving/monitoring/profiles.py).
 
 Outputs in --out: report.json and report.md (the llmops.report schema: one metric and one check per
 baseline), report.html (self-contained: tables and matplotlib PNGs inlined as base64, no CDN), and
 the Prometheus textfile `<home>/monitoring/metrics/drift.prom` (node_exporter's textfile collector
 reads it) with llmops_drift_score{baseline}, llmops_drift_threshold{baseline},
-llmops_drift_column_hellinger{baseline,column}, llmops_drift_window_rows and
-llmops_drift_report_timestamp_seconds, which serving/monitoring/alerts.yaml alerts on.
+llmops_drift_column_hellinger{baseline,column}, llmops_drift_window_rows,
+llmops_drift_report_timestamp_seconds, llmops_drift_inconclusive (1: the report could not judge),
+llmops_drift_profile_flush_failing (writers whose last flush failed) and
+llmops_drift_newest_profile_end_timestamp_seconds (end of the newest window with a profile), which
+serving/monitoring/alerts.yaml alerts on.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import io
 import math
@@ -36,7 +45,16 @@ from llmops.dataset import read_jsonl
 from llmops.errors import InputError
 from llmops.files import atomic_write_text, sha256_file
 from llmops.report import Finding, Metric, Report
-from serving.monitoring.profiles import list_windows, profile_rows, profiles_dir, read_profile, write_profile
+from serving.monitoring.profiles import (
+    WINDOW_FORMAT,
+    list_windows,
+    profile_rows,
+    profiles_dir,
+    read_flush_status,
+    read_profile,
+    window_name,
+    write_profile,
+)
 
 DEFAULT_CONFIG = Path(__file__).with_name("drift.yaml")
 METRICS_FILE = "monitoring/metrics/drift.prom"
@@ -224,7 +242,7 @@ def _plot_column(target: Any, reference: Any, name: str, buckets: int, labels: t
 
 
 def render_html(window: str, results: list[BaselineResult], plots: dict[tuple[str, str], str | None],
-                config: DriftConfig, verdict: str) -> str:
+                config: DriftConfig, verdict: str, inconclusive: list[str] | None = None) -> str:
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -233,10 +251,12 @@ def render_html(window: str, results: list[BaselineResult], plots: dict[tuple[st
         "td,th{border:1px solid #ccc;padding:2px 8px}.bad{color:#b00;font-weight:bold}"
         ".plots img{margin:4px;border:1px solid #eee}</style></head><body>",
         f"<h1>Drift report: window {esc(window)}</h1>",
-        f"<p>Verdict: <b class='{'bad' if verdict == 'fail' else ''}'>{esc(verdict.upper())}</b>. "
+        f"<p>Verdict: <b class='{'' if verdict == 'pass' else 'bad'}'>{esc(verdict.upper())}</b>. "
         f"Column threshold {config.column_threshold}, drift-score threshold {config.max_drift_score}, "
         f"judged from {config.min_rows} rows.</p>",
     ]
+    for why in inconclusive or []:
+        parts.append(f"<p class='bad'>Inconclusive: {esc(why)}</p>")
     for r in results:
         score = "–" if r.score is None else f"{r.score:.3f}"
         bad = r.judged and r.score is not None and r.score > config.max_drift_score
@@ -261,7 +281,9 @@ def render_html(window: str, results: list[BaselineResult], plots: dict[tuple[st
 
 
 # ---- the report ---------------------------------------------------------------------------------
-def write_drift_metrics(path: Path, results: list[BaselineResult], config: DriftConfig) -> Path:
+def write_drift_metrics(path: Path, results: list[BaselineResult], config: DriftConfig, *,
+                        inconclusive: bool = False, flush_failing: int = 0,
+                        newest_profile_end: float | None = None) -> Path:
     """The Prometheus textfile (prometheus_client writes a temp file and renames it)."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
@@ -284,39 +306,84 @@ def write_drift_metrics(path: Path, results: list[BaselineResult], config: Drift
                 column.labels(r.baseline, name).set(d)
         rows.set(r.rows)
     stamp.set(time.time())
+    Gauge("llmops_drift_inconclusive", "1 when the last drift report could not judge (exit 3)",
+          registry=registry).set(1.0 if inconclusive else 0.0)
+    Gauge("llmops_drift_profile_flush_failing", "Serving profile writers whose last flush failed",
+          registry=registry).set(flush_failing)
+    newest = Gauge("llmops_drift_newest_profile_end_timestamp_seconds",
+                   "End of the newest window that has a serving profile (0: none)", registry=registry)
+    newest.set(newest_profile_end or 0.0)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
     return Path(path)
 
 
+def window_bounds(window: str, minutes: int) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.strptime(window, WINDOW_FORMAT).replace(tzinfo=dt.UTC)
+    return start, start + dt.timedelta(minutes=minutes)
+
+
+def last_complete_window(now: dt.datetime, minutes: int) -> str:
+    """The newest window that has ended by `now` (the one before the window holding `now`)."""
+    return window_name(now - dt.timedelta(minutes=minutes), minutes)
+
+
 def run_drift_report(home: Path, train_file: Path, out_dir: Path, *, config: DriftConfig | None = None,
-                     window: str | None = None, metrics_file: Path | None = None) -> Report:
-    """Compare `window` (default: the latest) with the training profile and the previous window."""
+                     window: str | None = None, metrics_file: Path | None = None,
+                     now: dt.datetime | None = None) -> Report:
+    """Compare `window` (default: the last complete one) with the training profile and the window before.
+
+    report.info["inconclusive"] lists why the report could not judge (empty: it judged); each reason is
+    also an error of the "judgeable" check, so the verdict is never "pass" then."""
     config = config or load_config()
+    now = now or dt.datetime.now(dt.UTC)
     windows = list_windows(home)
     if not windows:
         raise InputError("no serving profiles yet: serve traffic with a ProfileWriter first",
                          file=str(profiles_dir(home)))
-    window = window or windows[-1]
-    if window not in windows:
-        raise InputError(f"no profile for window {window!r}; have: {', '.join(windows[-5:])}",
-                         file=str(profiles_dir(home)))
-    target = read_profile(profiles_dir(home) / f"{window}.bin")
+    current = window_name(now, config.window_minutes)
+    if window is None:
+        window = last_complete_window(now, config.window_minutes)
+    elif window >= current:
+        raise InputError(f"window {window!r} is not complete yet (it ends after now); the last complete one is "
+                         f"{last_complete_window(now, config.window_minutes)}", field="window")
+    inconclusive: list[str] = []
+    newest_end = window_bounds(windows[-1], config.window_minutes)[1]
+    target = None
+    if window in windows:
+        try:
+            target = read_profile(profiles_dir(home) / f"{window}.bin")
+        except Exception as exc:  # noqa: BLE001 - a torn or corrupt profile cannot be judged
+            inconclusive.append(f"the profile of window {window} cannot be read ({type(exc).__name__}: {exc})")
+    else:
+        age_h = (now - min(newest_end, now)).total_seconds() / 3600
+        inconclusive.append(f"no profile for the last complete window {window}: the newest profile is window "
+                            f"{windows[-1]}, which ended {age_h:.1f} h ago (no traffic, or the profile flush "
+                            "failed: stale profiles)")
+    start = window_bounds(window, config.window_minutes)[0].timestamp()
+    failing = [st for st in read_flush_status(home) if st.get("last_failed") and st.get("updated", 0) >= start]
+    for st in failing:
+        inconclusive.append(f"profile flush failing in writer {st.get('writer', st['file'])} since "
+                            f"{dt.datetime.fromtimestamp(st.get('last_failure') or st['updated'], dt.UTC):%Y-%m-%d %H:%M}Z "
+                            f"({st.get('failures', '?')} failures, {st.get('rows_lost', '?')} rows lost): "
+                            f"{st.get('error')}")
     results, plots = [], {}
-    baselines = [("training", training_profile(train_file, home), str(train_file), config.training_columns)]
-    earlier = windows[:windows.index(window)]
-    if earlier:
-        baselines.append(("previous", read_profile(profiles_dir(home) / f"{earlier[-1]}.bin"), earlier[-1],
-                          config.previous_columns))
-    for name, reference, ref_name, columns in baselines:
-        result = compare(target, reference, columns, config, name, ref_name)
-        results.append(result)
-        for column in columns:
-            plots[(name, column)] = _plot_column(target, reference, column, config.buckets, (name, window))
+    if target is not None:
+        baselines = [("training", training_profile(train_file, home), str(train_file), config.training_columns)]
+        earlier = [w for w in windows if w < window]
+        if earlier:
+            baselines.append(("previous", read_profile(profiles_dir(home) / f"{earlier[-1]}.bin"), earlier[-1],
+                              config.previous_columns))
+        for name, reference, ref_name, columns in baselines:
+            result = compare(target, reference, columns, config, name, ref_name)
+            results.append(result)
+            for column in columns:
+                plots[(name, column)] = _plot_column(target, reference, column, config.buckets, (name, window))
 
     report = Report(kind="drift-monitor")
-    report.info.update({"window": window, "windows": len(windows), "rows": row_count(target),
-                        "config": config.model_dump()})
+    report.info.update({"window": window, "current_window": current, "windows": len(windows),
+                        "rows": row_count(target) if target is not None else 0, "config": config.model_dump(),
+                        "newest_profile": windows[-1]})
     for r in results:
         passed = None if not r.judged or r.score is None else r.score <= config.max_drift_score
         report.metrics[f"drift:{r.baseline}"] = Metric(head=r.score, threshold=config.max_drift_score,
@@ -327,14 +394,25 @@ def run_drift_report(home: Path, train_file: Path, out_dir: Path, *, config: Dri
         if passed is False and not findings:
             findings.append(Finding(f"drift score {r.score:.3f} > {config.max_drift_score}"))
         if not r.judged:
-            findings.append(Finding(f"only {r.rows} rows (baseline {r.reference_rows}); {config.min_rows} "
-                                    "needed to judge", severity="warning"))
+            inconclusive.append(f"drift:{r.baseline}: only {r.rows} rows (baseline {r.reference_rows}); "
+                                f"{config.min_rows} needed to judge")
+        elif r.score is None:
+            inconclusive.append(f"drift:{r.baseline}: no column has data on both sides "
+                                f"({', '.join(r.distances)}): nothing to compare")
         summary = f"score {'–' if r.score is None else f'{r.score:.3f}'} over {len(r.distances)} columns"
         report.add_check(f"drift:{r.baseline}", findings, summary)
         report.info[f"distances:{r.baseline}"] = r.distances
+    report.add_check("judgeable", [Finding(f"inconclusive: {why}", field="window") for why in inconclusive],
+                     summary="the window could be judged" if not inconclusive else "inconclusive, not a pass")
+    report.info["inconclusive"] = inconclusive
+    report.info["flush_failing"] = len(failing)
 
     out_dir = Path(out_dir)
     report.write(out_dir)
-    atomic_write_text(out_dir / "report.html", render_html(window, results, plots, config, report.verdict))
-    write_drift_metrics(Path(metrics_file) if metrics_file else Path(home) / METRICS_FILE, results, config)
+    verdict = "inconclusive" if inconclusive and all(m.passed is not False for m in report.metrics.values()) \
+        else report.verdict
+    atomic_write_text(out_dir / "report.html", render_html(window, results, plots, config, verdict, inconclusive))
+    write_drift_metrics(Path(metrics_file) if metrics_file else Path(home) / METRICS_FILE, results, config,
+                        inconclusive=bool(inconclusive), flush_failing=len(failing),
+                        newest_profile_end=newest_end.timestamp())
     return report

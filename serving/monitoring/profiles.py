@@ -32,12 +32,15 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmops.files import atomic_write_bytes
+from llmops.files import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,22 @@ def profiles_dir(home: Path) -> Path:
     return Path(home) / PROFILES_DIR
 
 
+def flush_status_dir(home: Path) -> Path:
+    return profiles_dir(home) / "flush-status"
+
+
+def read_flush_status(home: Path) -> list[dict[str, Any]]:
+    """Every writer's last recorded flush attempt (flush-status/<host>-<pid>.json), oldest update first."""
+    found = []
+    for path in sorted(flush_status_dir(home).glob("*.json")):
+        try:
+            found.append({**json.loads(path.read_text(encoding="utf-8")), "file": str(path)})
+        except (OSError, ValueError):
+            found.append({"file": str(path), "last_failed": True, "updated": path.stat().st_mtime,
+                          "error": "unreadable flush-status file"})
+    return sorted(found, key=lambda s: s.get("updated", 0))
+
+
 def list_windows(home: Path) -> list[str]:
     """Window names with a profile, oldest first."""
     folder = profiles_dir(home)
@@ -209,6 +228,7 @@ class ProfileWriter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._state: dict[str, Any] = {"writer": f"{socket.gethostname()}-{os.getpid()}", "failures": 0}
         if background:
             self._thread = threading.Thread(target=self._run, name="profile-writer", daemon=True)
             self._thread.start()
@@ -226,7 +246,9 @@ class ProfileWriter:
             return len(self._buffer)
 
     def flush(self) -> list[Path]:
-        """Profile everything buffered so far; returns the window files written."""
+        """Profile everything buffered so far; returns the window files written. Each attempt is
+        recorded in this writer's flush-status file (a failure with its error and the rows lost),
+        which `llmops monitor report` reads: a failing flush makes the drift report inconclusive."""
         with self._flush_lock:
             with self._buffer_lock:
                 rows, self._buffer = self._buffer, []
@@ -234,10 +256,31 @@ class ProfileWriter:
             for window, prompt, response in rows:
                 by_window.setdefault(window, []).append((prompt, response))
             written = []
-            for window, pairs in sorted(by_window.items()):
-                view = profile_rows([p for p, _ in pairs], [r for _, r in pairs])
-                written.append(merge_into_window(self.home, window, view))
+            try:
+                for window, pairs in sorted(by_window.items()):
+                    view = profile_rows([p for p, _ in pairs], [r for _, r in pairs])
+                    written.append(merge_into_window(self.home, window, view))
+            except Exception as exc:
+                self._status(ok=False, rows=len(rows), error=f"{type(exc).__name__}: {exc}")
+                raise
+            if rows:
+                self._status(ok=True, rows=len(rows))
             return written
+
+    def _status(self, *, ok: bool, rows: int, error: str | None = None) -> None:
+        now = time.time()
+        state = self._state
+        state["updated"] = now
+        if ok:
+            state.update(last_ok=now, last_failed=False)
+        else:
+            state.update(last_failure=now, last_failed=True, error=error,
+                         failures=state.get("failures", 0) + 1, rows_lost=state.get("rows_lost", 0) + rows)
+        try:
+            atomic_write_text(flush_status_dir(self.home) / f"{socket.gethostname()}-{os.getpid()}.json",
+                              json.dumps(state, sort_keys=True))
+        except OSError:  # the folder itself is unwritable: the report then finds no fresh window
+            log.exception("could not record the profile flush status")
 
     def _run(self) -> None:
         while not self._stop.is_set():
