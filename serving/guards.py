@@ -24,6 +24,16 @@ event: HTML escaping is per character, so it applies to each delta as is; PII re
 the last `stream_holdback` characters of each choice, so that a match split across deltas is
 still seen whole (an item longer than the holdback can slip through; 64 characters covers
 emails, phones, cards and IBANs).
+
+A streamed answer's headers are sent before its text is seen, so its output-guard kinds travel in
+the stream itself: an SSE comment event just before `data: [DONE]`,
+
+    : x-llmops-guard-flag output:pii,html
+
+(GUARD_COMMENT; only when something was flagged). SSE clients ignore comment lines (the `openai`
+client, the chat page, a `data:` line parser), so the answer reads the same; the gateway counts
+it as a "worker" guard flag of its colour (serving/gateway/proxy.py), like the header of a JSON
+answer. A blocked streamed request has the header, as it is answered whole.
 """
 
 from __future__ import annotations
@@ -48,6 +58,8 @@ from serving.schemas import ChatCompletionRequest, CompletionRequest
 
 GUARDED_PATHS = ("/v1/chat/completions", "/v1/completions")
 GUARD_HEADER = "x-llmops-guard-flag"
+GUARD_COMMENT = f": {GUARD_HEADER} "
+"""Starts the SSE comment line that carries a streamed answer's output-guard kinds (module docstring)."""
 REFUSAL = "I can only help with questions about Python."  # prompts/answer.yaml's refusal sentence
 
 
@@ -390,6 +402,13 @@ class GuardMiddleware:
                     kinds += found
             return kinds
 
+        def stream_kinds() -> list[str]:
+            return sorted({k for g in state["guards"].values() for k in g.kinds})
+
+        def flag_comment() -> bytes:
+            kinds = stream_kinds()
+            return f"{GUARD_COMMENT}output:{','.join(kinds)}\n\n".encode() if kinds else b""
+
         async def guarded_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = dict(message.get("headers") or [])
@@ -433,7 +452,9 @@ class GuardMiddleware:
             out = []
             for event in events:
                 line = event.decode("utf-8", "replace")
-                if line.startswith("data: ") and line[6:].strip() != "[DONE]":
+                if line.startswith("data:") and line[5:].strip() == "[DONE]":
+                    out.append(flag_comment())
+                elif line.startswith("data: "):
                     try:
                         payload = json.loads(line[6:])
                         edit_choices(payload, stream=True)
@@ -443,8 +464,7 @@ class GuardMiddleware:
                 out.append(line.encode() + b"\n\n")
             if not more:
                 out.append(state["buf"])
-                kinds = sorted({k for g in state["guards"].values() for k in g.kinds})
-                metrics.count("output", kinds)
+                metrics.count("output", stream_kinds())
             await send({"type": "http.response.body", "body": b"".join(out), "more_body": more})
 
         return guarded_send

@@ -1,12 +1,14 @@
 """The gateway's Prometheus metrics (GET /metrics, per colour) and the guard flags of its answers.
 
-    llmops_gateway_requests_total{colour,status}          upstream attempts ('error': no HTTP answer)
+    llmops_gateway_requests_total{colour,status}          upstream attempts ('error': no HTTP answer);
+                                                          status 4xx: the colour's client errors
     llmops_gateway_upstream_errors_total{colour,kind}     failed attempts by kind (connect, http_500, ...)
     llmops_gateway_upstream_latency_seconds{colour}       histogram, to the last body byte
     llmops_gateway_tokens_total{colour}                   completion tokens from `usage`, else one per
                                                           streamed content chunk
     llmops_gateway_responses_total{colour}                successful completions scanned by the guard
-    llmops_gateway_guard_flags_total{colour,kind}         flagged completions (pii, html, worker)
+    llmops_gateway_guard_flags_total{colour,kind}         flagged completions (pii, html, worker),
+                                                          streamed ones included
     llmops_gateway_retries_total{from_colour,to_colour}
     llmops_gateway_client_errors_total                    what clients saw fail
     llmops_gateway_weight_percent{colour}, llmops_gateway_worker_up{colour}
@@ -14,10 +16,15 @@
 A failed attempt counts as an error of its colour even when the retry on the other colour
 succeeds, so the rollout analysis sees what the client did not.
 
-Guard flags. The worker has no output guard yet, so the gateway flags a successful completion
-whose output text holds PII (governance.pii.find_pii) or HTML/script (the evals `no-html` check),
-or that a future worker guard marks with the response header `x-llmops-guard-flag`. The scan runs
-after the response is sent, so it adds no latency.
+Only attempts that reached a worker have a colour: the gateway's own answers at its front door
+(401 without a key, 413 over the body cap, 429 over the rate limit) are in none of these.
+
+Guard flags. The worker's guards (serving/guards.py) mark what they blocked or rewrote: the
+response header `x-llmops-guard-flag`, or for a streamed answer an SSE comment before
+`data: [DONE]`; the gateway counts either as kind "worker". It also flags a successful completion
+whose output text still holds PII (governance.pii.find_pii) or HTML/script (the evals `no-html`
+check), as from a worker without guards. The scan runs after the response is sent, so it adds no
+latency.
 """
 
 from __future__ import annotations

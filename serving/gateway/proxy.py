@@ -8,6 +8,13 @@ an error of its colour in the metrics (serving/gateway/metrics.py), so the rollo
 what the client did not. A stream that has started cannot be retried: its bytes have reached the
 client.
 
+Errors and guard flags. An attempt counts under its HTTP status in llmops_gateway_requests_total
+(4xx answers included: the rollout analysis compares the colours' 4xx rates); a stream that
+breaks, ends without `data: [DONE]` or carries an in-band error counts as an upstream error of its
+colour under its status code, though its 200 headers were sent. A streamed answer's output-guard
+flags arrive in the stream (the SSE comment of serving/guards.py, GUARD_COMMENT) and count like
+the `x-llmops-guard-flag` header of a JSON answer.
+
 Every answer gets the headers `x-llmops-colour` and `x-llmops-version` (and `x-llmops-retried-from`
 after a retry). One httpx.AsyncClient, owned by the Gateway (serving/gateway/core.py), carries all
 upstream requests.
@@ -30,6 +37,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from serving.gateway.metrics import GatewayMetrics, completion_text, guard_kinds
 from serving.gateway.state import GatewayState, other
 from serving.gateway.workers import Worker
+from serving.guards import GUARD_COMMENT, GUARD_HEADER
+
+STREAM_FLAG = GUARD_COMMENT.encode()
 
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 # Hop-by-hop and length headers are the proxy's own business; Authorization never goes to a worker.
@@ -108,7 +118,7 @@ class Routing:
                     self.metrics.retries.labels(colour, order[attempt + 1]).inc()
                     continue
                 break
-            flag = resp.headers.get("x-llmops-guard-flag")
+            flag = resp.headers.get(GUARD_HEADER)
             if resp.headers.get("content-type", "").startswith("text/event-stream"):
                 return StreamingResponse(self._relay(resp, colour, start, flag), status_code=resp.status_code,
                                          headers=out_headers)
@@ -153,7 +163,8 @@ class Routing:
             self.metrics.guard_flags.labels(colour, kind).inc()
 
     async def _relay(self, resp: Any, colour: str, start: float, flag: str | None) -> AsyncIterator[bytes]:
-        """Pass SSE bytes through as they come; read the events on the side for tokens and the guard."""
+        """Pass SSE bytes through as they come; read the events on the side for tokens, the guard's
+        comment and errors."""
         buf, parts, tokens, chunks, done, failed = b"", [], None, 0, False, None
         try:
             async for raw in resp.aiter_raw():
@@ -162,6 +173,9 @@ class Routing:
                 while b"\n\n" in buf:
                     event, buf = buf.split(b"\n\n", 1)
                     line = event.strip()
+                    if line.startswith(STREAM_FLAG):
+                        flag = flag or line[len(STREAM_FLAG):].decode("utf-8", "replace")
+                        continue
                     if not line.startswith(b"data:"):
                         continue
                     payload = line[5:].strip()

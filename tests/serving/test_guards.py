@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from serving.guards import (
+    GUARD_COMMENT,
     GUARD_HEADER,
     REFUSAL,
     GuardConfig,
@@ -106,6 +107,16 @@ def test_output_guard_rewrites_a_stream(guarded_url: str) -> None:
         if line.startswith("data: ") and line != "data: [DONE]":
             text += json.loads(line[6:])["choices"][0]["delta"].get("content", "")
     assert text == "Echo: &lt;script&gt;alert(1)&lt;/script&gt; and mail [EMAIL]"
+
+
+def test_a_rewritten_stream_says_so_in_an_sse_comment_before_done(guarded_url: str) -> None:
+    resp = chat(guarded_url, "Echo: <b>hi</b>, mail bob.smith@gmail.com", stream=True)
+    assert GUARD_HEADER not in resp.headers  # sent before the text was seen
+    events = resp.text.split("\n\n")
+    assert events[-3:] == [f"{GUARD_COMMENT}output:html,pii".rstrip(), "data: [DONE]", ""]
+    assert GUARD_COMMENT.startswith(": ")  # an SSE comment: clients skip it
+    clean = chat(guarded_url, "How do I reverse a list?", stream=True).text
+    assert GUARD_COMMENT.strip() not in clean and clean.endswith("data: [DONE]\n\n")
 
 
 def test_malformed_json_is_left_to_the_app() -> None:
