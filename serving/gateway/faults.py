@@ -1,7 +1,8 @@
 """Fault injection, for tests and game days only.
 
-A load request may carry "fault": "error:0.5", "latency:800ms" or "after:20" modifiers
-("error:0.5,after:20": the first 20 /v1 requests are fine, then half fail with 500). The gateway
+A load request may carry "fault": "error:0.5", "client_error:0.3", "latency:800ms" or "after:20"
+modifiers ("error:0.5,after:20": the first 20 /v1 requests are fine, then half fail with 500;
+"client_error:0.3": 30 % get a 400, a version that refuses requests the stable one serves). The gateway
 accepts it only when it was started with LLMOPS_ALLOW_FAULTS=1; the worker is then started as
 `python -m serving.gateway.fault_worker` (serving/gateway/fault_worker.py), which serves the same
 app as `llmops serve` wrapped in FaultMiddleware, with the spec in LLMOPS_FAULT. Without a fault
@@ -27,6 +28,8 @@ FAULT_ENV = "LLMOPS_FAULT"
 class FaultSpec:
     error_rate: float = 0.0
     """Share of /v1 requests answered with HTTP 500, in [0, 1]."""
+    client_error_rate: float = 0.0
+    """Share of /v1 requests answered with HTTP 400 (OpenAI's invalid_request_error), in [0, 1]."""
     latency_s: float = 0.0
     """Seconds added before every /v1 request is handled."""
     after: int = 0
@@ -34,14 +37,16 @@ class FaultSpec:
 
 
 def parse_fault(text: str) -> FaultSpec:
-    """'error:0.5', 'latency:800ms' (or '0.8s'), 'after:20', comma-separated; InputError otherwise."""
+    """'error:0.5', 'client_error:0.3', 'latency:800ms' (or '0.8s'), 'after:20', comma-separated;
+    InputError otherwise."""
     values: dict[str, Any] = {}
     for part in [p.strip() for p in text.split(",") if p.strip()]:
         name, _, raw = part.partition(":")
         try:
-            if name == "error":
-                values["error_rate"] = float(raw)
-                if not 0 <= values["error_rate"] <= 1:
+            if name in ("error", "client_error"):
+                key = f"{name}_rate"
+                values[key] = float(raw)
+                if not 0 <= values[key] <= 1:
                     raise ValueError
             elif name == "latency":
                 m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s)", raw.strip())
@@ -55,7 +60,7 @@ def parse_fault(text: str) -> FaultSpec:
             else:
                 raise ValueError
         except ValueError:
-            raise InputError(f"bad fault {part!r}: use error:RATE (0..1), latency:MSms|Ss, after:N",
+            raise InputError(f"bad fault {part!r}: use error:RATE, client_error:RATE (0..1), latency:MSms|Ss, after:N",
                              field="fault") from None
     if not values:
         raise InputError("empty fault spec", field="fault")
@@ -78,11 +83,13 @@ class FaultMiddleware:
         if self.seen > self.spec.after:
             if self.spec.latency_s:
                 await asyncio.sleep(self.spec.latency_s)
-            if self.rng.random() < self.spec.error_rate:
-                body = json.dumps({"error": {"message": "injected fault", "type": "server_error",
-                                             "param": None, "code": "injected_fault"}}).encode()
-                await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": body})
-                return
+            for status, rate, kind in ((500, self.spec.error_rate, "server_error"),
+                                       (400, self.spec.client_error_rate, "invalid_request_error")):
+                if rate and self.rng.random() < rate:
+                    body = json.dumps({"error": {"message": "injected fault", "type": kind,
+                                                 "param": None, "code": "injected_fault"}}).encode()
+                    await send({"type": "http.response.start", "status": status,
+                                "headers": [(b"content-type", b"application/json")]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
         await self.app(scope, receive, send)
