@@ -24,7 +24,7 @@ import hmac
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,39 +40,83 @@ WORKER_TOKEN_FILE = "worker.token"
 
 
 class AdminError(Exception):
-    """An admin call that fails: answered with `status` and {"error": {"message", "code"}}."""
+    """An admin call that fails: answered with `status` and an OpenAI-shaped error body,
+    {"error": {"message", "type", "param", "code"}}, like every other error of the serving API."""
 
-    def __init__(self, status: int, message: str) -> None:
+    CODES = {400: "invalid_value", 401: "invalid_api_key", 403: "permission_denied", 409: "conflict",
+             500: "worker_failed", 504: "worker_timeout"}
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+        self.code = code or self.CODES.get(status)
+
+    @property
+    def type(self) -> str:
+        return {401: "authentication_error", 403: "permission_error"}.get(
+            self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+
+
+# What the admin routes answer besides 200, for their OpenAPI (serving/gateway/app.py).
+ADMIN_ERRORS: dict[int, str] = {
+    400: "An invalid body (the field is named in `param`), a version the registry does not hold, "
+         "weights that do not sum to 100, or a fault while fault injection is off",
+    401: "No valid API key or local token (Authorization: Bearer ...)",
+    403: "The key's role lacks the permission (governance/policy.yaml)",
+    409: "The change conflicts with what is served: a colour that serves traffic, or one with no worker",
+    413: "Body over the size cap",
+    500: "The new worker exited while starting",
+    504: "The new worker was not ready in time (it was stopped)",
+}
+
+REASON = Field("", max_length=2_000, description="Why: written to the audit log")
+COLOUR = Field(description="The colour acted on")
 
 
 class LoadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    colour: Colour
-    version: str
-    reason: str = ""
-    fault: str | None = None
-    tag: str | None = None
+    """POST /admin/load: start `version` as the preview on the idle `colour` (weight 0)."""
+
+    # strict: no coercion (false is not 0, "10" is not 10); the example is what a release sends
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"colour": "green", "version": "2", "reason": "canary of v2", "tag": "v1.2.0"}]})
+    colour: Colour = COLOUR
+    version: str = Field(min_length=1, max_length=200, description="A registered version number or an alias")
+    reason: str = REASON
+    fault: str | None = Field(None, max_length=200, description="A fault to inject (serving/gateway/faults.py); "
+                                                                   "refused unless the gateway allows faults")
+    tag: str | None = Field(None, max_length=200, description="The release tag, for the audit log")
 
 
 class WeightsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    weights: dict[Colour, int]
-    reason: str = ""
+    """POST /admin/weights: the share of traffic per colour, in percent; the shares sum to 100."""
+
+    # strict: no coercion (false is not 0, "10" is not 10); the example is what a release sends
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"weights": {"blue": 90, "green": 10}, "reason": "canary at 10 %"}]})
+    weights: dict[Colour, Annotated[int, Field(ge=0, le=100)]] = Field(min_length=1)
+    reason: str = REASON
 
 
 class PromoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    colour: Colour
-    scale_down_delay_seconds: float = Field(600, ge=0)
-    reason: str = ""
+    """POST /admin/promote: 100 % to `colour`, which becomes stable; the other stops after the delay."""
+
+    # strict: no coercion (false is not 0, "10" is not 10); the example is what a release sends
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"colour": "green", "scale_down_delay_seconds": 600, "reason": "analysis passed"}]})
+    colour: Colour = COLOUR
+    scale_down_delay_seconds: float = Field(600, ge=0, le=7 * 86_400)
+    reason: str = REASON
 
 
 class ColourRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    colour: Colour
-    reason: str = ""
+    """POST /admin/rollback (100 % to `colour`, which becomes stable) and /admin/stop (stop an idle
+    colour's worker)."""
+
+    # strict: no coercion (false is not 0, "10" is not 10); the example is what a release sends
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"colour": "blue", "reason": "error rate over the SLO"}]})
+    colour: Colour = COLOUR
+    reason: str = REASON
 
 
 def ensure_token(directory: Path, name: str, prefix: str = "") -> str:
