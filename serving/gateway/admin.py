@@ -1,8 +1,11 @@
 """The gateway's admin API: request bodies, errors, who may call what, and the audit trail.
 
 Every call carries `Authorization: Bearer KEY`; the key's role must hold the permission in
-governance/policy.yaml (401 without a valid key, 403 without the permission); every action that
-changes something is written to the audit log:
+governance/policy.yaml (401 without a valid key, 403 without the permission, both checked before
+the body is read); every action that changes something is written to the audit log. The gateway
+serves these routes' OpenAPI at /openapi.json (bodies, every status, the bearer scheme); errors come
+in OpenAI's shape, {"error": {"message", "type", "param", "code"}}, a bad body as a 400 naming the
+field in `param`:
 
     GET  /admin/status    metrics.read     state, liveness and counters per colour
     GET  /metrics         metrics.read
