@@ -42,6 +42,8 @@ from serving.runtime import OrtGenerator, SamplingParams, TorchGenerator
 
 DTYPES = ("fp32", "int8", "int4", "fp16")
 PARITY_KIND = "export-parity"
+MIN_PARITY_PROMPTS = 16
+"""Eval-split prompts the pipelines' parity gate runs on (pipeline.yaml `--parity-n`; tests/llmops/test_pipeline_gates.py)."""
 SERVABLE_AGREEMENT_PCT = 90.0
 """Least % of greedy tokens a quantised (or fp16) variant must share with torch to be servable."""
 REJECTED = "rejected"
@@ -102,6 +104,10 @@ def parity_prompts(prompt: Prompt, eval_path: Path | None = None, n: int = 16,
     if not rows:
         raise InputError("no parity prompts: give --prompts-from or add examples to the prompt",
                          file=str(eval_path or prompt.path))
+    if eval_path is not None and len(rows) < n:
+        # A gate asked to compare n prompts must not pass on fewer (an eval split that shrank).
+        raise InputError(f"the parity gate was asked for {n} prompts but the eval split has {len(rows)} rows",
+                         file=str(eval_path), field="parity_n")
     chat = chat_format_of(model_dir)
     return [prompt.render(chat, **row) for row in rows]
 

@@ -9,6 +9,16 @@ metrics, no metric may be worse by more than the tolerance, and at least one mus
 more than it, unless the change is declared neutral (then ties within tolerance are enough).
 The report says which metric decided. On success the version gets the `candidate` alias and an
 audit entry; otherwise nothing is registered and the command exits 1.
+
+A gate report whose metrics are all reported and none judged (every `passed` null) is
+inconclusive, not a pass. Beside promote-if-better, the candidate's rule-based eval (kind "eval":
+the merge pipeline's rule-evals, the main pipeline's eval) and DeepEval reports are judged against
+production's recorded reports of the same kind, measured on the same eval split (sha256) and rows:
+each pass rate and dataset metric may fall at most its `max_drop` of evals/thresholds.yaml below
+production's (pass rates over the case ids both ran), each DeepEval pass rate at most one row of the
+split. Production without a recorded eval report, or one measured on other rows, is not comparable:
+nothing is registered. Production without a DeepEval report (registered by the main pipeline,
+which runs none) leaves DeepEval to its absolute floors, said in the report.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from evals.rule_evals import DEFAULT_THRESHOLDS, Gate, Thresholds, gate_value, load_thresholds
 from governance.audit import audit_event, current_anchor
 from governance.cards import write_cards
 from llmops.errors import GateFailed, InputError
@@ -80,18 +91,128 @@ def _eval_split_sha256(pipeline_dir: Path, spec: Any) -> str | None:
     return None
 
 
+def gate_outcome(path: Path) -> tuple[str, list[Finding]]:
+    """("pass" | "fail" | "inconclusive" | "missing", findings) of one gate's report file. A report whose
+    metrics are all reported and none judged (every `passed` null) proves nothing: inconclusive."""
+    if not path.is_file():
+        return "missing", [Finding("no report: the stage did not run", file=str(path))]
+    verdict = json.loads(path.read_text()).get("verdict")
+    if verdict != "pass":
+        return str(verdict), [Finding(f"verdict {verdict}", file=str(path))]
+    metrics = Report.load(path).metrics
+    if metrics and all(m.passed is None for m in metrics.values()):
+        return "inconclusive", [Finding(f"none of its {len(metrics)} metrics was gated (every one reported with "
+                                        "passed=null): inconclusive, not a pass", file=str(path), field="metrics")]
+    return "pass", []
+
+
+def _reports_of_kind(paths: Mapping[str, Path], kind: str) -> tuple[str, Report] | None:
+    for name, path in paths.items():
+        if path.is_file() and (rep := Report.load(path)).kind == kind:
+            return name, rep
+    return None
+
+
+def _same_split(candidate: Report, recorded: Report, what: str, where: str) -> Finding | None:
+    """An error when the two reports were not measured on the same eval split and rows."""
+    mine, theirs = candidate.info.get("dataset") or {}, recorded.info.get("dataset") or {}
+    if not mine.get("sha256") or mine.get("sha256") != theirs.get("sha256"):
+        return Finding(f"{where}: production ({what}) was measured on eval split "
+                       f"{str(theirs.get('sha256') or 'unknown')[:12]}, the candidate on "
+                       f"{str(mine.get('sha256') or 'unknown')[:12]}: not comparable", field=f"{where}.dataset")
+    if mine.get("rows") != theirs.get("rows"):
+        return Finding(f"{where}: production ({what}) scored {theirs.get('rows')} rows of the eval split, the "
+                       f"candidate {mine.get('rows')}: not comparable", field=f"{where}.dataset.rows")
+    return None
+
+
+def _judge(findings: list[Finding], metrics: dict[str, Metric], key: str, gate: Gate, head: float,
+           base: float, note: str = "") -> None:
+    metric = gate_value(gate, head, base)
+    metrics[key] = metric
+    if not metric.passed:
+        findings.append(Finding(f"{key}: {head:.4f} vs production {base:.4f}{note}, below the floor "
+                                f"{metric.threshold:.4f} (production - max_drop): a regression", field=key))
+
+
+def compare_eval_with_production(candidate: Report, recorded: Report, what: str, thresholds: Thresholds,
+                                 where: str = "eval") -> tuple[list[Finding], dict[str, Metric]]:
+    """The rule-based eval against production's recorded one: each metric at most its `max_drop` below
+    production's; pass rates over the case ids both ran, dataset metrics only on the same split and rows."""
+    findings: list[Finding] = []
+    metrics: dict[str, Metric] = {}
+    if (bad := _same_split(candidate, recorded, what, where)) is not None:
+        findings.append(bad)
+    else:
+        for name, m in sorted(candidate.metrics.items()):
+            base = recorded.metrics.get(name)
+            if not name.startswith("dataset.") or m.head is None:
+                continue
+            if base is None or base.head is None or math.isnan(base.head):
+                findings.append(Finding(f"{where}.{name}: production's recorded value is missing or NaN: not "
+                                        "comparable", field=f"{where}.{name}"))
+                continue
+            gate = Gate(max_drop=thresholds.for_metric(name).max_drop)
+            if gate.max_drop is not None:
+                _judge(findings, metrics, f"{where}.{name}", gate, m.head, base.head)
+    theirs = {c["id"]: c for c in recorded.cases if "id" in c}
+    suites: dict[str, list[tuple[bool, bool]]] = {}
+    for case in candidate.cases:
+        if case.get("id") in theirs and theirs[case["id"]].get("suite") == case.get("suite"):
+            suites.setdefault(str(case.get("suite")), []).append((bool(case.get("passed")),
+                                                                 bool(theirs[case["id"]].get("passed"))))
+    for name in sorted(n for n in candidate.metrics if n.startswith("pass_rate.")):
+        pairs = suites.get(name.removeprefix("pass_rate."))
+        if not pairs:
+            findings.append(Finding(f"{where}.{name}: no case in common with production's eval: judged on its "
+                                    "absolute floor only", field=f"{where}.{name}", severity="warning"))
+            continue
+        gate = Gate(max_drop=thresholds.for_metric(name).max_drop)
+        if gate.max_drop is not None:
+            _judge(findings, metrics, f"{where}.{name}", gate, sum(a for a, _ in pairs) / len(pairs),
+                   sum(b for _, b in pairs) / len(pairs), f" (over the {len(pairs)} cases both ran)")
+    return findings, metrics
+
+
+def compare_deepeval_with_production(candidate: Report, recorded: Report, what: str,
+                                     where: str = "deepeval") -> tuple[list[Finding], dict[str, Metric]]:
+    """DeepEval pass rates against production's recorded ones on the same split and rows: each may fall at
+    most one row of the split (the margin evals/thresholds.yaml gives its floors: one case)."""
+    if (bad := _same_split(candidate, recorded, what, where)) is not None:
+        return [bad], {}
+    findings: list[Finding] = []
+    metrics: dict[str, Metric] = {}
+    rows = int((candidate.info.get("dataset") or {}).get("rows") or candidate.info.get("rows") or 0)
+    if rows <= 0:
+        return [Finding(f"{where}: the candidate's report records no row count", field=f"{where}.rows")], {}
+    gate = Gate(max_drop=1.0 / rows)
+    for name, m in sorted(candidate.metrics.items()):
+        base = recorded.metrics.get(name)
+        if not name.endswith(".pass_rate") or m.head is None:
+            continue
+        if base is None or base.head is None or math.isnan(base.head):
+            findings.append(Finding(f"{where}.{name}: production recorded no value (a metric it did not run): "
+                                    "judged on its absolute floor only", field=f"{where}.{name}", severity="warning"))
+            continue
+        _judge(findings, metrics, f"{where}.{name}", gate, m.head, base.head, f" ({rows} rows)")
+    return findings, metrics
+
+
+def recorded_gate_reports(reg: Any, version: str) -> dict[str, Path]:
+    """{gate: report.json} that a registered version carries (`reports/<gate>/` among its files)."""
+    mv = reg.get(version)
+    return {gate: mv.files / "reports" / gate / "report.json" for gate in (mv.lineage.get("gates") or {})}
+
+
 def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *, neutral: bool = False) -> Report:
     pipeline_name, spec = read_spec(pipeline_dir)
     report = Report(kind="register")
+    outcomes: dict[str, str] = {}
     for name, stage in spec.stages.items():
         if name == "register" or not stage.report:
             continue
-        path = pipeline_dir / name / stage.report
-        if not path.is_file():
-            report.add_check(f"gate {name}", [Finding("no report: the stage did not run", file=str(path))])
-            continue
-        verdict = json.loads(path.read_text()).get("verdict")
-        report.add_check(f"gate {name}", [] if verdict == "pass" else [Finding(f"verdict {verdict}", file=str(path))])
+        outcomes[name], findings = gate_outcome(pipeline_dir / name / stage.report)
+        report.add_check(f"gate {name}", findings)
 
     run_dir = pipeline_dir / "train" / "run"
     if not (run_dir / "metrics.json").is_file():
@@ -126,6 +247,8 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
                                     field="eval_split_sha256"))
         report.metrics.update(metrics)
         report.add_check(f"promote-if-better vs production (version {production})", findings)
+        report.add_check(f"rule-based eval and DeepEval vs production (version {production})",
+                         _against_production(settings, reg, production, pipeline_dir, spec, report.metrics))
     else:
         report.add_check("promote-if-better", [Finding("no production model yet: nothing to beat",
                                                        severity="warning")])
@@ -134,7 +257,7 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
         resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
         extra = resolved.pop("_resolved", {})
         prompt = load_prompt(resolved["prompt"], settings.prompts_dir)
-        gates = {name: "pass" for name, s in spec.stages.items() if s.report and name != "register"}
+        gates = dict(outcomes)  # every one "pass" here (the report passed), as judged by gate_outcome
         lineage = build_lineage(root=settings.root,
                                 datasets=[settings.root / d for d in (resolved["dataset"], *resolved.get("extra_datasets", []))],
                                 prompts={prompt.id: prompt.sha256}, config=resolved,
@@ -168,3 +291,34 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
         why = [f"{c.name}: {f.message}" for c in report.checks for f in c.findings if f.severity == "error"]
         raise GateFailed("candidate not registered:\n  " + "\n  ".join(why))
     return report
+
+
+def _against_production(settings: Settings, reg: Any, production: str, pipeline_dir: Path, spec: Any,
+                        metrics: dict[str, Metric]) -> list[Finding]:
+    """Findings (and metrics, added to `metrics`) of the candidate's eval and DeepEval reports against
+    production's recorded ones; see the module's docstring."""
+    thresholds = load_thresholds(settings.root / "evals" / "thresholds.yaml"
+                                 if (settings.root / "evals" / "thresholds.yaml").is_file() else DEFAULT_THRESHOLDS)
+    mine = {name: pipeline_dir / name / (s.report or "") for name, s in spec.stages.items()
+            if s.report and name != "register"}
+    theirs = recorded_gate_reports(reg, production)
+    what = f"version {production}"
+    findings: list[Finding] = []
+    for kind in ("eval", "deepeval"):
+        cand = _reports_of_kind(mine, kind)
+        if cand is None:
+            continue  # this pipeline runs no such stage
+        rec = _reports_of_kind(theirs, kind)
+        if rec is None:
+            findings.append(Finding(
+                f"{cand[0]}: production ({what}) has no recorded {kind} report: not comparable"
+                if kind == "eval" else
+                f"{cand[0]}: production ({what}) has no recorded DeepEval report (registered by a pipeline "
+                "without one): judged on the absolute floors only", field=cand[0],
+                severity="error" if kind == "eval" else "warning"))
+            continue
+        found, judged = (compare_eval_with_production(cand[1], rec[1], what, thresholds, cand[0]) if kind == "eval"
+                         else compare_deepeval_with_production(cand[1], rec[1], what, cand[0]))
+        findings += found
+        metrics.update(judged)
+    return findings

@@ -47,7 +47,8 @@ def repo(tmp_path: Path, repo_root: Path) -> Path:
 def test_repo_pipeline_declaration_is_valid(repo_root: Path) -> None:
     pipelines = load_pipelines(repo_root / "pipeline.yaml")
     assert list(pipelines["merge"].stages) == ["data-check", "tokenise", "train", "deepeval", "rule-evals", "safety",
-                                               "export", "loadtest", "register"]
+                                               "leakage-plant", "leakage-train", "leakage", "export", "loadtest",
+                                               "register"]
     assert list(pipelines["main"].stages) == ["data-check", "train", "export", "base-eval", "eval", "register"]
     # The stages both run are written once (YAML anchors): the same command, deps and params.
     main, merge = pipelines["main"].stages, pipelines["merge"].stages

@@ -105,7 +105,7 @@ def test_the_dag_is_the_pipeline_with_its_dependencies_commands_and_gpus(rendere
             out=f"{folder}/{name}", **places)
         gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
         assert gpus == ("1" if stage.gpu else None), name
-    assert {n for n, s in spec.stages.items() if s.gpu} == {"train", "export"}
+    assert {n for n, s in spec.stages.items() if s.gpu} == {"train", "leakage-train", "export"}
     (image,) = rendered["spec"]["arguments"]["parameters"]
     assert image == {"name": "image", "value": "llmops-worker:cuda", "description": image["description"]}
     assert rendered["spec"]["volumes"] == [{"name": "llmops-home",
