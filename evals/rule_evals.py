@@ -10,6 +10,11 @@ become metrics gated by `evals/thresholds.yaml`. With a dataset folder it also c
 against the reference answers. With a baseline report every metric also gets a delta and a
 max-drop gate.
 
+`route="chat"` sends the cases of the prompt a server serves through /v1/chat/completions instead
+(question as the user message, context as a system message): what the server renders with its
+own prompt file is what is judged, as the chat page and OpenAI clients use it. The release's
+pre-promotion analysis runs both routes.
+
 A case whose request the server rejected (an HTTP error) fails with the server's message; an
 endpoint that cannot be reached at all aborts the run (EndpointError, exit 2), since then no
 number would mean anything.
@@ -41,6 +46,8 @@ from llmops.report import Finding, Metric, Report
 
 DEFAULT_THRESHOLDS = Path(__file__).with_name("thresholds.yaml")
 DATASET_PROMPT = "answer"
+CHAT_VARS = frozenset({"question", "context"})  # what a chat request can carry to the served prompt
+Route = Literal["completions", "chat"]
 Tag = Literal["smoke", "refusal", "json", "grounding", "quality", "safety"]
 
 
@@ -267,9 +274,23 @@ def _render_failure(case: EvalCase, prompt: Prompt, exc: Exception) -> dict[str,
                             "message": f"prompt {case.prompt!r} does not render: {exc}"}]}
 
 
-def run_case(client: OpenAIClient, case: EvalCase, prompt: Prompt, model_version: str) -> dict[str, Any]:
+def chat_messages(case: EvalCase) -> list[dict[str, str]]:
+    """The chat request of a case of the served prompt: context as a system message, the question as
+    the user's (serving/app.py maps them back into the prompt's variables)."""
+    messages = [{"role": "system", "content": str(case.vars["context"])}] if case.vars.get("context") else []
+    return [*messages, {"role": "user", "content": str(case.vars["question"])}]
+
+
+def _rendered(case: EvalCase, prompt: Prompt, chat_format: Any, route: Route) -> str:
+    if route == "chat":  # the server renders; what is sent (and keyed) is the messages
+        return "chat:" + json.dumps(chat_messages(case), ensure_ascii=False)
+    return prompt.render(chat_format, **case.vars)
+
+
+def run_case(client: OpenAIClient, case: EvalCase, prompt: Prompt, model_version: str,
+             route: Route = "completions") -> dict[str, Any]:
     try:
-        rendered = prompt.render(client.chat_format, **case.vars)
+        rendered = _rendered(case, prompt, client.chat_format, route)
     except Exception as exc:  # noqa: BLE001 - any template error fails the case, with its message
         return _render_failure(case, prompt, exc)
     params = prompt.params.model_dump()
@@ -280,7 +301,8 @@ def run_case(client: OpenAIClient, case: EvalCase, prompt: Prompt, model_version
     }
     started = time.perf_counter()
     try:
-        output = client.complete(rendered, **params)
+        output = (client.chat(chat_messages(case), **params) if route == "chat"
+                  else client.complete(rendered, **params))
     except EndpointError as exc:
         if exc.status is None:
             raise  # unreachable endpoint: abort the run
@@ -303,8 +325,9 @@ class CaseRun:
     model call at all."""
 
     def __init__(self, cases: list[EvalCase], prompts: dict[str, Prompt], model_version: str,
-                 cache: Any = None) -> None:
+                 cache: Any = None, route: Route = "completions") -> None:
         self.cases, self.prompts, self.version, self.cache = cases, prompts, model_version, cache
+        self.route = route
         self.results: dict[str, dict[str, Any]] = {}
         self.pending: list[EvalCase] = list(cases)
 
@@ -314,7 +337,7 @@ class CaseRun:
         for case in self.pending:
             prompt = self.prompts[case.prompt]
             try:
-                rendered = prompt.render(chat, **case.vars)
+                rendered = _rendered(case, prompt, chat, self.route)
             except Exception as exc:  # noqa: BLE001 - any template error fails the case, with its message
                 self.results[case.id] = {**_render_failure(case, prompt, exc), "cached": False}
                 continue
@@ -328,7 +351,8 @@ class CaseRun:
 
     def run(self, client: OpenAIClient, workers: int) -> list[dict[str, Any]]:
         """Run what is pending against `client`; returns every case's record, in case order."""
-        records = parallel(lambda c: run_case(client, c, self.prompts[c.prompt], self.version), self.pending, workers)
+        records = parallel(lambda c: run_case(client, c, self.prompts[c.prompt], self.version, self.route),
+                           self.pending, workers)
         for case, record in zip(self.pending, records, strict=True):
             if self.cache is not None and "cache_key" in record:
                 self.cache.put(record["cache_key"], record)
@@ -405,7 +429,8 @@ def run_eval(base_url: str, cases_dir: Path, prompts_dir: Path, dataset_dir: Pat
              model_name: str | None = None, *, tags: Sequence[str] = (), prompt_ids: Sequence[str] = (),
              limit: int | None = None, thresholds_path: Path | None = None, baseline: Report | None = None,
              api_key: str | None = None, workers: int = 4, model_version: str | None = None,
-             timeout: float = 120.0, retries: int = 3) -> Report:
+             timeout: float = 120.0, retries: int = 3, route: Route = "completions",
+             served_prompt: Prompt | None = None) -> Report:
     """Evaluate the endpoint at `base_url`; returns a Report of kind "eval" (it does not write it).
 
     base_url: root of an OpenAI-compatible server. cases_dir: folder of case files.
@@ -416,12 +441,20 @@ def run_eval(base_url: str, cases_dir: Path, prompts_dir: Path, dataset_dir: Pat
     baseline: a previous eval report; gives each metric a base, a delta and a max-drop gate.
     workers: parallel requests. model_version: what the cache key names (default: the model name).
     timeout: seconds per request. retries: extra attempts on connection errors and 429/502/503/504.
+    route: "chat" sends the cases of `served_prompt` (the prompt the server serves, whose params
+    are sent) through /v1/chat/completions; cases of other prompts are left out.
     """
     started = time.perf_counter()
     thresholds_path = Path(thresholds_path or DEFAULT_THRESHOLDS)
     thresholds = load_thresholds(thresholds_path)
     prompts = load_all(Path(prompts_dir))
     cases = select_cases(load_cases(cases_dir, prompts_dir), tags, prompt_ids)
+    if route == "chat":
+        if served_prompt is None:
+            raise InputError("a chat-route eval needs the served prompt", field="served_prompt")
+        prompts = {**prompts, served_prompt.id: served_prompt}
+        cases = [c for c in cases if c.prompt == served_prompt.id and "question" in c.vars
+                 and set(c.vars) <= CHAT_VARS]
     if not cases:
         raise InputError(f"no eval case has tags {list(tags)} and prompt ids {list(prompt_ids)}",
                          file=str(cases_dir))
@@ -433,7 +466,7 @@ def run_eval(base_url: str, cases_dir: Path, prompts_dir: Path, dataset_dir: Pat
     with OpenAIClient(base_url, api_key=api_key, model=model_name, timeout=timeout, retries=retries) as client:
         model = client.resolve_model()  # once, before the threads share the client
         version = model_version or model
-        report.cases = CaseRun(cases, prompts, version).run(client, workers)
+        report.cases = CaseRun(cases, prompts, version, route=route).run(client, workers)
         by_suite: dict[str, list[bool]] = defaultdict(list)
         for record in report.cases:
             by_suite[record["suite"]].append(record["passed"])
@@ -457,7 +490,8 @@ def run_eval(base_url: str, cases_dir: Path, prompts_dir: Path, dataset_dir: Pat
         "model": model,
         "model_version": version,
         "cases_dir": str(cases_dir),
-        "selected": {"tags": list(tags), "prompt_ids": list(prompt_ids)},
+        "selected": {"tags": list(tags), "prompt_ids": list(prompt_ids),
+                     **({"route": route} if route != "completions" else {})},
         "suites": {s: {"cases": len(o), "passed": sum(o)} for s, o in sorted(by_suite.items())},
         "prompts": {pid: prompts[pid].sha256 for pid in sorted({c.prompt for c in cases} |
                                                                ({DATASET_PROMPT} if rows else set()))},

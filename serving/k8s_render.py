@@ -103,6 +103,8 @@ class RolloutPolicy(BaseModel):
     interval: str = Field(description="Argo duration between measurements, e.g. '5s'.")
     count: int = Field(ge=1, description="Measurements per analysis run.")
     failure_limit: int = Field(ge=0, description="Failed measurements tolerated before the run fails.")
+    inconclusive_limit: int = Field(0, ge=0, description="Inconclusive measurements tolerated before the run is "
+                                                         "Inconclusive (the Rollout pauses).")
     min_requests: int = Field(ge=1, description="Fewer requests in the query window: inconclusive.")
     error_rate: float = Field(ge=0, le=1, description="Max fraction of failed requests.")
     p95_latency_seconds: float = Field(gt=0, description="Max p95 request latency, seconds.")
@@ -194,7 +196,8 @@ def policy_from_config(config: RolloutConfig) -> RolloutPolicy:
     a, t = config.analysis, config.thresholds
     return RolloutPolicy(
         interval=_duration(a.interval_seconds), count=config.measurements_per_bake(),
-        failure_limit=a.failure_limit, min_requests=a.min_requests, error_rate=t.max_error_rate,
+        failure_limit=a.failure_limit, inconclusive_limit=a.inconclusive_limit, min_requests=a.min_requests,
+        error_rate=t.max_error_rate,
         p95_latency_seconds=t.max_p95_latency_ms / 1000, guard_flag_rate=t.max_guard_flag_rate,
         client_error_rate_increase=t.max_client_error_rate_increase,
         golden_tags=tuple(config.pre_promotion.golden_tags), safety_tags=tuple(config.pre_promotion.safety_tags),

@@ -28,6 +28,19 @@ DEFAULT_CONFIG = Path(__file__).with_name("rollout.yaml")
 
 
 # ---- config ------------------------------------------------------------------------------------
+class Probe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_second: float = Field(2.0, ge=0)
+    """Probe requests per second to the preview worker during each bake; 0 = none."""
+    max_tokens: int = Field(16, ge=1, le=512)
+    """max_tokens of each probe request."""
+    questions: list[str] = Field(default_factory=lambda: [
+        "How do I reverse a list in Python?", "What does the `with` statement do?",
+        "How do I read a file line by line?"], min_length=1)
+    """User messages the probes send through /v1/chat/completions (the served prompt), in turn."""
+
+
 class Analysis(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,6 +52,10 @@ class Analysis(BaseModel):
     """Failed measurements tolerated per bake; one more aborts."""
     min_requests: int = Field(5, ge=1)
     """Fewer preview requests in a window make the measurement inconclusive."""
+    inconclusive_limit: int = Field(0, ge=0)
+    """Inconclusive measurements tolerated per bake; one more aborts (Argo: inconclusiveLimit)."""
+    probe: Probe = Field(default_factory=lambda: Probe())
+    """The controller's own chat requests to the preview during each bake."""
 
 
 class Thresholds(BaseModel):

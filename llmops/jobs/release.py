@@ -17,13 +17,22 @@ and the evals:
  2. load it into the idle colour: the preview, 0 % of traffic.
  3. pre-promotion analysis against the preview's own URL: /readyz, the golden cases
     (serving/rollout.yaml `golden_tags`) and the safety probes (`safety_tags`), gated by
-    evals/thresholds.yaml against the active version measured in the same run.
+    evals/thresholds.yaml against the active version measured in the same run (a first release,
+    with no active version: against the absolute floors). Each runs twice: as raw completions of
+    the repository's prompts, and through /v1/chat/completions with the prompt the version serves
+    (its own prompt.yaml), the path the chat page and OpenAI clients take.
  4. traffic steps (all-at-once, canary or linear); after each, a bake of `bake_seconds` during
     which the gateway's Prometheus metrics of the preview colour are measured every
     `interval_seconds`: error rate, p95 latency and guard-flag rate against the thresholds.
-    More than `failure_limit` failed measurements, or a dead preview worker, fail the step.
+    More than `failure_limit` failed measurements, or a dead preview worker, fail the step. So do
+    more than `inconclusive_limit` inconclusive ones (too few requests), and a bake with no passing
+    measurement: a release is never promoted on no evidence. The controller's own probe requests
+    to the preview (llmops/jobs/release_probe.py) count beside real traffic, so a quiet hour is
+    still measured.
  5. any failure aborts at once: 100 % back to the stable colour, `release.abort` in the audit
-    log with why, exit 1. Success: the gateway makes the preview stable (the old colour stays
+    log with why, exit 1. So does any other way out of the traffic steps: an exception, Ctrl-C,
+    SIGTERM or SIGHUP (a CI cancel or timeout) restores the stable colour and writes the abort
+    entry before the process ends. Success: the gateway makes the preview stable (the old colour stays
     warm for `scale_down_delay_seconds`), `production` moves to the version, `release.promote`.
 
 The last analysis (pass or fail, with every measurement) is written to
@@ -37,7 +46,9 @@ import contextlib
 import fcntl
 import json
 import re
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,14 +56,17 @@ from pathlib import Path
 from typing import Any
 
 from evals.rule_evals import run_eval
-from governance.audit import audit_event
+from governance.audit import audit_event, current_anchor
 from governance.policy import authorize
 from llmops.errors import GateFailed, InputError
 from llmops.files import atomic_write_json
+from llmops.jobs.release_probe import Prober, add_samples
 from llmops.registry import open_registry
 from llmops.settings import Settings
+from serving.export import serving_prompt
 from serving.gateway import GatewayClient, load_state, other, state_path
 from serving.gateway.admin import worker_token
+from serving.gateway.state import servable
 from serving.rollout import RolloutConfig, load_config, measure, parse_metrics
 
 TAG = re.compile(r"^v\d+\.\d+\.\d+([.+-][0-9A-Za-z.+-]+)?$")
@@ -65,6 +79,48 @@ def _request_errors(report: Any) -> set[str]:
 # ---- the controller ----------------------------------------------------------------------------
 class ReleaseAborted(GateFailed):
     """An analysis failed; traffic is back on the stable colour. Exit 1."""
+
+
+class ReleaseInterrupted(BaseException):
+    """SIGTERM or SIGHUP during a release. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way swallows it before the controller restores the stable colour."""
+
+
+INTERRUPTS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ReleaseInterrupted in the main thread (SIGINT already raises
+    KeyboardInterrupt), so a CI cancel or timeout unwinds through the controller's clean-up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise ReleaseInterrupted(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in INTERRUPTS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """No signal cuts the clean-up short: SIGINT, SIGTERM and SIGHUP wait until it is done (main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, *INTERRUPTS)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in held}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @dataclass
@@ -115,6 +171,12 @@ def verified_version(registry: Any, ref: str, *, commit: str | None = None,
     return registry.get(version), tag
 
 
+def served_prompt(registry: Any, version: str) -> Any:
+    """The Prompt a registry version serves: its own prompt.yaml (serving/export.py), else prompts/answer.yaml."""
+    folder, _ = servable(registry.get(version, verify=False).files)
+    return serving_prompt(folder)
+
+
 @contextlib.contextmanager
 def release_lock(settings: Settings) -> Iterator[None]:
     """One release or rollback at a time per home; a second one is refused (exit 2), not queued."""
@@ -145,12 +207,23 @@ class Controller:
         audit_event(action, actor=self.principal.name, role=self.principal.role, target=target,
                     details=details, reason=reason, settings=self.settings)
 
+    def bearer(self) -> str | None:
+        """What the controller presents to the workers, which take an API key or the gateway's token:
+        the caller's key, else (the local operator, who can read the gateway's folder anyway) that token."""
+        return self.settings.secret("api_key") or worker_token(self.settings)
+
     def save_record(self) -> None:
+        """The analysis record, with the audit log's head after this release's last entry (SEQ:HASH):
+        `llmops audit verify --anchor` with it catches a log cut or rewritten since."""
+        self.record["audit_anchor"] = current_anchor(self.settings)
         atomic_write_json(last_analysis_path(self.settings), self.record)
 
     # -- pre-promotion --
-    def pre_promotion(self, preview_url: str, stable_url: str | None, version: str) -> list[str]:
-        """Failures of the pre-promotion analysis (empty: passed). Every check runs for real."""
+    def pre_promotion(self, preview_url: str, stable_url: str | None, version: str,
+                      served: dict[str, Any] | None = None) -> list[str]:
+        """Failures of the pre-promotion analysis (empty: passed). Every check runs for real.
+        `served`: {"preview": Prompt, "stable": Prompt | None}, the prompts the two versions serve
+        (default: the preview's version in the registry; no stable baseline on the chat route)."""
         import httpx
 
         failures: list[str] = []
@@ -165,17 +238,22 @@ class Controller:
             return [f"preview {preview_url} does not answer /readyz"]
         root = self.settings.root
         gates = root / self.cfg.pre_promotion.thresholds  # an absolute path stays absolute
-        # The workers take an API key or the gateway's token: the caller's key, else (the local
-        # operator, who can read the gateway's folder anyway) that token.
-        bearer = self.settings.secret("api_key") or worker_token(self.settings)
-        for name, tags in (("golden", self.cfg.pre_promotion.golden_tags),
-                           ("safety", self.cfg.pre_promotion.safety_tags)):
+        bearer = self.bearer()
+        if served is None:
+            served = {"preview": served_prompt(open_registry(self.settings), version), "stable": None}
+        checks = [(name, tags, route) for route in ("completions", "chat")
+                  for name, tags in (("golden", self.cfg.pre_promotion.golden_tags),
+                                     ("safety", self.cfg.pre_promotion.safety_tags))]
+        for name, tags, route in checks:
+            name = name if route == "completions" else f"{name} (chat, served prompt)"
             kwargs: dict[str, Any] = {"tags": tags, "workers": 2, "timeout": 60.0, "retries": 0, "thresholds_path": gates,
-                                      "api_key": bearer}
-            baseline = (run_eval(stable_url, root / "evals" / "cases", root / "prompts",
-                                 model_version=f"stable-{time.time()}", **kwargs) if stable_url else None)
+                                      "api_key": bearer, "route": route}
+            on_stable = stable_url if route == "completions" or served.get("stable") is not None else None
+            baseline = (run_eval(on_stable, root / "evals" / "cases", root / "prompts", served_prompt=served.get("stable"),
+                                 model_version=f"stable-{time.time()}", **kwargs) if on_stable else None)
             report = run_eval(preview_url, root / "evals" / "cases", root / "prompts", baseline=baseline,
-                              model_version=f"preview-v{version}-{time.time()}", **kwargs)
+                              served_prompt=served["preview"], model_version=f"preview-v{version}-{time.time()}",
+                              **kwargs)
             metrics = {k: {"head": m.head, "base": m.base, "threshold": m.threshold, "passed": m.passed}
                        for k, m in report.metrics.items()}
             # A request the active version also fails (e.g. a prompt longer than a tiny model's
@@ -183,7 +261,7 @@ class Controller:
             # only on the preview is a broken version.
             errors = sorted(_request_errors(report) - (_request_errors(baseline) if baseline else set()))
             passed = report.passed and not errors
-            phase["checks"][name] = {"passed": passed, "tags": tags, "metrics": metrics,
+            phase["checks"][name] = {"passed": passed, "tags": tags, "route": route, "metrics": metrics,
                                      "cases": len(report.cases), "request_errors_only_on_preview": errors}
             if errors:
                 failures.append(f"{name}: {len(errors)} request(s) failed only on the preview: "
@@ -194,13 +272,19 @@ class Controller:
         return failures
 
     # -- bake --
-    def bake(self, colour: str, weight: int) -> list[str]:
-        """Measure the preview for one bake; failures (empty: passed)."""
+    def sample(self, colour: str, prober: Prober | None) -> Any:
+        """The preview colour's cumulative counts: the gateway's, plus the controller's probes."""
+        gateway = parse_metrics(self.gw.metrics_text(), colour)
+        return add_samples(gateway, prober.sample()) if prober is not None else gateway
+
+    def bake(self, colour: str, weight: int, prober: Prober | None = None) -> list[str]:
+        """Measure the preview for one bake; failures (empty: passed). Too many failed or inconclusive
+        measurements fail it, and so does a bake in which no measurement passed."""
         a = self.cfg.analysis
         phase: dict[str, Any] = {"phase": f"bake {weight}%", "measurements": []}
         self.record["phases"].append(phase)
-        before = parse_metrics(self.gw.metrics_text(), colour)
-        failed = 0
+        before = self.sample(colour, prober)
+        verdicts: dict[str, int] = {"pass": 0, "fail": 0, "inconclusive": 0}
         for _ in range(self.cfg.measurements_per_bake()):
             deadline = time.monotonic() + a.interval_seconds
             while time.monotonic() < deadline:  # watch the worker's health between measurements
@@ -210,32 +294,71 @@ class Controller:
                                                   "reasons": [f"the {colour} worker is down"]})
                     return [f"bake {weight}%: the preview ({colour}) worker is down"]
                 time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
-            after = parse_metrics(self.gw.metrics_text(), colour)
+            after = self.sample(colour, prober)
             m = measure(before, after, self.cfg.thresholds, a.min_requests)
             before = after
             phase["measurements"].append(m.to_dict())
+            verdicts[m.verdict] += 1
             self.log(f"  bake {weight}%: {m.verdict} ({m.requests} req, error rate {m.error_rate}, "
                      f"p95 {m.p95_latency_ms} ms, guard {m.guard_flag_rate}) {'; '.join(m.reasons)}")
-            if m.verdict == "fail":
-                failed += 1
-                if failed > a.failure_limit:
-                    return [f"bake {weight}%: {failed} failed measurements > failure_limit {a.failure_limit}: "
-                            + "; ".join(m.reasons)]
+            if m.verdict == "fail" and verdicts["fail"] > a.failure_limit:
+                return [f"bake {weight}%: {verdicts['fail']} failed measurements > failure_limit {a.failure_limit}: "
+                        + "; ".join(m.reasons)]
+            if m.verdict == "inconclusive" and verdicts["inconclusive"] > a.inconclusive_limit:
+                return [f"bake {weight}%: inconclusive, {verdicts['inconclusive']} measurements without enough "
+                        f"requests > inconclusive_limit {a.inconclusive_limit} ({'; '.join(m.reasons)}): no "
+                        "evidence that the preview is healthy"]
+        if prober is not None:
+            phase["probes"] = prober.summary()
+        if not verdicts["pass"]:
+            return [f"bake {weight}%: inconclusive, no measurement passed ({verdicts}): no evidence that the "
+                    "preview is healthy"]
         return []
 
+    def restore(self, stable: str | None, preview: str, version: str, reasons: list[str], tag: str | None) -> None:
+        """Traffic back on the stable colour (a first release: the preview stopped), the record and the
+        `release.abort` audit entry; no signal interrupts it."""
+        with interrupts_held():
+            try:
+                if stable is not None:
+                    self.gw.rollback(stable, reason="release aborted: " + "; ".join(reasons))
+                else:
+                    with contextlib.suppress(Exception):
+                        self.gw.stop(preview, reason="first release aborted")
+            finally:
+                verdict = "inconclusive" if reasons and all("inconclusive" in r for r in reasons) else "fail"
+                self.record.update(verdict=verdict, reasons=reasons, finished=time.time())
+                self.audit("release.abort", "production", {"version": version, "tag": tag, "colour": preview,
+                                                            "stable": stable, "verdict": verdict,
+                                                            "analysis": self.record["phases"]},
+                           reason="; ".join(reasons))
+                self.save_record()
+
     def abort(self, stable: str | None, preview: str, version: str, reasons: list[str], tag: str | None) -> None:
-        if stable is not None:
-            self.gw.rollback(stable, reason="release aborted: " + "; ".join(reasons))
-        else:
-            with contextlib.suppress(Exception):
-                self.gw.stop(preview, reason="first release aborted")
-        self.record.update(verdict="fail", reasons=reasons, finished=time.time())
-        self.save_record()
-        self.audit("release.abort", "production", {"version": version, "tag": tag, "colour": preview,
-                                                    "stable": stable, "analysis": self.record["phases"]},
-                   reason="; ".join(reasons))
+        self.restore(stable, preview, version, reasons, tag)
         raise ReleaseAborted(f"release of version {version} aborted, traffic is on {stable or 'no colour'}: "
                              + "; ".join(reasons))
+
+    def analyse_and_shift(self, ref: str, registry: Any, version: str, status: dict[str, Any], stable: str | None,
+                          preview: str, tag: str | None) -> None:
+        """Pre-promotion analysis, then each traffic step and its bake, with the probes running."""
+        stable_url = status["colours"][stable]["url"] if stable else None
+        stable_version = status["colours"][stable]["version"] if stable else None
+        served = {"preview": served_prompt(registry, version),
+                  "stable": (served_prompt(registry, stable_version)
+                             if stable_version is not None and stable_version in registry.versions() else None)}
+        preview_url = status["colours"][preview]["url"]
+        failures = self.pre_promotion(preview_url, stable_url, version, served)
+        self.log(f"pre-promotion analysis: {'passed' if not failures else 'FAILED: ' + '; '.join(failures)}")
+        if failures:
+            self.abort(stable, preview, version, failures, tag)
+        with Prober(preview_url, self.bearer(), self.cfg.analysis.probe) as prober:
+            for weight in self.cfg.steps() if stable else [100]:
+                weights = {preview: weight, stable: 100 - weight} if stable else {preview: 100}
+                self.gw.weights(weights, reason=f"release {ref}: step {weight}%")
+                failures = self.bake(preview, weight, prober)
+                if failures:
+                    self.abort(stable, preview, version, failures, tag)
 
     def release(self, ref: str, *, fault: str | None = None, commit: str | None = None) -> ReleaseResult:
         registry = open_registry(self.settings)
@@ -253,22 +376,23 @@ class Controller:
                                                     "colour": preview, "stable": stable,
                                                     "strategy": self.cfg.strategy, "fault": fault})
         self.log(f"release version {mv.version}{f' (tag {tag})' if tag else ''}: loading into {preview} (preview)")
-        try:
-            status = self.gw.load(preview, mv.version, reason=f"release {ref}", fault=fault, tag=tag)
-        except (InputError, RuntimeError) as exc:
-            self.abort(stable, preview, mv.version, [f"loading the preview failed: {exc}"], tag)
-        stable_url = status["colours"][stable]["url"] if stable else None
-        failures = self.pre_promotion(status["colours"][preview]["url"], stable_url, mv.version)
-        self.log(f"pre-promotion analysis: {'passed' if not failures else 'FAILED: ' + '; '.join(failures)}")
-        if failures:
-            self.abort(stable, preview, mv.version, failures, tag)
-        steps = self.cfg.steps() if stable else [100]
-        for weight in steps:
-            weights = {preview: weight, stable: 100 - weight} if stable else {preview: 100}
-            self.gw.weights(weights, reason=f"release {ref}: step {weight}%")
-            failures = self.bake(preview, weight)
-            if failures:
-                self.abort(stable, preview, mv.version, failures, tag)
+        with interrupts_raise():
+            try:
+                try:
+                    status = self.gw.load(preview, mv.version, reason=f"release {ref}", fault=fault, tag=tag)
+                except (InputError, RuntimeError) as exc:
+                    self.abort(stable, preview, mv.version, [f"loading the preview failed: {exc}"], tag)
+                self.analyse_and_shift(ref, registry, mv.version, status, stable, preview, tag)
+            except ReleaseAborted:
+                raise
+            except BaseException as exc:  # Ctrl-C, SIGTERM/SIGHUP (a CI cancel), a crash: never half-released
+                why = (f"interrupted by {exc}" if isinstance(exc, ReleaseInterrupted) else
+                       "interrupted by SIGINT (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else
+                       f"the controller failed: {type(exc).__name__}: {exc}")
+                self.log(f"release {why}: restoring {stable or 'no colour'}")
+                self.restore(stable, preview, mv.version, [why], tag)
+                raise ReleaseAborted(f"release of version {mv.version} aborted ({why}), traffic is on "
+                                     f"{stable or 'no colour'}") from exc
         now = registry.aliases().get("production")
         if now != production:  # another release or rollback (shared registry) won meanwhile
             self.abort(stable, preview, mv.version, [f"production moved from version {production} to {now} during "
@@ -277,12 +401,12 @@ class Controller:
         moved = registry.set_alias("production", mv.version, reason=f"release {ref}" + (f" (tag {tag})" if tag else ""),
                                    actor=self.principal.name, expected=production)
         self.record.update(verdict="pass", reasons=[], finished=time.time())
-        self.save_record()
         self.audit("release.promote", "production", {"version": mv.version, "tag": tag, "colour": preview,
                                                       "previous_colour": stable,
                                                       "scale_down_delay_seconds": self.cfg.scale_down_delay_seconds,
                                                       "analysis": self.record["phases"],
                                                       "alias_history_hash": moved["hash"]})
+        self.save_record()
         self.log(f"promoted version {mv.version} on {preview}; {stable or 'no colour'} stays warm for "
                  f"{self.cfg.scale_down_delay_seconds:g} s")
         return ReleaseResult(mv.version, preview, True, self.record)

@@ -21,7 +21,8 @@ from tests.conftest import report_only_thresholds
 # Short bakes so a release takes seconds: 2 steps x 1.5 s, a measurement every 0.5 s.
 FAST_ROLLOUT: dict[str, Any] = {
     "strategy": "canary", "canary_percent": 50, "bake_seconds": 1.5,
-    "analysis": {"interval_seconds": 0.5, "failure_limit": 0, "min_requests": 2},
+    "analysis": {"interval_seconds": 0.5, "failure_limit": 0, "min_requests": 2, "inconclusive_limit": 1,
+                 "probe": {"requests_per_second": 8, "max_tokens": 4}},
     "thresholds": {"max_error_rate": 0.02, "max_p95_latency_ms": 1500, "max_guard_flag_rate": 1.0},
     "pre_promotion": {"golden_tags": ["smoke"], "safety_tags": ["safety"], "ready_timeout_seconds": 120},
     "scale_down_delay_seconds": 300,
@@ -110,4 +111,5 @@ def audit_actions(home: Path) -> list[dict[str, Any]]:
     import json
 
     path = home / "audit" / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # split on "\n" only: str.splitlines() also splits inside a reason holding U+2028
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]

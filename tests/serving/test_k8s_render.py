@@ -154,6 +154,7 @@ def test_thresholds_and_cadence_come_from_rollout_yaml(docs) -> None:
         assert metric["interval"] == f"{analysis['interval_seconds']:g}s"
         assert metric["count"] == count
         assert metric["failureLimit"] == analysis["failure_limit"]
+        assert metric["inconclusiveLimit"] == analysis["inconclusive_limit"]  # no traffic pauses, never promotes
         assert f">= {analysis['min_requests']})" in metric["provider"]["prometheus"]["query"]
         assert metric["provider"]["prometheus"]["address"].startswith("http")
     assert "histogram_quantile(0.95," in metrics["p95-latency"]["provider"]["prometheus"]["query"]

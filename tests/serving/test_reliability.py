@@ -84,13 +84,19 @@ def test_manual_rollback_under_load_is_lossless(bluegreen):  # noqa: F811
 
 def _preview_requests_before_bake() -> int:
     """/v1 requests the pre-promotion analysis sends to the preview: /v1/models once per eval run
-    (golden, safety) plus one completion per selected case."""
-    from evals.rule_evals import load_cases, select_cases
+    (golden, safety; completions and chat routes) plus one request per selected case: every case
+    on the completions route, the served prompt's (answer) on the chat route."""
+    from evals.rule_evals import CHAT_VARS, load_cases, select_cases
     from tests.serving.bluegreen import FAST_ROLLOUT
 
     cases = load_cases(REPO / "evals" / "cases", REPO / "prompts")
     pre = FAST_ROLLOUT["pre_promotion"]
-    return 2 + len(select_cases(cases, pre["golden_tags"])) + len(select_cases(cases, pre["safety_tags"]))
+    total = 4
+    for tags in (pre["golden_tags"], pre["safety_tags"]):
+        selected = select_cases(cases, tags)
+        total += len(selected) + sum(1 for c in selected if c.prompt == "answer" and "question" in c.vars
+                                     and set(c.vars) <= CHAT_VARS)
+    return total
 
 
 def test_release_whose_version_errors_is_rolled_back_without_client_failures(bluegreen):  # noqa: F811
