@@ -35,21 +35,30 @@ def gate() -> None:
               show_default=True, help="Where report.json and report.md go.")
 @click.option("--baseline", "baseline_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Compare with this report.json instead of the base ref's evals/baseline/report.json.")
+@click.option("--allow-gate-changes", "override_reason", metavar="REASON",
+              help="Accept this PR's changes to the gate itself (thresholds, cases, eval rows) as warnings, "
+                   "recorded with REASON in the report. pr.yml passes it for the eval-gate-change label.")
+@click.option("--override-label", metavar="LABEL",
+              help="The pull-request label that granted --allow-gate-changes; report.md names it.")
 @model_options
-def pr(base: str, out_dir: Path, baseline_path: Path | None, model_dir: Path | None, endpoint: str | None,
-       rows: int) -> None:
+def pr(base: str, out_dir: Path, baseline_path: Path | None, override_reason: str | None,
+       override_label: str | None, model_dir: Path | None, endpoint: str | None, rows: int) -> None:
     """Check what changed against BASE, run the rule-based evals, diff against main's baseline.
 
     Exit 0 on pass, 1 on a failed gate, 2 on bad input. report.md is the PR comment.
     """
-    from llmops.errors import GateFailed
+    from llmops.errors import GateFailed, InputError
+    from llmops.jobs.gate_changes import Override
     from llmops.jobs.pr_gate import run_pr_gate
     from llmops.settings import Settings
 
+    if override_label is not None and override_reason is None:
+        raise InputError("--override-label names what granted --allow-gate-changes; pass both", field="--override-label")
+    override = Override(override_reason, override_label) if override_reason is not None else None
     settings = Settings.load()
     out = out_dir if out_dir.is_absolute() else settings.root / out_dir
     report = run_pr_gate(settings, base=base, out_dir=out, model_dir=model_dir, endpoint=endpoint,
-                         baseline_path=baseline_path, rows=rows, echo=click.echo)
+                         baseline_path=baseline_path, rows=rows, override=override, echo=click.echo)
     _summary(report, out)
     if not report.passed:
         raise GateFailed(f"the PR gate failed; see {out / 'report.md'}")

@@ -16,16 +16,17 @@
    RESULT_CODE), so a PR that edits the runtime is never judged on stale results.
 4. What is measured and how it is judged come from the base ref, never from the PR's tree
    (BASE_TREE_PATHS, read with `git archive`): the thresholds, the eval split, and the base's
-   cases. A PR's edit to evals/thresholds.yaml is reported (each loosened gate by name) and takes
-   effect after merge. A case that passes on main and is gone from the PR (deleted, or renamed)
-   fails the gate.
+   cases. A PR that changes them (a threshold, a deleted, renamed or redefined case, an eval row's
+   id or content) gets a finding naming each change, and fails, unless `override` (`--allow-gate-changes
+   REASON`, which the workflow passes for the `eval-gate-change` label) accepts them as warnings on
+   the record (llmops/jobs/gate_changes.py). New thresholds take effect after merge.
 5. Every metric is compared with main's baseline over the same case and row ids: the committed
    `evals/baseline/report.json` at the base ref when it was measured on this same model, else the
    base tree measured now on this model (cached), so a delta is the PR's effect, never a model
    change.
 The gate fails on any failed data check or lint, a suite below its floor or dropping more than
-`max_drop`, a NaN metric, a dataset metric doing the same, a removed passing case, or a case new in
-the PR that fails on the model under test.
+`max_drop`, a NaN metric, a dataset metric doing the same, a change to the gate itself (without the
+override), or a case new in the PR that fails on the model under test.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ from evals.prompt_lint import find_token_counter, lint_prompts
 from evals.rule_evals import CaseRun, gate_value, load_cases, load_thresholds, parallel, read_eval_rows
 from governance.datacheck import check_dataset
 from llmops.errors import InputError
+from llmops.files import atomic_write_json, atomic_write_text
+from llmops.jobs.gate_changes import (
+    EVAL_SPLIT,
+    THRESHOLDS,
+    Override,
+    add_gate_change_checks,
+    case_changes,
+    eval_row_changes,
+    render_pr_markdown,
+    threshold_changes,
+)
 from llmops.jobs.models import default_context_length, lint_model_folders
 from llmops.lineage import tree_sha256
 from llmops.prompts import chat_format_of, load_all
@@ -101,7 +113,7 @@ def changed_files(root: Path, base: str) -> Changes:
             ch.case_files.append(path)
         elif path == "training/config.yaml":
             ch.training_config = True
-        elif path == "evals/thresholds.yaml":
+        elif path == THRESHOLDS:
             ch.thresholds = True
     ch.datasets = sorted(set(ch.datasets))
     return ch
@@ -122,7 +134,7 @@ def load_baseline(root: Path, base: str, override: Path | None) -> tuple[Report 
 # Paths of the base ref's tree the gate trusts over the pull request's: what is measured (cases,
 # prompts, the eval split) and how it is judged (thresholds). A PR's own edits to these take effect
 # after merge; until then the gate reports them.
-BASE_TREE_PATHS = ("prompts", "evals/cases", "evals/thresholds.yaml", "datasets/python-faq/eval.jsonl")
+BASE_TREE_PATHS = ("prompts", "evals/cases", THRESHOLDS, EVAL_SPLIT)
 # Code whose change can change an output or a verdict: part of every result-cache key, so a PR that
 # edits the runtime or an assertion is never judged on results cached before the edit.
 RESULT_CODE = ("serving", "evals/assertions.py", "evals/client.py", "evals/rule_evals.py", "governance/detectors.py",
@@ -158,39 +170,6 @@ def result_code_sha256(root: Path) -> str:
         except PackageNotFoundError:
             pass
     return digest.hexdigest()[:16]
-
-
-def loosened_gates(old_path: Path, new_path: Path) -> list[Finding]:
-    """Where the PR's thresholds.yaml is looser than the base's: a lower `min`, a larger `max_drop`,
-    or a gate removed. The gate keeps using the base's; a reviewer must approve these."""
-    try:
-        new = load_thresholds(new_path)
-    except InputError as exc:
-        return [Finding(str(exc), file="evals/thresholds.yaml", line=exc.line, field=exc.field)]
-    old = load_thresholds(old_path)
-    findings = []
-    names = {f"pass_rate.{s}" for s in old.suites} | {f"dataset.{m}" for m in old.metrics}
-    for name in sorted(names):
-        before, after = old.for_metric(name), new.for_metric(name)
-        changes = []
-        if before.min is not None and (after.min is None or after.min < before.min):
-            changes.append(f"min {before.min} -> {after.min}")
-        if before.max_drop is not None and (after.max_drop is None or after.max_drop > before.max_drop):
-            changes.append(f"max_drop {before.max_drop} -> {after.max_drop}")
-        if changes:
-            findings.append(Finding(f"{name}: this PR loosens {', '.join(changes)}; the gate applies the base's "
-                                    "thresholds, the new ones take effect after merge (a reviewer must approve)",
-                                    file="evals/thresholds.yaml", field=name, severity="warning"))
-    return findings
-
-
-def removed_case_findings(head_ids: set[str], base_cases: list[dict]) -> list[Finding]:
-    """A case of the base tree that the PR deletes or renames, and that passes there, is an error:
-    deleting a case is the one edit that hides its regression. (Cases are retired on main.)"""
-    return [Finding(f"case {c['id']} passes on main and is gone from this PR (deleted or renamed): removing a "
-                    "passing case hides a regression; retire it on main with a new baseline",
-                    file=c.get("file"), line=c.get("line"), field=c["id"])
-            for c in base_cases if c["id"] not in head_ids and c.get("passed")]
 
 
 # --------------------------------------------------------------------------- model under test
@@ -451,11 +430,16 @@ def new_case_findings(cases: list[dict], baseline: Report | None) -> list[Findin
 
 def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path | None = None,
                 endpoint: str | None = None, baseline_path: Path | None = None, all_cases: bool = False,
-                rows: int = GATE_ROWS, echo: Callable[[str], None] = print) -> Report:
+                rows: int = GATE_ROWS, override: Override | None = None,
+                echo: Callable[[str], None] = print) -> Report:
     """The gate (see the module docstring). With `base` empty (`llmops gate baseline`), the checkout
-    is its own base: every case runs and nothing is compared."""
+    is its own base: every case runs and nothing is compared. `override` accepts the PR's changes to
+    the gate itself (thresholds, cases, eval rows) as warnings, recorded in the report."""
     import tempfile
 
+    if override is not None and not base:
+        raise InputError("--allow-gate-changes needs --base: without a base there is no gate change to accept",
+                         field="--allow-gate-changes")
     started = time.perf_counter()
     report = Report(kind="pr-gate")
     changes = changed_files(settings.root, base) if base else None
@@ -470,13 +454,10 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
     with tempfile.TemporaryDirectory(prefix="llmops-base-tree-") as tmp, model.session():
         # What is measured and how it is judged come from the base ref: a PR cannot loosen its gate.
         tree = extract_base_tree(settings.root, changes.merge_base, Path(tmp)) if changes else settings.root
-        thresholds = tree / "evals" / "thresholds.yaml"
-        rows_dir = tree / "datasets" / "python-faq"
+        thresholds = tree / THRESHOLDS
+        rows_dir = (tree / EVAL_SPLIT).parent
         if changes:
             static_checks(settings, changes, report, model)
-            if changes.thresholds:
-                report.add_check("thresholds", loosened_gates(thresholds, settings.root / "evals" / "thresholds.yaml"),
-                                 summary="the base's thresholds apply to this PR")
         baseline, baseline_from = (load_baseline(settings.root, base, baseline_path) if base or baseline_path
                                    else (None, "none"))
         echo(f"==> evals against {model.description}")
@@ -498,9 +479,16 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
         report.metrics, metric_notes = compute_metrics(cases, row_records, baseline, thresholds)
         notes += metric_notes
         if changes:
-            head_ids = {c.id for c in load_cases(settings.root / "evals" / "cases", settings.prompts_dir)}
-            report.add_check("no case removed", removed_case_findings(head_ids, baseline.cases if baseline else []),
-                             summary="a case that passes on main stays (a renamed id counts as removed)")
+            # The PR's changes to the gate itself: each named, each failing unless overridden.
+            passed_on_main = {c["id"]: c.get("passed") for c in (baseline.cases if baseline else [])}
+            add_gate_change_checks(report, {
+                "thresholds": threshold_changes(thresholds, settings.root / THRESHOLDS) if changes.thresholds else [],
+                "cases": case_changes(load_cases(tree / "evals" / "cases", tree / "prompts"),
+                                      load_cases(settings.root / "evals" / "cases", settings.prompts_dir),
+                                      passed_on_main, (tree, settings.root)),
+                "eval rows": (eval_row_changes(tree / EVAL_SPLIT, settings.root / EVAL_SPLIT, rows)
+                              if EVAL_SPLIT in changes.files else []),
+            }, override, base)
     report.cases = cases
     report.add_check("new cases pass", new_case_findings(cases, baseline),
                      summary="a case the baseline does not have must pass on the model under test")
@@ -514,5 +502,7 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
         "model_version": model.version, "result_code_sha256": code_sha, "changed": changes.files if changes else [],
         "rows": row_records, "eval": stats, "duration_s": round(time.perf_counter() - started, 2),
     }
-    report.write(out_dir)
+    # report.md carries the override (or how to get one) under the verdict: see gate_changes.render_pr_markdown.
+    atomic_write_json(Path(out_dir) / "report.json", report.to_dict())
+    atomic_write_text(Path(out_dir) / "report.md", render_pr_markdown(report))
     return report
