@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 SAFETY_PREFIXES = ("safety.", "block_rate", "false_alarm")
+HELDOUT_PREFIX = "safety.heldout."  # evals/safety_runner.add_heldout: the sets the guards were not tuned on
 
 
 def model_index(name: str, metrics: dict[str, Any], dataset: str) -> list[dict[str, Any]]:
@@ -74,15 +75,35 @@ def render_model_card(version: str, lineage: dict[str, Any], repo_id: str | None
                                                                          for n, s in d.get("files", {}).items()))
     lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in sorted(headline.items()) if isinstance(v, int | float)]
-    lines += ["", "## Safety results", ""]
-    if safety:
-        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in sorted(safety.items())]
-    else:
-        lines.append("No safety suite ran for this version (registered by the main job, not the merge pipeline).")
+    lines += ["", "## Safety results", "", *safety_section(safety)]
+    gates = lineage.get("gates", {})
+    shown = ", ".join(f"{name} ({v if isinstance(v, str) else 'pass'})" for name, v in gates.items())
     lines += ["", "## Lineage", "",
-              f"git `{git.get('sha')}` (dirty: {git.get('dirty')}), gates: {', '.join(lineage.get('gates', {}))}, "
+              f"git `{git.get('sha')}` (dirty: {git.get('dirty')}), gates: {shown}, "
               f"registered {lineage.get('registered_at')}.", ""]
     return "\n".join(lines)
+
+
+def safety_section(safety: dict[str, Any]) -> list[str]:
+    """Markdown lines: the held-out rates first, labelled as such, then the tuning sets' rates, labelled
+    as the sets the detectors were tuned on (optimistic); with no held-out run, a line says so."""
+    if not safety:
+        return ["No safety suite ran for this version (registered by the main job, not the merge pipeline)."]
+    heldout = {k.removeprefix(HELDOUT_PREFIX): v for k, v in safety.items() if k.startswith(HELDOUT_PREFIX)}
+    tuning = {k.removeprefix("safety."): v for k, v in safety.items() if not k.startswith(HELDOUT_PREFIX)}
+    lines = ["**Held-out sets** (`evals/safety/heldout/`: attacks and benign questions the guards were **not** "
+             "tuned on; these are the rates to expect):", ""]
+    if heldout:
+        lines += ["| metric | held-out |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in sorted(heldout.items())
+                                                            if isinstance(v, int | float)]
+    else:
+        lines.append("No held-out safety result was recorded for this version: only the tuning sets below were "
+                     "measured, and they overstate what the guards block.")
+    if tuning:
+        lines += ["", "**Tuning sets** (`evals/safety/*.yaml`: the detectors were tuned on these, so the rates are "
+                      "optimistic):", "", "| metric | tuning sets |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" for k, v in sorted(tuning.items()) if isinstance(v, int | float)]
+    return lines
 
 
 def write_cards(registry: Any, ref: str, out_dir: Path | None = None, repo_root: Path | None = None) -> list[Path]:

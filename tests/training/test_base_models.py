@@ -85,3 +85,60 @@ def test_a_fresh_conversion_records_plain_values(empty_cache: Path) -> None:
     assert info.get("cached") is not True  # converted here, not read back from a cache
     assert yaml.safe_load(yaml.safe_dump(info)) == info
     assert type(info["torch"]) is str
+
+
+# ---------------------------------------------------------------- hub base models' licence
+
+
+def hub_card(folder: Path, front: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(f"---\n{front}library_name: transformers\n---\n\n# a hub model\n")
+    return folder
+
+
+@pytest.fixture
+def mock_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Path]:
+    """The Hugging Face Hub, mocked: repo id -> a local folder whose README.md is its model card.
+    Nothing downloads (hf_hub_download fails the test if called for a known repo)."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    cards: dict[str, Path] = {}
+
+    def from_cache(repo_id: str, filename: str, **_: object) -> str | None:
+        path = cards.get(repo_id, tmp_path / "none") / filename
+        return str(path) if path.is_file() else None
+
+    def download(repo_id: str, filename: str, **_: object) -> str:
+        assert repo_id not in cards, "a cached card must not be downloaded"
+        raise EntryNotFoundError(f"{repo_id} has no {filename}")
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", from_cache)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    return cards
+
+
+def test_training_checks_a_hub_base_models_licence_from_its_card(mock_hub: dict[str, Path], tmp_path: Path,
+                                                                 repo_root: Path) -> None:
+    from training.config import TrainConfig
+    from training.finetune import check_licenses
+
+    settings = Settings(root=repo_root, home=tmp_path / "home")
+    mock_hub["acme/open"] = hub_card(tmp_path / "open", "license: apache-2.0\n")
+    mock_hub["acme/closed"] = hub_card(tmp_path / "closed", "license: cc-by-nc-4.0\n")
+    mock_hub["acme/silent"] = hub_card(tmp_path / "silent", "")
+    assert check_licenses(TrainConfig(base_model="acme/open"), settings, "acme/open")  # allowed: no error
+    with pytest.raises(InputError, match="not allowed for a model") as err:
+        check_licenses(TrainConfig(base_model="acme/closed"), settings, "acme/closed")
+    assert err.value.file == str(tmp_path / "closed" / "README.md") and err.value.field == "license"
+    # No licence on the card (or no card at all) and none declared: an input error naming the field.
+    for repo in ("acme/silent", "acme/no-card"):
+        with pytest.raises(InputError, match="declares no licence") as err:
+            check_licenses(TrainConfig(base_model=repo), settings, repo)
+        assert err.value.field == "base_model_license"
+    # Declared in the config: judged like a card's.
+    assert check_licenses(TrainConfig(base_model="acme/silent", base_model_license="MIT"), settings, "acme/silent")
+    with pytest.raises(InputError, match="not allowed for a model") as err:
+        check_licenses(TrainConfig(base_model="acme/silent", base_model_license="CC-BY-NC-4.0"), settings,
+                       "acme/silent")
+    assert err.value.field == "base_model_license"
