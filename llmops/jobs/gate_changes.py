@@ -271,13 +271,16 @@ def override_block(report: Report) -> str:
         if not items:
             lines.append("> This PR changes no threshold, case or eval row: nothing was overridden.")
         else:
-            lines.append(f"> These {len(items)} changes to the gate itself would fail it; they are accepted as "
-                         "warnings (the gate still judges with main's thresholds, cases and eval split):")
+            many = len(items) != 1
+            lines.append(f"> {len(items)} {'changes' if many else 'change'} to the gate itself would fail it and "
+                         f"{'are' if many else 'is'} accepted as {'warnings' if many else 'a warning'} (the gate "
+                         "still judges with main's thresholds, cases and eval split):")
             for item in items[:MAX_NAMED]:
                 where = item["file"] or ""
                 if item.get("line") is not None:
                     where += f":{item['line']}"
-                lines.append(f"> - {_cell(item['check'])}: `{_cell(where)}` {_cell(item['message'])}")
+                message = str(item["message"]).replace(f", or {NEEDS}", "").replace(f"; {NEEDS}", "")
+                lines.append(f"> - {_cell(item['check'])}: `{_cell(where)}` {_cell(message)}")
             if len(items) > MAX_NAMED:
                 lines.append(f"> - … and {len(items) - MAX_NAMED} more (report.json, `info.override`)")
         return "\n".join(lines) + "\n"

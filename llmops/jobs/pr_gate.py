@@ -497,11 +497,11 @@ def run_pr_gate(settings: Settings, *, base: str, out_dir: Path, model_dir: Path
         f"{name}: {m.head:.3f} is below its floor {m.threshold:.3f} (base {m.base if m.base is None else round(m.base, 3)})",
         file="evals/thresholds.yaml", field=name) for name, m in report.metrics.items() if m.passed is False] + notes,
         summary=f"{len(report.metrics) - len(failed_suites)}/{len(report.metrics)} metrics within thresholds")
-    report.info = {
+    report.info.update({  # info["override"], when given, is already there
         "base_ref": base or "-", "baseline": baseline_from, "model": model.description,
         "model_version": model.version, "result_code_sha256": code_sha, "changed": changes.files if changes else [],
         "rows": row_records, "eval": stats, "duration_s": round(time.perf_counter() - started, 2),
-    }
+    })
     # report.md carries the override (or how to get one) under the verdict: see gate_changes.render_pr_markdown.
     atomic_write_json(Path(out_dir) / "report.json", report.to_dict())
     atomic_write_text(Path(out_dir) / "report.md", render_pr_markdown(report))

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from llmops.cli import main
 from tests.gate_repo import failed, pr_branch, repo_with_baseline, run_gate
@@ -74,6 +75,11 @@ def test_clean_change_passes(pr_repo: Path, instruction_model: Path) -> None:
     assert "prompts/answer.yaml" in report["info"]["changed"]
     assert all(m["passed"] is not False for m in report["metrics"].values())
     assert all(m["base"] is not None for name, m in report["metrics"].items() if name.startswith("pass_rate."))
+    gate_changes = {c["name"]: c for c in report["checks"] if c["name"].startswith("gate change: ")}
+    assert set(gate_changes) == {"gate change: thresholds", "gate change: cases", "gate change: eval rows"}
+    assert all(c["passed"] and not c["findings"] for c in gate_changes.values())
+    assert "override" not in report["info"]
+    assert "overridden" not in (pr_repo / "out" / "report.md").read_text().lower()
 
 
 def test_unchanged_rerun_is_served_from_the_cache(pr_repo: Path, instruction_model: Path) -> None:
@@ -173,7 +179,7 @@ def test_loosening_thresholds_in_the_pr_does_not_loosen_its_gate(pr_repo: Path, 
     code, report = run_gate(pr_repo, instruction_model)
     assert code == 1
     assert report["metrics"]["pass_rate.refusal"]["passed"] is False
-    loosened = next(c for c in report["checks"] if c["name"] == "thresholds")["findings"]
+    loosened = failed(report)["gate change: thresholds"]
     assert any(f["field"] == "pass_rate.refusal" and "min 0.7 -> 0.0" in f["message"]
                and "max_drop 0.1 -> 1.0" in f["message"] for f in loosened)
 
@@ -182,8 +188,82 @@ def test_deleting_or_renaming_a_passing_case_fails(pr_repo: Path, instruction_mo
     edit(pr_repo / "evals" / "cases" / "refusal.yaml", lambda t: t.replace("- id: refuse-recipe", "- id: refuse-recipe-2"))
     code, report = run_gate(pr_repo, instruction_model)
     assert code == 1
-    removed = failed(report)["no case removed"]
-    assert [f["field"] for f in removed] == ["refuse-recipe"] and "renamed" in removed[0]["message"]
+    removed = failed(report)["gate change: cases"]
+    assert [f["field"] for f in removed] == ["refuse-recipe"]
+    assert "renamed to refuse-recipe-2" in removed[0]["message"] and "passes on main" in removed[0]["message"]
+
+
+# --------------------------------------------------------------------------- changes to the gate itself
+
+
+def loosen_thresholds(repo: Path) -> str:
+    edit(repo / "evals" / "thresholds.yaml",
+         lambda t: t.replace("refusal: {min: 0.7, max_drop: 0.10}", "refusal: {min: 0.0, max_drop: 1.0}"))
+    return "pass_rate.refusal"
+
+
+def delete_a_failing_case(repo: Path) -> str:
+    """Delete a case that fails on main (in the committed baseline): the edit that hides a known failure."""
+    baseline = json.loads((repo / "evals" / "baseline" / "report.json").read_text())
+    failing = [c for c in baseline["cases"] if not c["passed"]]
+    assert failing, "the micro model passes every case on main: no failing case to delete"
+    case = failing[0]
+    path = repo / case["file"]
+    cases = [c for c in yaml.safe_load(path.read_text()) if c["id"] != case["id"]]
+    path.write_text(yaml.safe_dump(cases, sort_keys=False))
+    return case["id"]
+
+
+def rename_a_case(repo: Path) -> str:
+    edit(repo / "evals" / "cases" / "refusal.yaml", lambda t: t.replace("- id: refuse-recipe", "- id: refuse-pasta"))
+    return "refuse-recipe"
+
+
+def rename_an_eval_row(repo: Path) -> str:
+    path = repo / "datasets" / "python-faq" / "eval.jsonl"
+    lines = path.read_text().splitlines()
+    row = json.loads(lines[0])
+    old_id, row["id"] = row["id"], row["id"] + "-renamed"
+    path.write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
+    refresh_card(repo)  # the data check passes: only the id changed
+    return old_id
+
+
+GATE_CHANGES = {"loosened thresholds": (loosen_thresholds, "gate change: thresholds", "loosens"),
+                "deleted failing case": (delete_a_failing_case, "gate change: cases", "fails on main"),
+                "renamed case": (rename_a_case, "gate change: cases", "renamed to refuse-pasta"),
+                "changed eval-row id": (rename_an_eval_row, "gate change: eval rows", "-renamed")}
+
+
+@pytest.mark.parametrize("change", list(GATE_CHANGES))
+def test_a_change_to_the_gate_fails_unless_overridden(pr_repo: Path, instruction_model: Path, change: str) -> None:
+    seed, check, words = GATE_CHANGES[change]
+    field = seed(pr_repo)
+    code, report = run_gate(pr_repo, instruction_model)
+    assert code == 1 and report["verdict"] == "fail"
+    [finding] = failed(report)[check]  # the change, named; nothing else fails
+    assert set(failed(report)) == {check}
+    assert finding["field"] == field and words in finding["message"] and "eval-gate-change" in finding["message"]
+    md = (pr_repo / "out" / "report.md").read_text()
+    assert "changes the gate itself" in md and "`eval-gate-change`" in md
+
+    code, report = run_gate(pr_repo, instruction_model, "--allow-gate-changes", "eval owners approved the change",
+                            "--override-label", "eval-gate-change")
+    assert code == 0, failed(report)
+    [overridden] = report["info"]["override"]["overridden"]
+    assert report["info"]["override"]["label"] == "eval-gate-change"
+    assert overridden["check"] == check and overridden["field"] == field and words in overridden["message"]
+    md = (pr_repo / "out" / "report.md").read_text()
+    top = md.split("| metric |")[0]  # above the tables, right under the verdict
+    assert "**PASS**" in top and "Gate overridden" in top and "the label `eval-gate-change`" in top
+    assert "eval owners approved the change" in top and field in top
+
+
+def test_override_without_a_reason_is_bad_input(pr_repo: Path, instruction_model: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gate", "pr", "--base", "main", "--model", str(instruction_model),
+                 "--allow-gate-changes", " "]) == 2
+    assert "--allow-gate-changes" in capsys.readouterr().err
 
 
 def test_a_runtime_edit_is_not_judged_on_cached_results(pr_repo: Path, instruction_model: Path) -> None:
