@@ -14,11 +14,12 @@ one against it (the main pipeline's base-eval and eval stages). Writes report.js
 
 --against judges the endpoint with the same gate against a registry version's own recorded eval
 report (the nightly eval and the Kubernetes probe Jobs): each metric's floor becomes
-max(min, recorded - max_drop) of evals/thresholds.yaml (evals/rule_evals.gate_value). Dataset
-metrics are compared only when measured on the same eval split (sha256) and the same rows; pass
-rates only over the same case ids. What cannot be compared is said in the report and makes the run
-inconclusive (exit 3), never a pass. No `production` alias yet (a first release): the absolute
-floors only, said in the report.
+max(min, recorded - max_drop) of evals/thresholds.yaml (evals/rule_evals.gate_value). The rules
+are llmops/jobs/production_eval.py's, the same as registration's: dataset metrics only on the same
+eval split (sha256) and rows; pass rates over the case ids both ran (a suite with cases production
+did not run gets an `against.pass_rate.<suite>` metric over the common ones, a warning names the
+rest). What cannot be compared is said in the report and makes the run inconclusive (exit 3),
+never a pass. No `production` alias yet (a first release): the absolute floors only, said in the report.
 
 Exit 0 when every gate passed, 1 when a threshold failed (unless --no-gate), 2 for bad input (case
 files, flags, an unreachable endpoint), 3 inconclusive (--against: the recorded eval cannot be
@@ -27,7 +28,6 @@ compared, or there is no registry to read it from).
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -78,8 +78,9 @@ def _split(values: tuple[str, ...]) -> list[str]:
                    "rules (the tuned model must beat it) and write comparison.md beside the report.")
 @click.option("--against", metavar="REF", default=None,
               help="A registry alias or version (e.g. production) whose recorded eval report is the baseline: "
-                   "the max_drop gates apply where it was measured on the same eval split (sha256), rows and "
-                   "case ids; what cannot be compared exits 3 (inconclusive). No such alias: the floors only.")
+                   "the max_drop gates apply where it was measured on the same eval split (sha256) and rows, pass "
+                   "rates over the case ids both ran; what cannot be compared exits 3 (inconclusive). No such "
+                   "alias: the floors only.")
 @click.option("--no-gate", is_flag=True, help="Report only: exit 0 even when a threshold fails.")
 def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_name: str | None,
              api_key: str | None, cases_dir: Path | None, prompts_dir: Path | None, dataset_dir: Path | None,
@@ -90,7 +91,8 @@ def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_n
     """Evaluate an endpoint (or a model folder served locally) with the eval cases and dataset.
 
     Exit codes: 0 every gate passed; 1 a gate failed; 2 bad input; 3 inconclusive (--against: the
-    recorded eval could not be compared on the same eval split, rows or cases, or no registry).
+    recorded eval could not be compared on the same eval split and rows, had nothing in common with
+    this run, or no registry).
     """
     from evals.rule_evals import DEFAULT_THRESHOLDS, run_eval
     from llmops.report import Report
@@ -104,14 +106,28 @@ def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_n
 
     base_report = Report.load(baseline) if baseline else None
     comparable: list[Any] | None = None
+    recorded_base = None  # --against: the comparable part of the recorded eval (llmops/jobs/production_eval.py)
     if against is not None:
         if baseline is not None:
             raise InputError("give --baseline or --against, not both", field="against")
-        recorded_ref, recorded, comparable = recorded_eval(settings, against)
+        from llmops.jobs.production_eval import (
+            comparable_baseline,
+            planned_split,
+            recorded_eval,
+            run_baseline,
+            selected_cases,
+        )
+
+        what, recorded, comparable = recorded_eval(settings, against)
         if recorded is not None:
-            base_report, limit, more = comparable_baseline(
-                recorded, recorded_ref, cases_dir, prompts_dir, dataset_dir, limit, _split(tags), _split(prompt_ids))
+            cases = selected_cases(cases_dir, prompts_dir, _split(tags), _split(prompt_ids))
+            split = planned_split(dataset_dir, limit, recorded) if dataset_dir is not None else None
+            recorded_base, more = comparable_baseline(recorded, what, cases, split, me="this run")
+            recorded_base.info["selected"] = {"tags": _split(tags), "prompt_ids": _split(prompt_ids)}
             comparable += more
+            base_report = run_baseline(recorded_base, cases)
+            if split is not None and "dataset" in recorded_base.info:
+                limit = split["rows"]
     with endpoint_or_served(endpoint, model_dir, backend) as url:
         report = run_eval(
             url, cases_dir, prompts_dir, dataset_dir, model_name,
@@ -122,6 +138,14 @@ def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_n
             model_version=str(model_dir) if model_dir is not None else None,
         )
     if comparable is not None:
+        if recorded_base is not None and base_report is not None:  # suites compared over fewer cases than ran
+            from evals.rule_evals import load_thresholds
+            from llmops.jobs.production_eval import gate_against
+
+            found, judged = gate_against(report, recorded_base, load_thresholds(thresholds_path or DEFAULT_THRESHOLDS),
+                                         "against", who=str(against), skip=list(base_report.metrics))
+            report.metrics.update(judged)
+            comparable += [f for f in found if f.field not in judged]  # a regression is its failed metric
         report.add_check(COMPARABLE_CHECK, comparable, summary=f"baseline: {against}")
     if model_dir is not None:
         report.info["model_dir"] = os.fspath(model_dir)
@@ -146,82 +170,6 @@ def eval_cmd(endpoint: str | None, model_dir: Path | None, backend: str, model_n
             click.echo("inconclusive (exit 3), not a pass:\n  " + "\n  ".join(why) + f"\n  (see {md_path})", err=True)
             raise click.exceptions.Exit(EXIT_INCONCLUSIVE)
         raise GateFailed("eval gates failed:\n  " + "\n  ".join(failed[:12]) + f"\n  (see {md_path})")
-
-
-def recorded_eval(settings: Any, ref: str) -> tuple[str, Any, list[Any]]:
-    """(what it is, the eval report recorded with registry version `ref`, findings). No version with
-    that alias yet (a first release): no report, a warning. An empty registry, or a version with no
-    eval report among its gate reports: no report, an error (inconclusive)."""
-    from llmops.registry import open_registry
-    from llmops.report import Finding, Report
-
-    reg = open_registry(settings)
-    if not reg.versions():
-        return ref, None, [Finding(f"the registry has no version: {ref}'s recorded eval cannot be read, so the "
-                                   "endpoint is judged on the absolute floors only (inconclusive, not a pass)",
-                                   file=str(settings.registry_dir), field="against")]
-    if not ref.isdigit() and ref not in reg.aliases():
-        return ref, None, [Finding(f"no version has the alias {ref!r} yet (a first release): judged on the absolute "
-                                   "floors only", field="against", severity="warning")]
-    mv = reg.get(ref, verify=False)
-    what = f"{ref} (version {mv.version})"
-    for gate in (mv.lineage.get("gates") or {}):
-        path = mv.files / "reports" / gate / "report.json"
-        if path.is_file() and (recorded := Report.load(path)).kind == "eval":
-            recorded.info["recorded_as"] = f"{what}, gate {gate}"
-            return what, recorded, []
-    return what, None, [Finding(f"{what} has no recorded eval report among its gate reports: nothing to compare "
-                                "with (inconclusive)", file=str(mv.files / "reports"), field="against")]
-
-
-def comparable_baseline(recorded: Any, what: str, cases_dir: Path, prompts_dir: Path, dataset_dir: Path | None,
-                        limit: int | None, tags: list[str], prompt_ids: list[str]) -> tuple[Any, int | None, list[Any]]:
-    """(baseline report, row limit, findings): the part of a recorded eval this run can be compared with.
-
-    Pass rates are recomputed from the recorded cases over this run's selected case ids; a suite with a
-    selected case the recorded eval did not run is not compared. Dataset metrics are kept only when the
-    recorded eval split has this split's sha256; the row limit defaults to the recorded row count.
-    Each thing not compared is an error finding (inconclusive)."""
-    from evals.rule_evals import load_cases, select_cases
-    from llmops.files import sha256_file
-    from llmops.report import Finding, Metric, Report
-
-    findings: list[Any] = []
-    base = Report(kind="eval", info={"model_version": what, "selected": {"tags": tags, "prompt_ids": prompt_ids}})
-    outcomes = {c["id"]: bool(c.get("passed")) for c in recorded.cases if "id" in c}
-    by_suite: dict[str, list[str]] = {}
-    for case in select_cases(load_cases(cases_dir, prompts_dir), tags, prompt_ids):
-        by_suite.setdefault(str(case.suite), []).append(case.id)
-    for suite, ids in sorted(by_suite.items()):
-        missing = [i for i in ids if i not in outcomes]
-        if missing:
-            findings.append(Finding(f"pass_rate.{suite}: {len(missing)} of {len(ids)} cases ({', '.join(missing[:3])}"
-                                    f"{', ...' if len(missing) > 3 else ''}) have no outcome in {what}'s eval: "
-                                    "not comparable", field=f"pass_rate.{suite}"))
-            continue
-        base.metrics[f"pass_rate.{suite}"] = Metric(head=sum(outcomes[i] for i in ids) / len(ids))
-    if dataset_dir is not None:
-        split = Path(dataset_dir) / "eval.jsonl"
-        rec = recorded.info.get("dataset") or {}
-        sha = sha256_file(split) if split.is_file() else None
-        rows = rec.get("rows")
-        if not rec.get("sha256") or rec.get("sha256") != sha or not isinstance(rows, int):
-            findings.append(Finding(f"dataset metrics: {what} was measured on eval split "
-                                    f"{str(rec.get('sha256') or 'unknown')[:12]}, this run on {str(sha)[:12]} "
-                                    f"({split}): not comparable", field="dataset"))
-        elif limit is not None and limit != rows:
-            findings.append(Finding(f"dataset metrics: {what} scored {rows} rows, this run --limit {limit}: "
-                                    "not comparable", field="dataset"))
-        else:
-            limit = rows
-            base.info["dataset"] = {"rows": rows, "sha256": sha}
-            for name, m in recorded.metrics.items():
-                if name.startswith("dataset.") and m.head is not None and not math.isnan(m.head):
-                    base.metrics[name] = Metric(head=m.head)
-                elif name.startswith("dataset."):
-                    findings.append(Finding(f"{name}: {what}'s recorded value is missing or NaN: not comparable",
-                                            field=name))
-    return base, limit, findings
 
 
 @click.command("eval-base")

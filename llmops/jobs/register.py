@@ -13,11 +13,12 @@ audit entry; otherwise nothing is registered and the command exits 1.
 A gate report whose metrics are all reported and none judged (every `passed` null) is
 inconclusive, not a pass. Beside promote-if-better, the candidate's rule-based eval (kind "eval":
 the merge pipeline's rule-evals, the main pipeline's eval) and DeepEval reports are judged against
-production's recorded reports of the same kind, measured on the same eval split (sha256) and rows:
+production's recorded reports of the same kind, by the rules `llmops eval --against production`
+applies too (llmops/jobs/production_eval.py): measured on the same eval split (sha256) and rows,
 each pass rate and dataset metric may fall at most its `max_drop` of evals/thresholds.yaml below
-production's (pass rates over the case ids both ran), each DeepEval pass rate at most one row of the
-split. Production without a recorded eval report, or one measured on other rows, is not comparable:
-nothing is registered. Production without a DeepEval report (registered by the main pipeline,
+production's (pass rates over the case ids both ran: a case the merge added is left out, with a
+warning), each DeepEval pass rate at most one row of the split. Production without a recorded eval
+report, or one measured on other rows, is not comparable: nothing is registered. Production without a DeepEval report (registered by the main pipeline,
 which runs none) leaves DeepEval to its absolute floors, said in the report.
 """
 
@@ -31,11 +32,16 @@ from typing import Any
 
 import yaml
 
-from evals.rule_evals import DEFAULT_THRESHOLDS, Gate, Thresholds, gate_value, load_thresholds
+from evals.rule_evals import DEFAULT_THRESHOLDS, load_thresholds
 from governance.audit import audit_event, current_anchor
 from governance.cards import write_cards
 from llmops.errors import GateFailed, InputError
 from llmops.jobs.pipeline import read_spec
+from llmops.jobs.production_eval import (
+    compare_deepeval_with_production,
+    compare_eval_with_production,
+    recorded_report,
+)
 from llmops.lineage import build_lineage
 from llmops.prompts import load_prompt
 from llmops.registry import open_registry
@@ -111,99 +117,6 @@ def _reports_of_kind(paths: Mapping[str, Path], kind: str) -> tuple[str, Report]
         if path.is_file() and (rep := Report.load(path)).kind == kind:
             return name, rep
     return None
-
-
-def _same_split(candidate: Report, recorded: Report, what: str, where: str) -> Finding | None:
-    """An error when the two reports were not measured on the same eval split and rows."""
-    mine, theirs = candidate.info.get("dataset") or {}, recorded.info.get("dataset") or {}
-    if not mine.get("sha256") or mine.get("sha256") != theirs.get("sha256"):
-        return Finding(f"{where}: production ({what}) was measured on eval split "
-                       f"{str(theirs.get('sha256') or 'unknown')[:12]}, the candidate on "
-                       f"{str(mine.get('sha256') or 'unknown')[:12]}: not comparable", field=f"{where}.dataset")
-    # eval reports keep the row count under info.dataset, DeepEval's under info
-    rows = (mine.get("rows", candidate.info.get("rows")), theirs.get("rows", recorded.info.get("rows")))
-    if rows[0] is None or rows[0] != rows[1]:
-        return Finding(f"{where}: production ({what}) scored {rows[1]} rows of the eval split, the "
-                       f"candidate {rows[0]}: not comparable", field=f"{where}.dataset.rows")
-    return None
-
-
-def _judge(findings: list[Finding], metrics: dict[str, Metric], key: str, gate: Gate, head: float,
-           base: float, note: str = "") -> None:
-    metric = gate_value(gate, head, base)
-    metrics[key] = metric
-    if not metric.passed:
-        findings.append(Finding(f"{key}: {head:.4f} vs production {base:.4f}{note}, below the floor "
-                                f"{metric.threshold:.4f} (production - max_drop): a regression", field=key))
-
-
-def compare_eval_with_production(candidate: Report, recorded: Report, what: str, thresholds: Thresholds,
-                                 where: str = "eval") -> tuple[list[Finding], dict[str, Metric]]:
-    """The rule-based eval against production's recorded one: each metric at most its `max_drop` below
-    production's; pass rates over the case ids both ran, dataset metrics only on the same split and rows."""
-    findings: list[Finding] = []
-    metrics: dict[str, Metric] = {}
-    if (bad := _same_split(candidate, recorded, what, where)) is not None:
-        findings.append(bad)
-    else:
-        for name, m in sorted(candidate.metrics.items()):
-            base = recorded.metrics.get(name)
-            if not name.startswith("dataset.") or m.head is None:
-                continue
-            if base is None or base.head is None or math.isnan(base.head):
-                findings.append(Finding(f"{where}.{name}: production's recorded value is missing or NaN: not "
-                                        "comparable", field=f"{where}.{name}"))
-                continue
-            gate = Gate(max_drop=thresholds.for_metric(name).max_drop)
-            if gate.max_drop is not None:
-                _judge(findings, metrics, f"{where}.{name}", gate, m.head, base.head)
-    theirs = {c["id"]: c for c in recorded.cases if "id" in c}
-    suites: dict[str, list[tuple[bool, bool]]] = {}
-    for case in candidate.cases:
-        if case.get("id") in theirs and theirs[case["id"]].get("suite") == case.get("suite"):
-            suites.setdefault(str(case.get("suite")), []).append((bool(case.get("passed")),
-                                                                 bool(theirs[case["id"]].get("passed"))))
-    for name in sorted(n for n in candidate.metrics if n.startswith("pass_rate.")):
-        pairs = suites.get(name.removeprefix("pass_rate."))
-        if not pairs:
-            findings.append(Finding(f"{where}.{name}: no case in common with production's eval: judged on its "
-                                    "absolute floor only", field=f"{where}.{name}", severity="warning"))
-            continue
-        gate = Gate(max_drop=thresholds.for_metric(name).max_drop)
-        if gate.max_drop is not None:
-            _judge(findings, metrics, f"{where}.{name}", gate, sum(a for a, _ in pairs) / len(pairs),
-                   sum(b for _, b in pairs) / len(pairs), f" (over the {len(pairs)} cases both ran)")
-    return findings, metrics
-
-
-def compare_deepeval_with_production(candidate: Report, recorded: Report, what: str,
-                                     where: str = "deepeval") -> tuple[list[Finding], dict[str, Metric]]:
-    """DeepEval pass rates against production's recorded ones on the same split and rows: each may fall at
-    most one row of the split (the margin evals/thresholds.yaml gives its floors: one case)."""
-    if (bad := _same_split(candidate, recorded, what, where)) is not None:
-        return [bad], {}
-    findings: list[Finding] = []
-    metrics: dict[str, Metric] = {}
-    rows = int((candidate.info.get("dataset") or {}).get("rows") or candidate.info.get("rows") or 0)
-    if rows <= 0:
-        return [Finding(f"{where}: the candidate's report records no row count", field=f"{where}.rows")], {}
-    gate = Gate(max_drop=1.0 / rows)
-    for name, m in sorted(candidate.metrics.items()):
-        base = recorded.metrics.get(name)
-        if not name.endswith(".pass_rate") or m.head is None:
-            continue
-        if base is None or base.head is None or math.isnan(base.head):
-            findings.append(Finding(f"{where}.{name}: production recorded no value (a metric it did not run): "
-                                    "judged on its absolute floor only", field=f"{where}.{name}", severity="warning"))
-            continue
-        _judge(findings, metrics, f"{where}.{name}", gate, m.head, base.head, f" ({rows} rows)")
-    return findings, metrics
-
-
-def recorded_gate_reports(reg: Any, version: str) -> dict[str, Path]:
-    """{gate: report.json} that a registered version carries (`reports/<gate>/` among its files)."""
-    mv = reg.get(version)
-    return {gate: mv.files / "reports" / gate / "report.json" for gate in (mv.lineage.get("gates") or {})}
 
 
 def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *, neutral: bool = False) -> Report:
@@ -298,19 +211,18 @@ def register_candidate(settings: Settings, pipeline_dir: Path, out_dir: Path, *,
 def _against_production(settings: Settings, reg: Any, production: str, pipeline_dir: Path, spec: Any,
                         metrics: dict[str, Metric]) -> list[Finding]:
     """Findings (and metrics, added to `metrics`) of the candidate's eval and DeepEval reports against
-    production's recorded ones; see the module's docstring."""
+    production's recorded ones, by llmops/jobs/production_eval.py's rules; see the module's docstring."""
     thresholds = load_thresholds(settings.root / "evals" / "thresholds.yaml"
                                  if (settings.root / "evals" / "thresholds.yaml").is_file() else DEFAULT_THRESHOLDS)
     mine = {name: pipeline_dir / name / (s.report or "") for name, s in spec.stages.items()
             if s.report and name != "register"}
-    theirs = recorded_gate_reports(reg, production)
     what = f"version {production}"
     findings: list[Finding] = []
     for kind in ("eval", "deepeval"):
         cand = _reports_of_kind(mine, kind)
         if cand is None:
             continue  # this pipeline runs no such stage
-        rec = _reports_of_kind(theirs, kind)
+        _, rec = recorded_report(reg, production, kind, verify=True)
         if rec is None:
             findings.append(Finding(
                 f"{cand[0]}: production ({what}) has no recorded {kind} report: not comparable"
@@ -319,8 +231,8 @@ def _against_production(settings: Settings, reg: Any, production: str, pipeline_
                 "without one): judged on the absolute floors only", field=cand[0],
                 severity="error" if kind == "eval" else "warning"))
             continue
-        found, judged = (compare_eval_with_production(cand[1], rec[1], what, thresholds, cand[0]) if kind == "eval"
-                         else compare_deepeval_with_production(cand[1], rec[1], what, cand[0]))
+        found, judged = (compare_eval_with_production(cand[1], rec, what, thresholds, cand[0]) if kind == "eval"
+                         else compare_deepeval_with_production(cand[1], rec, what, cand[0]))
         findings += found
         metrics.update(judged)
     return findings

@@ -12,12 +12,8 @@ import pytest
 from evals.rule_evals import load_thresholds
 from llmops.errors import GateFailed, InputError
 from llmops.jobs.pipeline import PipelineSpec, load_pipeline, load_pipelines, write_spec
-from llmops.jobs.register import (
-    compare_deepeval_with_production,
-    compare_eval_with_production,
-    gate_outcome,
-    register_candidate,
-)
+from llmops.jobs.production_eval import compare_deepeval_with_production, compare_eval_with_production
+from llmops.jobs.register import gate_outcome, register_candidate
 from llmops.prompts import load_prompt
 from llmops.registry import Registry
 from llmops.report import Metric, Report
@@ -198,6 +194,29 @@ def test_eval_against_production_passes_within_max_drop_and_refuses_other_rows()
     findings, _ = compare_eval_with_production(eval_report(0.2, dict.fromkeys(ids, True)), nan, "version 1",
                                                thresholds, "rule-evals")
     assert any("missing or NaN" in f.message and f.severity == "error" for f in findings)
+
+
+def test_a_case_the_merge_added_is_left_out_and_nothing_in_common_is_not_comparable() -> None:
+    """The rule `llmops eval --against` shares (llmops/jobs/production_eval.py): pass rates over the case ids both
+    ran. A new case that fails does not block registration; a regression on the common cases does."""
+    thresholds = load_thresholds(Path(__file__).parents[2] / "evals" / "thresholds.yaml")
+    ids = [f"q{i}" for i in range(17)]
+    production = eval_report(0.144, dict.fromkeys(ids, True))
+    findings, metrics = compare_eval_with_production(eval_report(0.144, {**dict.fromkeys(ids, True), "q17": False}),
+                                                     production, "version 1", thresholds, "rule-evals")
+    assert [f for f in findings if f.severity == "error"] == []
+    assert metrics["rule-evals.pass_rate.quality"].head == 1.0 and metrics["rule-evals.pass_rate.quality"].passed
+    assert any("1 only the candidate ran (q17)" in f.message and f.severity == "warning" for f in findings)
+    findings, metrics = compare_eval_with_production(eval_report(0.144, {**{i: n >= 3 for n, i in enumerate(ids)},
+                                                                         "q17": True}),
+                                                     production, "version 1", thresholds, "rule-evals")
+    assert metrics["rule-evals.pass_rate.quality"].passed is False  # 14/17 on the common cases
+    # Nothing in common at all (other cases, no dataset metric recorded): an error, never a pass.
+    bare = eval_report(0.144, dict.fromkeys(ids, True))
+    bare.metrics = {k: v for k, v in bare.metrics.items() if not k.startswith("dataset.")}
+    findings, metrics = compare_eval_with_production(eval_report(0.2, {"other": True}), bare, "version 1",
+                                                     thresholds, "rule-evals")
+    assert metrics == {} and any("nothing compared" in f.message and f.severity == "error" for f in findings)
 
 
 def deepeval_report(rouge1_passes: int, rows: int = 33, split: str = SPLIT) -> Report:

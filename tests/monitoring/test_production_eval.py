@@ -179,3 +179,32 @@ def test_no_production_yet_is_floors_only_and_no_registry_is_inconclusive(endpoi
     assert code == 0
     (check,) = [c for c in report["checks"] if c["name"] == "comparable with the recorded eval"]
     assert check["passed"] and "absolute floors only" in check["findings"][0]["message"]
+
+
+def test_a_case_production_did_not_run_is_left_out_of_the_drop_gate(endpoint: Any, world: dict[str, Path]) -> None:
+    """Production was measured before refuse-3 was added: the refusal suite is compared over the three
+    cases both ran (llmops/jobs/production_eval.py), the new case counts only against the floor."""
+    url, app = endpoint
+    (world["cases"] / "gate.yaml").write_text(yaml.safe_dump(CASES[:-1], sort_keys=False))
+    register_production(world, url)
+    (world["cases"] / "gate.yaml").write_text(yaml.safe_dump(CASES, sort_keys=False))  # a merge added refuse-3
+
+    code, report = run_nightly(url, world, "added-case")
+    assert code == 0, report["checks"]
+    (check,) = [c for c in report["checks"] if c["name"] == "comparable with the recorded eval"]
+    assert check["passed"] and any("compared over the 3 cases both ran" in f["message"] and "refuse-3" in f["message"]
+                                   for f in check["findings"])
+    assert report["metrics"]["against.pass_rate.refusal"]["passed"] is True
+    assert report["metrics"]["pass_rate.refusal"]["base"] is None  # its 4 cases are not production's 3
+
+    app.state.broken = {OUT_OF_SCOPE[3]}  # only the new case fails: production never ran it, no regression
+    code, report = run_nightly(url, world, "new-case-fails")
+    assert code == 0 and report["metrics"]["pass_rate.refusal"]["head"] == 0.75
+
+    app.state.broken = {OUT_OF_SCOPE[1]}  # a case production passed: 2/3 is below 1.0 - max_drop
+    code, report = run_nightly(url, world, "old-case-fails")
+    app.state.broken = set()
+    assert code == 1
+    against = report["metrics"]["against.pass_rate.refusal"]
+    assert against["head"] == pytest.approx(2 / 3) and against["base"] == 1.0 and against["passed"] is False
+    assert report["metrics"]["pass_rate.refusal"]["passed"] is True  # 0.75: above its absolute floor
