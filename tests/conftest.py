@@ -22,6 +22,24 @@ os.environ.pop("LLMOPS_REGISTRY_URI", None)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+PIPELINE_REPO_PARTS = ("prompts", "datasets", "training/config.yaml", "pyproject.toml", "governance",
+                       "evals/thresholds.yaml")
+
+
+def copy_repo_parts(dest: Path, parts: tuple[str, ...] = PIPELINE_REPO_PARTS) -> Path:
+    """A copy of these files and folders of the repository under `dest` (the pipeline tests' checkout)."""
+    import shutil
+
+    for rel in parts:
+        src = REPO_ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
 def report_only_thresholds(path: Path) -> Path:
     """evals/thresholds.yaml with every floor and max_drop off, written to `path`: for micro models,
     which cannot meet the floors set from the real default model (tests of the machinery, not of

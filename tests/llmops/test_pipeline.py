@@ -11,6 +11,7 @@ from llmops.errors import GateFailed, InputError
 from llmops.jobs.pipeline import load_pipeline, load_pipelines, run_pipeline, write_spec
 from llmops.jobs.register import compare_with_production, register_candidate
 from llmops.settings import Settings
+from tests.conftest import copy_repo_parts
 
 SPEC = """\
 pipelines:
@@ -31,15 +32,8 @@ pipelines:
 
 
 @pytest.fixture
-def repo(tmp_path: Path, repo_root: Path) -> Path:
-    root = tmp_path / "repo"
-    for rel in ("prompts", "datasets", "training/config.yaml", "pyproject.toml", "governance", "evals/thresholds.yaml"):
-        src = repo_root / rel
-        if src.is_dir():
-            shutil.copytree(src, root / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / rel)
+def repo(tmp_path: Path) -> Path:
+    root = copy_repo_parts(tmp_path / "repo")
     (root / "pipeline.yaml").write_text(SPEC)
     return root
 

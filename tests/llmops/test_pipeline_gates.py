@@ -4,7 +4,6 @@ stage, and the eval and DeepEval reports judged against production's recorded on
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from llmops.registry import Registry
 from llmops.report import Metric, Report
 from llmops.settings import Settings
 from serving.export import MIN_PARITY_PROMPTS, parity_prompts
+from tests.conftest import PIPELINE_REPO_PARTS, copy_repo_parts
 
 SPLIT = "5" * 64
 
@@ -102,17 +102,8 @@ def test_the_merge_pipeline_gates_on_the_leakage_canary_check(repo_root: Path) -
 
 
 @pytest.fixture
-def repo(tmp_path: Path, repo_root: Path) -> Path:
-    root = tmp_path / "repo"
-    for rel in ("prompts", "datasets", "training/config.yaml", "pyproject.toml", "governance", "evals/thresholds.yaml",
-                "pipeline.yaml"):
-        src = repo_root / rel
-        if src.is_dir():
-            shutil.copytree(src, root / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / rel)
-    return root
+def repo(tmp_path: Path) -> Path:
+    return copy_repo_parts(tmp_path / "repo", (*PIPELINE_REPO_PARTS, "pipeline.yaml"))
 
 
 def passed_merge_folder(repo: Path, tmp_path: Path, *, rule_evals: Report) -> Path:
