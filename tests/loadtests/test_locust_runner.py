@@ -72,11 +72,20 @@ def test_csv_alone_gives_the_same_verdict(passing_run):
     report, out = passing_run
     from_csv = evaluate(load_slo(DEFAULT_SLO), parse_stats_csv(out / "locust_stats.csv"), samples=[])
     assert from_csv.info["ttft_tps_source"] == "csv" and from_csv.passed
-    for name in ("p95_latency_ms", "ttft_p95_ms", "tokens_per_s"):
-        exact, rounded = report.metrics[name].head, from_csv.metrics[name].head
-        # Same quantity, different estimator: locust's histogram keeps 2 significant digits and takes
-        # the nearest rank, the samples interpolate; a wrong row or column would be off by far more.
-        assert rounded == pytest.approx(exact, rel=0.5, abs=5), name
+    # Same quantity, different estimator: locust's histogram keeps 2 significant digits and takes a
+    # nearest rank, the samples interpolate. With a few dozen samples and a long tail the two p95s can
+    # be far apart (39 against 25 ms in one CI run), so the CSV's value is checked against the samples'
+    # own order statistics: within [p90, max], widened by the rounding. Another row or column (p50,
+    # the TPS row, the stream's whole latency) falls outside.
+    samples = read_samples(out / "samples.jsonl")
+    observed = {"p95_latency_ms": [s["latency_ms"] for s in samples if s["task"] == "chat" and s["ok"]],
+                "ttft_p95_ms": [s["ttft_ms"] for s in samples if s.get("ttft_ms") is not None]}
+    for name, values in observed.items():
+        rounded = from_csv.metrics[name].head
+        low, high = percentile(values, 90), max(values)
+        assert low * 0.95 - 1 <= rounded <= high * 1.05 + 1, (name, rounded, low, high)
+    exact, rounded = report.metrics["tokens_per_s"].head, from_csv.metrics["tokens_per_s"].head
+    assert rounded == pytest.approx(exact, rel=0.5), "tokens_per_s"
 
 
 def test_parser_rejects_what_is_not_a_locust_csv(tmp_path):
