@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -114,9 +115,10 @@ class RateLimitMiddleware:
     last byte), get a 429."""
 
     def __init__(self, app: Any, rate: Any, prefix: str = "/v1/", max_concurrent: int | None = None,
-                 token_rate: Any = None) -> None:
+                 token_rate: Any = None, on_reject: Callable[[str], None] | None = None) -> None:
         self.app, self.rate, self.prefix, self.max_concurrent = app, rate, prefix, max_concurrent
         self.token_rate = token_rate
+        self.on_reject = on_reject  # called with the 429's code (a metric of the server that mounts this)
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.active: dict[str, int] = {}
 
@@ -137,14 +139,17 @@ class RateLimitMiddleware:
             response = error_json(429, f"{self.max_concurrent} requests of this client are already in flight; "
                                        "retry when one has finished", "rate_limit_error",
                                   code="concurrency_limit_exceeded", headers={"Retry-After": "1"})
+            self._rejected("concurrency_limit_exceeded")
             await response(scope, receive, send)
             return
-        over = None if self.rate is None else self._over(self.rate, who, 1, "rate", "rate_limit_exceeded")
+        code = "rate_limit_exceeded"
+        over = None if self.rate is None else self._over(self.rate, who, 1, "rate", code)
         if over is None and self.token_rate is not None and scope.get("method") == "POST":
             body, receive = await read_body(receive)
-            over = self._over(self.token_rate, who, estimated_tokens(body or b""), "token",
-                              "token_rate_limit_exceeded")
+            code = "token_rate_limit_exceeded"
+            over = self._over(self.token_rate, who, estimated_tokens(body or b""), "token", code)
         if over is not None:
+            self._rejected(code)
             await over(scope, receive, send)
             return
         self.active[who] = self.active.get(who, 0) + 1
@@ -154,6 +159,11 @@ class RateLimitMiddleware:
             self.active[who] -= 1
             if not self.active[who]:
                 del self.active[who]
+
+
+    def _rejected(self, code: str) -> None:
+        if self.on_reject is not None:
+            self.on_reject(code)
 
 
 class BodyCapMiddleware:

@@ -185,7 +185,8 @@ def create_gateway(settings: Settings | None = None, options: GatewayOptions | N
     rate = parse_rate(options.rate_limit)
     if rate is not None:
         front = RateLimitMiddleware(front, rate, max_concurrent=DEFAULT_MAX_CONCURRENT,
-                                    token_rate=parse_rate(options.token_rate_limit))
+                                    token_rate=parse_rate(options.token_rate_limit),
+                                    on_reject=lambda code: gw.metrics.rejected.labels(code).inc())
     return BodyCapMiddleware(front, options.max_body_bytes)  # the gateway buffers a body to retry it
 
 

@@ -11,6 +11,7 @@
                                                           streamed ones included
     llmops_gateway_retries_total{from_colour,to_colour}
     llmops_gateway_client_errors_total                    what clients saw fail
+    llmops_gateway_rejected_total{code}                   429s of the gateway's own per-client limits
     llmops_gateway_weight_percent{colour}, llmops_gateway_worker_up{colour}
 
 A failed attempt counts as an error of its colour even when the retry on the other colour
@@ -59,6 +60,8 @@ class GatewayMetrics:
                                ["from_colour", "to_colour"], registry=r)
         self.client_errors = Counter("llmops_gateway_client_errors", "Requests that failed for the client",
                                      registry=r)
+        self.rejected = Counter("llmops_gateway_rejected", "Requests the gateway's own limits answered with a 429, "
+                                "by code (rate, token rate, concurrency)", ["code"], registry=r)
         self.weight = Gauge("llmops_gateway_weight_percent", "Traffic weight by colour", ["colour"], registry=r)
         self.up = Gauge("llmops_gateway_worker_up", "1 when the colour's worker answers /readyz", ["colour"],
                         registry=r)

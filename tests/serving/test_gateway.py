@@ -291,3 +291,24 @@ def test_preview_refusing_requests_the_stable_colour_serves_fails_the_measuremen
     assert m.verdict == verdict, m.reasons
     if verdict == "fail":
         assert len(m.reasons) == 1 and "4xx rate" in m.reasons[0] and m.client_error_rate > 0.25
+
+
+def test_the_gateways_own_429s_are_counted(tmp_path):
+    """Over a per-client limit: a 429 with Retry-After, and llmops_gateway_rejected_total{code} counts it."""
+    from llmops.launch import running_app
+    from llmops.settings import Settings
+    from serving.gateway.app import create_gateway
+    from serving.gateway.core import GatewayOptions
+
+    app = create_gateway(Settings(home=tmp_path), GatewayOptions(auth="off", rate_limit="2/minute",
+                                                                 health_interval=3600, keep_workers=True))
+    gw = app
+    while not hasattr(gw, "gw"):
+        gw = gw.app
+    with running_app(app, lifespan="on", timeout=30, what="the gateway") as url:
+        answers = [httpx.get(url + "/v1/models", timeout=10) for _ in range(3)]
+    assert [r.status_code for r in answers[:2]] != [429, 429] and answers[2].status_code == 429
+    assert int(answers[2].headers["retry-after"]) >= 1
+    assert answers[2].json()["error"]["code"] == "rate_limit_exceeded"
+    text = gw.gw.metrics.render().decode()
+    assert 'llmops_gateway_rejected_total{code="rate_limit_exceeded"} 1.0' in text
