@@ -220,10 +220,10 @@ class Controller:
 
     # -- pre-promotion --
     def pre_promotion(self, preview_url: str, stable_url: str | None, version: str,
-                      served: dict[str, Any] | None = None) -> list[str]:
+                      served: dict[str, Any]) -> list[str]:
         """Failures of the pre-promotion analysis (empty: passed). Every check runs for real.
         `served`: {"preview": Prompt, "stable": Prompt | None}, the prompts the two versions serve
-        (default: the preview's version in the registry; no stable baseline on the chat route)."""
+        (no stable prompt: no baseline on the chat route)."""
         import httpx
 
         failures: list[str] = []
@@ -239,8 +239,6 @@ class Controller:
         root = self.settings.root
         gates = root / self.cfg.pre_promotion.thresholds  # an absolute path stays absolute
         bearer = self.bearer()
-        if served is None:
-            served = {"preview": served_prompt(open_registry(self.settings), version), "stable": None}
         checks = [(name, tags, route) for route in ("completions", "chat")
                   for name, tags in (("golden", self.cfg.pre_promotion.golden_tags),
                                      ("safety", self.cfg.pre_promotion.safety_tags))]
