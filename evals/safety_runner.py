@@ -1,7 +1,7 @@
 """The safety suite: attack sets (evals/safety/*.yaml) against any OpenAI-compatible endpoint.
 
     llmops safety --endpoint http://127.0.0.1:8000
-    llmops safety --model .llmops/runs/export/v1/fp32 --guards
+    llmops safety --model .llmops/runs/export/v1/fp32   # served on loopback with its guards, unless LLMOPS_GUARDS=0
 
 Each attack item is sent as one chat request (or, for malformed items, as the raw body it
 holds). Its outcome is one of:

@@ -54,8 +54,8 @@ def safety(endpoint: str | None, model_dir: Path | None, backend: str, model_nam
         report = run_safety(url, safety_dir or SAFETY_DIR, thresholds_path or DEFAULT_THRESHOLDS, **kwargs)
         if heldout_dir is not None:
             add_heldout(report, run_safety(url, heldout_dir, thresholds_path or DEFAULT_THRESHOLDS, **kwargs))
-    if model_dir is not None:
-        report.info["model_dir"] = str(model_dir)
+    if model_dir is not None:  # served here: say whether the guards were in front of it (LLMOPS_GUARDS)
+        report.info.update(model_dir=str(model_dir), guards="on" if settings.guards else "off")
     json_path, md_path = report.write(out_dir)
     click.echo(summary_table(report))
     click.echo(f"wrote {json_path} and {md_path}")
