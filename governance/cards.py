@@ -88,7 +88,7 @@ def safety_section(safety: dict[str, Any]) -> list[str]:
     """Markdown lines: the held-out rates first, labelled as such, then the tuning sets' rates, labelled
     as the sets the detectors were tuned on (optimistic); with no held-out run, a line says so."""
     if not safety:
-        return ["No safety suite ran for this version (registered by the main job, not the merge pipeline)."]
+        return ["No safety suite ran for this version: its pipeline had no safety stage, so nothing here says it is safe."]
     heldout = {k.removeprefix(HELDOUT_PREFIX): v for k, v in safety.items() if k.startswith(HELDOUT_PREFIX)}
     tuning = {k.removeprefix("safety."): v for k, v in safety.items() if not k.startswith(HELDOUT_PREFIX)}
     lines = ["**Held-out sets** (`evals/safety/heldout/`: attacks and benign questions the guards were **not** "
