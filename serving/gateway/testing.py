@@ -110,11 +110,19 @@ class TrafficLoop:
         return min(firsts) if firsts else None
 
 
-def bench_gateway(gateway_url: str, worker_url: str, n: int = 300, path: str = "/v1/models") -> dict[str, Any]:
+def bench_gateway(gateway_url: str, worker_url: str, n: int = 300, path: str = "/v1/models",
+                  token: str | None = None) -> dict[str, Any]:
     """Added latency of the gateway: the same request to the worker directly and through the gateway,
-    interleaved (so both see the same machine load), one client connection each; ms."""
+    interleaved (so both see the same machine load), one client connection each; ms. The worker is
+    called with the gateway's own token (`token`, default <home>/gateway/worker.token), as the
+    gateway calls it."""
+    from llmops.settings import Settings
+    from serving.gateway.admin import worker_token
+
+    token = token or worker_token(Settings.load())
+    auth = {"authorization": f"Bearer {token}"} if token else {}
     direct, through = [], []
-    with httpx.Client(base_url=worker_url) as d, httpx.Client(base_url=gateway_url) as g:
+    with httpx.Client(base_url=worker_url, headers=auth) as d, httpx.Client(base_url=gateway_url) as g:
         for client in (d, g):  # warm the connections
             for _ in range(20):
                 client.get(path).raise_for_status()
