@@ -21,6 +21,7 @@ import random
 import time
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 
 from llmops.errors import InputError
@@ -81,6 +82,8 @@ class Gateway(Routing):
         self.metrics = GatewayMetrics()
         self.lock = asyncio.Lock()  # one admin change at a time
         self.client: Any = None
+        """httpx, for the health checks and readiness waits; the proxy's requests go by `upstream`."""
+        self.upstream: Any = None
         self.rng = random.Random()
         self.auth = AdminAuth(settings)
         self.worker_token = ""
@@ -93,6 +96,13 @@ class Gateway(Routing):
         (self.dir / "logs").mkdir(exist_ok=True)
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(connect=2.0, read=300.0, write=30.0, pool=10.0),
                                         limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+        # No cookie jar: one worker's Set-Cookie must never ride on another client's request. An idle
+        # connection is dropped after 4 s, before uvicorn's 5 s keep-alive closes it at the worker.
+        # `connect` is the wait for a pooled connection plus the connect itself, as httpx's pool + connect.
+        self.upstream = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=4.0),
+            timeout=aiohttp.ClientTimeout(total=None, connect=12.0, sock_connect=2.0, sock_read=300.0),
+            cookie_jar=aiohttp.DummyCookieJar())
         if self.auth.policy.local_role is not None:
             self.auth.local_token = ensure_local_token(self.dir)
         self.worker_token = ensure_worker_token(self.dir)
@@ -110,6 +120,8 @@ class Gateway(Routing):
             task.cancel()
         if self.client is not None:
             await self.client.aclose()
+        if self.upstream is not None:
+            await self.upstream.close()
         if not self.opts.keep_workers:
             for colour, worker in self.workers.items():
                 if worker is not None:
