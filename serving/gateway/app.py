@@ -210,5 +210,7 @@ def run_gateway(settings: Settings | None = None, options: GatewayOptions | None
     options = options or GatewayOptions()
     options.allow_faults = options.allow_faults or (settings or Settings.load()).allow_faults
     install_log_redaction(logging.getLogger("uvicorn"))
+    # uvloop and httptools (uvicorn's fast loop and parser): with them the gateway added p50 0.71-0.93 ms
+    # on the bench against 1.05-1.79 ms with asyncio's loop and h11, in the same run on a loaded 2-core machine.
     uvicorn.run(create_gateway(settings, options), host=options.host, port=options.port, log_level="warning",
-                access_log=False)
+                access_log=False, loop="uvloop", http="httptools")
