@@ -7,7 +7,7 @@
 
 Each colour is a worker process, the plain single-model server (serving/app.py), in its own
 session, so a bad version cannot take the good one down and a gateway crash does not take either.
-The gateway proxies with one httpx.AsyncClient (SSE passed through chunk by chunk), retries a
+The gateway proxies with one aiohttp.ClientSession (SSE passed through chunk by chunk), retries a
 failed request once on the other colour, keeps per-colour metrics, and takes weight changes,
 loads, promotions and rollbacks through an authenticated, audited admin API.
 
