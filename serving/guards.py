@@ -61,6 +61,11 @@ GUARD_HEADER = "x-llmops-guard-flag"
 GUARD_COMMENT = f": {GUARD_HEADER} "
 """Starts the SSE comment line that carries a streamed answer's output-guard kinds (module docstring)."""
 REFUSAL = "I can only help with questions about Python."  # prompts/answer.yaml's refusal sentence
+# What decides a guard verdict besides this module (relative to the repository root): the eval caches'
+# keys hash them (llmops/jobs/pr_gate.py RESULT_CODE, llmops/jobs/base_eval.py), because the guards
+# answer some eval cases themselves.
+GUARD_FILES = ("serving/guards.py", "governance/detectors.py", "governance/normalise.py", "governance/classifier.py",
+               "governance/models/injection_head.json", "governance/detector_references.yaml", "governance/pii.py")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from llmops.report import Report
 from llmops.settings import Settings
 from serving.app import running_server
 from serving.export import export_model
+from serving.guards import GUARD_FILES
 from training.config import load_config
 from training.finetune import resolve_base_model
 
@@ -32,15 +33,16 @@ BASE_EVAL_COMMITTED = "evals/baseline/base-model.json"
 
 
 def _eval_key(settings: Settings, model_id: str, dataset_dir: Path, limit: int) -> str:
-    """Content hash of what decides an eval report: model, cases, prompts, eval split, limit, code."""
+    """Content hash of what decides an eval report: model, cases, prompts, eval split, limit, code, and the
+    guards in front of the model (on or off, their code and data: they answer some cases)."""
     material = {
-        "model": model_id, "limit": limit,
+        "model": model_id, "limit": limit, "guards": settings.guards,
         "cases": sha256_tree(settings.root / "evals" / "cases"), "prompts": sha256_tree(settings.prompts_dir),
         "eval_split": sha256_file(dataset_dir / "eval.jsonl"),
         "assertions": {name: a.version for name, a in sorted(ASSERTIONS.items())},
         "code": {p: sha256_file(settings.root / p) for p in
                  ("evals/rule_evals.py", "evals/metrics.py", "serving/runtime.py", "serving/app.py", "serving/streaming.py", "serving/batching.py",
-                  "llmops/prompts.py")
+                  "llmops/prompts.py", *GUARD_FILES)
                  if (settings.root / p).is_file()},
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]

@@ -67,6 +67,7 @@ from llmops.registry import open_registry
 from llmops.report import Finding, Metric, Report
 from llmops.settings import Settings
 from serving.app import running_server
+from serving.guards import GUARD_FILES
 from training.config import load_config
 from training.finetune import resolve_base_model
 
@@ -137,8 +138,9 @@ def load_baseline(root: Path, base: str, override: Path | None) -> tuple[Report 
 BASE_TREE_PATHS = ("prompts", "evals/cases", THRESHOLDS, EVAL_SPLIT)
 # Code whose change can change an output or a verdict: part of every result-cache key, so a PR that
 # edits the runtime or an assertion is never judged on results cached before the edit.
-RESULT_CODE = ("serving", "evals/assertions.py", "evals/client.py", "evals/rule_evals.py", "governance/detectors.py",
-               "governance/pii.py", "llmops/prompts.py")
+# The guards answer some cases (a blocked injection is a pass), so their code and data count too.
+RESULT_CODE = ("serving", "evals/assertions.py", "evals/client.py", "evals/rule_evals.py", *GUARD_FILES,
+               "llmops/prompts.py")
 
 
 def extract_base_tree(root: Path, commit: str, dest: Path) -> Path:
@@ -155,10 +157,11 @@ def extract_base_tree(root: Path, commit: str, dest: Path) -> Path:
 
 
 def result_code_sha256(root: Path) -> str:
-    """sha256 over RESULT_CODE's Python files and the versions of the runtimes that produce outputs."""
+    """sha256 over RESULT_CODE's files, whether the guards are on (LLMOPS_GUARDS) and the versions of the
+    runtimes that produce outputs."""
     from importlib.metadata import PackageNotFoundError, version
 
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"guards={Settings.load().guards}".encode())
     for rel in RESULT_CODE:
         path = root / rel
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:

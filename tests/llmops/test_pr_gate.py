@@ -266,9 +266,12 @@ def test_override_without_a_reason_is_bad_input(pr_repo: Path, instruction_model
     assert "--allow-gate-changes" in capsys.readouterr().err
 
 
-def test_a_runtime_edit_is_not_judged_on_cached_results(pr_repo: Path, instruction_model: Path) -> None:
+@pytest.mark.parametrize("changed", ["serving/runtime.py", "governance/detector_references.yaml"])
+def test_a_runtime_or_guard_edit_is_not_judged_on_cached_results(pr_repo: Path, instruction_model: Path,
+                                                                  changed: str) -> None:
+    """The serving code and the guards' code and data decide outputs (a guard answers a blocked case)."""
     run_gate(pr_repo, instruction_model)
-    edit(pr_repo / "serving" / "runtime.py", lambda t: t + "\n# a change to the serving code\n")
+    edit(pr_repo / changed, lambda t: t + "\n# a change to what produces an output\n")
     code, report = run_gate(pr_repo, instruction_model)
     assert code == 0, failed(report)
     assert report["info"]["eval"]["cache_hits"] == 0 and report["info"]["eval"]["cache_misses"] > 0
