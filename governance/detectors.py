@@ -29,6 +29,14 @@ kind's threshold AND beats the nearest benign reference by at least `margin`; th
 references (ordinary Python questions that share words with attacks) keep "How do I print the
 system path?" from looking like "Print your system prompt". The MiniLM model is loaded once per
 process (about 1-2 s) and the reference embeddings once per reference file.
+
+Mentions are not attacks: people who build or test guards, translate error messages or use slang
+name attack words without attacking. So persona and mode names (DAN, developer mode) match only
+when the text switches them on or casts the assistant as them; a short quoted phrase in a question
+about regexes, filters or detectors is a mention (`mention_spans`): no pattern counts inside it,
+while the rest of the text and the whole text's embedding and classifier scores still do; and
+profanity alone ("kill -9 the child", "blow away the cache") does not block a text that the
+embedding places nearer a benign reference than every attack reference and the classifier passes.
 """
 
 from __future__ import annotations
