@@ -94,8 +94,7 @@ class Gateway(Routing):
     async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(connect=2.0, read=300.0, write=30.0, pool=10.0),
-                                        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))  # every health call sets its own
         # No cookie jar: one worker's Set-Cookie must never ride on another client's request. An idle
         # connection is dropped after 4 s, before uvicorn's 5 s keep-alive closes it at the worker.
         # `connect` is the wait for a pooled connection plus the connect itself, as httpx's pool + connect.
