@@ -4,6 +4,7 @@ share of the memory-bandwidth roofline; and the HTTP server under concurrent str
     llmops bench serve --n-prompts 8 --max-new-tokens 32                 # the CLI builds a micro model first
     llmops bench serve --model runs/merged --out runs/bench-serve.json   # a real merged HF model
     llmops bench batching --model exports/v1 --streams 16                # a real server, 1 vs 16 streams
+                                                   # (and llama.cpp's server on --gguf, when installed)
 
 Backends: torch eager (`generate`), optimum ORTModelForCausalLM (`generate`), the project's ORT loop
 on the fp32 export and the weight-only int8 and int4 ones (timed even when under the servable
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -354,14 +356,19 @@ def _served_folder(model_dir: Path, work: Path) -> Path:
     return export_model(model_dir, work / "export", ["fp32"], parity_n=2, max_new_tokens=8).out_dir
 
 
-def _stream_once(client: Any, url: str, question: str, max_tokens: int) -> tuple[float, int]:
-    """One streamed chat request: (seconds to the first content or finish chunk, completion tokens)."""
+def _stream_once(client: Any, url: str, messages: list[dict[str, str]], max_tokens: int, *,
+                 chunk_tokens: bool = False) -> tuple[float, int]:
+    """One streamed chat request: (seconds to the first content or finish chunk, completion tokens).
+
+    Tokens come from the final usage chunk; with `chunk_tokens`, from the number of content chunks
+    (llama-cpp-python's server streams one token a chunk and sends no usage)."""
     import json
 
-    body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}}
+    body: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    if not chunk_tokens:
+        body["stream_options"] = {"include_usage": True}
     start = time.perf_counter()
-    first, tokens = None, None
+    first, tokens, chunks, finished = None, None, 0, False
     with client.stream("POST", url + "/v1/chat/completions", json=body) as resp:
         resp.raise_for_status()
         for line in resp.iter_lines():
@@ -373,15 +380,25 @@ def _stream_once(client: Any, url: str, question: str, max_tokens: int) -> tuple
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
             for choice in event.get("choices", []):
+                chunks += bool(choice["delta"].get("content"))
+                finished = finished or bool(choice["finish_reason"])
                 if first is None and (choice["delta"].get("content") or choice["finish_reason"]):
                     first = time.perf_counter() - start
+    if chunk_tokens and finished:
+        tokens = chunks
     if first is None or tokens is None:
-        raise RuntimeError("the stream ended without a finish chunk and usage")
+        raise RuntimeError("the stream ended without a finish chunk" + ("" if chunk_tokens else " and usage"))
     return first, tokens
 
 
-def _run_level(url: str, streams: int, requests_per_stream: int, max_tokens: int) -> LevelResult:
-    """`streams` clients at once, each sending `requests_per_stream` streamed requests one after another."""
+def _user_only(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}]
+
+
+def _run_level(url: str, streams: int, requests_per_stream: int, max_tokens: int, *,
+               messages: Callable[[str], list[dict[str, str]]] = _user_only, chunk_tokens: bool = False) -> LevelResult:
+    """`streams` clients at once, each sending `requests_per_stream` streamed requests one after another;
+    `messages` makes a request's messages from its question."""
     import threading
 
     import httpx
@@ -398,7 +415,8 @@ def _run_level(url: str, streams: int, requests_per_stream: int, max_tokens: int
             barrier.wait()
             for r in range(requests_per_stream):
                 try:
-                    first, n = _stream_once(http, url, QUESTIONS[(k + r) % len(QUESTIONS)], max_tokens)
+                    first, n = _stream_once(http, url, messages(QUESTIONS[(k + r) % len(QUESTIONS)]), max_tokens,
+                                            chunk_tokens=chunk_tokens)
                 except (httpx.HTTPError, RuntimeError) as exc:
                     with lock:
                         errors.append(str(exc))
@@ -421,14 +439,49 @@ def _run_level(url: str, streams: int, requests_per_stream: int, max_tokens: int
                        ttft_p50_ms=p50, ttft_p95_ms=p95)
 
 
+def llama_server_missing(gguf: str | Path | None) -> str | None:
+    """Why the llama.cpp server peer cannot run (no GGUF, or llama-cpp-python's server not installed); None if it can."""
+    return (None if gguf else NO_GGUF) or peers.missing("llama_cpp.server.app", peers.LLAMA_SERVER_INSTALL)
+
+
+def _llama_server_levels(gguf: Path, prompt: Any, streams: int, requests_per_stream: int, max_tokens: int,
+                         threads: int) -> list[LevelResult]:
+    """llama-cpp-python's OpenAI-compatible server on `gguf`, driven like `llmops serve`: the same
+    questions, streams and token budget. It renders no prompt of its own, so each request carries the
+    served prompt's messages (system turn included), through the GGUF's chat template. It serves one
+    request at a time (`--interrupt_requests False`: a new request waits instead of cutting the one
+    running short) and keeps the previous prompt's KV cache, so the shared system turn is prefilled
+    once: its own behaviour, left as a user gets it."""
+    from llmops.launch import free_port, running_process
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+           "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "2048",
+           "--interrupt_requests", "False"]
+
+    def messages(question: str) -> list[dict[str, str]]:
+        return prompt.render_messages(question=question)
+
+    with running_process(cmd, url + "/v1/models", timeout=300, what="llama.cpp's server"):
+        _run_level(url, 1, 1, max_tokens, messages=messages, chunk_tokens=True)  # warm-up
+        return [_run_level(url, n, requests_per_stream, max_tokens, messages=messages, chunk_tokens=True)
+                for n in (1, streams)]
+
+
 def bench_batching(model_dir: str | Path, *, streams: int = 16, requests_per_stream: int = 2, max_tokens: int = 32,
-                   threads: int | None = None, work_dir: str | Path | None = None) -> dict[str, Any]:
+                   threads: int | None = None, work_dir: str | Path | None = None,
+                   gguf: str | Path | None = None) -> dict[str, Any]:
     """Drive a real `llmops serve` with 1 stream, then `streams` concurrent streams, in one run.
 
     Every request is a streamed greedy chat request of at most `max_tokens` tokens. Aggregate
     tokens/s = completion tokens of a level / its wall seconds; TTFT = time to the first content
-    (or finish) chunk. Returns {"setup", "levels", "ratios", "goals"}; the ratios compare the levels
-    of this run only (absolute numbers vary with the machine's load).
+    (or finish) chunk. Returns {"setup", "levels", "ratios", "goals", "peer"}; the ratios compare
+    the levels of this run only (absolute numbers vary with the machine's load).
+
+    `gguf`: the same model as a GGUF file. With it and llama-cpp-python's server installed, the
+    same levels are run against that server after ours (the peer issue 13 compares with); without,
+    "peer" says why and the peer's ratio is absent.
     """
     import httpx
 
@@ -440,22 +493,38 @@ def bench_batching(model_dir: str | Path, *, streams: int = 16, requests_per_str
             _run_level(url, 1, 1, max_tokens)  # warm-up: session, allocator, the first prefill
             levels = [_run_level(url, n, requests_per_stream, max_tokens) for n in (1, streams)]
             metrics = httpx.get(url + "/metrics", timeout=30).text
+        missing = llama_server_missing(gguf)
+        peer: dict[str, Any] = {"name": "llama.cpp server (llama-cpp-python)", "gguf": str(gguf) if gguf else None}
+        if missing:
+            peer["missing"] = missing
+        else:
+            prompt = serving_prompt(find_onnx_dir(served))
+            peer["levels"] = [asdict(level) for level in _llama_server_levels(
+                Path(gguf), prompt, streams, requests_per_stream, max_tokens,  # type: ignore[arg-type]
+                threads or os.cpu_count() or 1)]
     finally:
         tmp.cleanup()
     one, many = levels
     max_batch = next((float(line.split()[-1]) for line in metrics.splitlines()
                       if line.startswith("llmops_batch_rows_max ")), 0.0)
-    ratios = {f"tokens/s at {streams} streams / 1 stream": many.tokens_per_s / one.tokens_per_s if one.tokens_per_s
-              else float("nan"),
-              f"TTFT p95 at {streams} streams / 1 stream": many.ttft_p95_ms / one.ttft_p95_ms if one.ttft_p95_ms
-              else float("nan")}
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else float("nan")
+
+    ratios = {f"tokens/s at {streams} streams / 1 stream": ratio(many.tokens_per_s, one.tokens_per_s),
+              f"TTFT p95 at {streams} streams / 1 stream": ratio(many.ttft_p95_ms, one.ttft_p95_ms)}
+    goals = {f"tokens/s at {streams} streams / 1 stream": ">= 4", f"TTFT p95 at {streams} streams / 1 stream": "<= 2"}
+    if "levels" in peer:
+        key = f"tokens/s at {streams} streams / llama.cpp server at {streams} streams"
+        ratios[key] = ratio(many.tokens_per_s, peer["levels"][1]["tokens_per_s"])
+        goals[key] = ">= 2"
     setup = {"model": str(model_dir), "served": str(served), "streams": streams,
              "requests_per_stream": requests_per_stream, "max_tokens": max_tokens, "threads": threads,
              "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
              "largest_batch_seen": int(max_batch),
              "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
-    goals = {f"tokens/s at {streams} streams / 1 stream": ">= 4", f"TTFT p95 at {streams} streams / 1 stream": "<= 2"}
-    return {"setup": setup, "levels": [asdict(level) for level in levels], "ratios": ratios, "goals": goals}
+    return {"setup": setup, "levels": [asdict(level) for level in levels], "ratios": ratios, "goals": goals,
+            "peer": peer}
 
 
 def batching_table(bench: dict[str, Any]) -> str:
@@ -463,11 +532,15 @@ def batching_table(bench: dict[str, Any]) -> str:
     lines = [f"Model {s['model']}, greedy chat streams of at most {s['max_tokens']} tokens, {s['requests_per_stream']} "
              f"requests per stream, largest decode batch seen {s['largest_batch_seen']}, {s['cores']} cores "
              f"({s['cpu']}); 1-min load average before/after: {s['load_avg_1min'][0]}/{s['load_avg_1min'][1]}.", "",
-             "| streams | requests | errors | tokens | seconds | tokens/s | TTFT p50 ms | TTFT p95 ms |",
-             "|---|---|---|---|---|---|---|---|"]
-    for lv in bench["levels"]:
-        lines.append(f"| {lv['streams']} | {lv['requests']} | {lv['errors']} | {lv['tokens']} | {lv['seconds']:.2f} | "
-                     f"{lv['tokens_per_s']:.1f} | {lv['ttft_p50_ms']:.0f} | {lv['ttft_p95_ms']:.0f} |")
+             "| server | streams | requests | errors | tokens | seconds | tokens/s | TTFT p50 ms | TTFT p95 ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    peer = bench.get("peer") or {}
+    rows = [("llmops serve", lv) for lv in bench["levels"]] + [(peer["name"], lv) for lv in peer.get("levels", [])]
+    for server, lv in rows:
+        lines.append(f"| {server} | {lv['streams']} | {lv['requests']} | {lv['errors']} | {lv['tokens']} | "
+                     f"{lv['seconds']:.2f} | {lv['tokens_per_s']:.1f} | {lv['ttft_p50_ms']:.0f} | {lv['ttft_p95_ms']:.0f} |")
+    if peer.get("missing"):
+        lines += ["", f"{peer['name']}: not run ({peer['missing']})."]
     lines += ["", "| ratio | value | goal |", "|---|---|---|"]
     lines += [f"| {k} | {v:.2f}x | {bench['goals'].get(k, '')} |" for k, v in bench["ratios"].items()]
     return "\n".join(lines)

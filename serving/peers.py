@@ -23,6 +23,8 @@ from serving.hf_baseline import cut_at_eos
 
 GENAI_INSTALL = "pip install --no-deps onnxruntime-genai==0.10.0"
 LLAMA_CPP_INSTALL = "pip install llama-cpp-python==0.3.36 (compiles ~20 min)"
+LLAMA_SERVER_INSTALL = "pip install 'llama-cpp-python[server]==0.3.36' (compiles ~20 min)"
+"""Its OpenAI-compatible server, the peer of `llmops bench batching` (LLMOPS_EXTRAS=test,llamacpp installs both)."""
 GENAI_BUILDS = {"fp32": [], "int4": ["--extra_options", "int4_accuracy_level=4"]}
 """onnxruntime-genai precisions and their extra builder flags (accuracy level 4: int8 activations,
 the faster of its CPU int4 kernels)."""

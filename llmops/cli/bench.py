@@ -94,11 +94,19 @@ def _original_gguf(model_dir: Path, dest: Path) -> Path | None:
               help="Streamed requests each client sends one after another.")
 @click.option("--max-tokens", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="Server's ORT threads; default: all cores.")
+@click.option("--gguf", "gguf", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="The model as a GGUF file, for llama.cpp's server at the same levels; default: the original "
+                   "GGUF when --model is a `llmops model prepare` base model folder.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("bench-batching.json"),
               show_default=True, help="Where to write the JSON results.")
 def batching_bench(model_dir: Path | None, streams: int, requests_per_stream: int, max_tokens: int,
-                   threads: int | None, out_path: Path) -> None:
-    """Aggregate tokens/s and TTFT p95 of a real server at 1 and N concurrent streams (continuous batching)."""
+                   threads: int | None, gguf: Path | None, out_path: Path) -> None:
+    """Aggregate tokens/s and TTFT p95 of a real server at 1 and N concurrent streams (continuous batching).
+
+    \b
+    With a GGUF and llama-cpp-python's server (LLMOPS_EXTRAS=test,llamacpp bash scripts/install.sh),
+    the same levels run against that server too, and the ratio of the two at N streams is printed.
+    """
     import tempfile
 
     from llmops.errors import InputError
@@ -111,8 +119,9 @@ def batching_bench(model_dir: Path | None, streams: int, requests_per_stream: in
             from training.micro import build_micro_model
 
             model_dir = build_micro_model(Path(tmp) / "micro")
+        gguf = gguf or _original_gguf(model_dir, Path(tmp))
         result = bench_batching(model_dir, streams=streams, requests_per_stream=requests_per_stream,
-                                max_tokens=max_tokens, threads=threads, work_dir=tmp)
+                                max_tokens=max_tokens, threads=threads, work_dir=tmp, gguf=gguf)
     click.echo(batching_table(result))
     write_bench(result, out_path)
     click.echo(f"\nwritten: {out_path}")

@@ -310,6 +310,22 @@ def test_bench_batching_prints_ratios_of_one_run(untied_export, tmp_path):
     assert all(lv["errors"] == 0 and lv["tokens"] > 0 and lv["ttft_p95_ms"] > 0 for lv in result["levels"])
     assert set(result["ratios"]) == {"tokens/s at 3 streams / 1 stream", "TTFT p95 at 3 streams / 1 stream"}
     assert set(result["goals"]) == set(result["ratios"])
+    # No GGUF (a micro model has none): the llama.cpp server peer is not run, and the result says why.
+    assert result["peer"]["missing"].startswith("no GGUF") and "levels" not in result["peer"]
     table = batching_table(result)
-    assert "| streams | requests |" in table and "TTFT p95 at 3 streams / 1 stream" in table
+    assert "| server | streams | requests |" in table and "TTFT p95 at 3 streams / 1 stream" in table
+    assert "| llmops serve | 3 | 3 | 0 |" in table and "llama.cpp server (llama-cpp-python): not run (no GGUF" in table
     assert main(["bench", "batching", "--model", str(tmp_path), "--out", str(tmp_path / "b.json")]) == 2
+
+
+def test_the_llama_cpp_server_peer_says_why_it_did_not_run(tmp_path, monkeypatch):
+    import sys
+
+    from serving.bench import NO_GGUF, llama_server_missing
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert llama_server_missing(None) == NO_GGUF
+    monkeypatch.setitem(sys.modules, "llama_cpp.server.app", None)  # as where the `llamacpp` extra is not installed
+    assert llama_server_missing(gguf) == (
+        "not installed: pip install 'llama-cpp-python[server]==0.3.36' (compiles ~20 min)")
