@@ -495,13 +495,12 @@ def bench_batching(model_dir: str | Path, *, streams: int = 16, requests_per_str
             metrics = httpx.get(url + "/metrics", timeout=30).text
         missing = llama_server_missing(gguf)
         peer: dict[str, Any] = {"name": "llama.cpp server (llama-cpp-python)", "gguf": str(gguf) if gguf else None}
-        if missing:
-            peer["missing"] = missing
-        else:
+        if missing is None and gguf is not None:
             prompt = serving_prompt(find_onnx_dir(served))
             peer["levels"] = [asdict(level) for level in _llama_server_levels(
-                Path(gguf), prompt, streams, requests_per_stream, max_tokens,  # type: ignore[arg-type]
-                threads or os.cpu_count() or 1)]
+                Path(gguf), prompt, streams, requests_per_stream, max_tokens, threads or os.cpu_count() or 1)]
+        else:
+            peer["missing"] = missing
     finally:
         tmp.cleanup()
     one, many = levels
