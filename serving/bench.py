@@ -439,6 +439,14 @@ def _run_level(url: str, streams: int, requests_per_stream: int, max_tokens: int
                        ttft_p50_ms=p50, ttft_p95_ms=p95)
 
 
+def _warm_levels(url: str, streams: int, requests_per_stream: int, max_tokens: int,
+                 **request: Any) -> list[LevelResult]:
+    """One warm-up request (session, allocator, the first prefill), then the 1-stream and the
+    `streams`-stream levels; `request`: _run_level's messages and chunk_tokens."""
+    _run_level(url, 1, 1, max_tokens, **request)
+    return [_run_level(url, n, requests_per_stream, max_tokens, **request) for n in (1, streams)]
+
+
 def llama_server_missing(gguf: str | Path | None) -> str | None:
     """Why the llama.cpp server peer cannot run (no GGUF, or llama-cpp-python's server not installed); None if it can."""
     return (None if gguf else NO_GGUF) or peers.missing("llama_cpp.server.app", peers.LLAMA_SERVER_INSTALL)
@@ -464,9 +472,7 @@ def _llama_server_levels(gguf: Path, prompt: Any, streams: int, requests_per_str
         return prompt.render_messages(question=question)
 
     with running_process(cmd, url + "/v1/models", timeout=300, what="llama.cpp's server"):
-        _run_level(url, 1, 1, max_tokens, messages=messages, chunk_tokens=True)  # warm-up
-        return [_run_level(url, n, requests_per_stream, max_tokens, messages=messages, chunk_tokens=True)
-                for n in (1, streams)]
+        return _warm_levels(url, streams, requests_per_stream, max_tokens, messages=messages, chunk_tokens=True)
 
 
 def bench_batching(model_dir: str | Path, *, streams: int = 16, requests_per_stream: int = 2, max_tokens: int = 32,
@@ -490,8 +496,7 @@ def bench_batching(model_dir: str | Path, *, streams: int = 16, requests_per_str
         served = _served_folder(Path(model_dir), Path(work_dir) if work_dir else Path(tmp.name))
         load_before = os.getloadavg()[0]
         with running_server(served, model_id="bench", threads=threads, timeout=300) as url:
-            _run_level(url, 1, 1, max_tokens)  # warm-up: session, allocator, the first prefill
-            levels = [_run_level(url, n, requests_per_stream, max_tokens) for n in (1, streams)]
+            levels = _warm_levels(url, streams, requests_per_stream, max_tokens)
             metrics = httpx.get(url + "/metrics", timeout=30).text
         missing = llama_server_missing(gguf)
         peer: dict[str, Any] = {"name": "llama.cpp server (llama-cpp-python)", "gguf": str(gguf) if gguf else None}
