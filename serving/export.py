@@ -5,14 +5,23 @@
 
 Output (written to a temp folder beside OUT, renamed to OUT only when the fp32 gate passes):
 
-    OUT/fp32/   model.onnx (+ model.onnx_data for >2 GB models), config, tokenizer, prompt.yaml
+    OUT/fp32/   model.onnx (+ model.onnx_data for >2 GB models), config, tokenizer, prompt.yaml;
+                the graph is optimum's with two serving edits (`serving_graph`): onnxruntime's
+                transformer fusions, and logits computed for the last position only
     OUT/int8/   weight-only int8: every MatMul with a constant weight becomes onnxruntime's
                 MatMulNBits (8 bits, symmetric blocks of 32 along the input axis); embeddings and a
                 tied lm_head stay fp32, activations stay fp32
     OUT/int4/   the same with 4 bits
-    OUT/fp16/   only on CUDA (optimum's fp16 export on device cuda)
+    OUT/fp16/   only on CUDA (optimum's fp16 export on device cuda; last-position logits, no fusions)
     OUT/rejected/<dtype>/   a quantised variant under the servable floor, kept for inspection
     OUT/parity.json, OUT/report.md   a llmops.report.Report of kind "export-parity"
+
+The serving edits: optimum's export computes logits for every prompt position, so a prefill of 8
+prompts of 78 tokens spends most of a 49152-word lm_head on positions nobody reads; a Slice before
+lm_head keeps the last position, which is all the loop (and `generate`) uses. onnxruntime's
+transformer optimizer (`onnxruntime.transformers.optimizer`, model type gpt2, as optimum's ORTOptimizer
+maps Llama) fuses each RMSNorm with its residual add (SkipSimplifiedLayerNormalization) and the
+rotary embeddings (RotaryEmbedding). The parity gate below runs on the edited graph.
 
 Parity: greedy decoding with the project's ORT loop against torch `generate` on N rendered
 prompts. fp32 must produce the same token ids, every token of every prompt, or the gate fails
@@ -120,7 +129,7 @@ def _copy_aux(src: Path, dst: Path) -> None:
             shutil.copy2(item, dst / item.name)
 
 
-def _export_optimum(model_dir: Path, out: Path, *, fp16: bool = False) -> None:
+def optimum_export(model_dir: Path, out: Path, *, fp16: bool = False) -> None:
     import warnings
 
     from optimum.exporters.onnx import main_export
@@ -134,6 +143,74 @@ def _export_optimum(model_dir: Path, out: Path, *, fp16: bool = False) -> None:
     if not (out / "model.onnx").is_file():
         raise InputError(f"optimum wrote no model.onnx (files: {sorted(p.name for p in out.iterdir())})",
                          file=str(model_dir))
+
+
+LAST_POSITION_NODE = "llmops_last_position"
+"""Name of the Slice node that `serving_graph` puts before lm_head (a graph holding it was edited)."""
+
+
+def _last_position_logits(model: Any) -> bool:
+    """Feed lm_head the last position's hidden state only: logits (batch, 1, vocab) instead of
+    (batch, seq, vocab). False (graph unchanged) when `logits` is not a MatMul/Gemm of the hidden states."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    producers = [n for n in graph.node if "logits" in n.output]
+    if len(producers) != 1 or producers[0].op_type not in ("MatMul", "Gemm") or any(
+            n.name == LAST_POSITION_NODE for n in graph.node):
+        return False
+    head = producers[0]
+    names = {"starts": [-1], "ends": [np.iinfo(np.int64).max], "axes": [1]}
+    graph.initializer.extend(numpy_helper.from_array(np.array(v, dtype=np.int64), f"{LAST_POSITION_NODE}.{k}")
+                             for k, v in names.items())
+    sliced = f"{LAST_POSITION_NODE}.hidden"
+    node = helper.make_node("Slice", [head.input[0], *(f"{LAST_POSITION_NODE}.{k}" for k in names)], [sliced],
+                            name=LAST_POSITION_NODE)
+    graph.node.insert(list(graph.node).index(head), node)
+    head.input[0] = sliced
+    for out in graph.output:
+        if out.name == "logits" and len(out.type.tensor_type.shape.dim) == 3:
+            dim = out.type.tensor_type.shape.dim[1]
+            dim.ClearField("dim_param")
+            dim.dim_value = 1
+    return True
+
+
+def serving_graph(onnx_dir: Path, *, fuse: bool = True) -> dict[str, Any]:
+    """The serving edits (module docstring) on OUT/<dtype>/model.onnx, in place: onnxruntime's fusions
+    (unless `fuse` is False), then last-position logits. Returns what was done, for the parity report."""
+    import logging
+
+    import onnx
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    path = onnx_dir / "model.onnx"
+    large = (onnx_dir / "model.onnx_data").exists()
+    model, fused = onnx.load(str(path)), {}
+    if fuse:
+        quiet = logging.getLogger("onnxruntime.transformers")  # it logs each fusion pass at INFO
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
+        try:
+            # opt_level 0: only the Python fusions; the session applies its own graph optimisations at load.
+            config = json.loads((onnx_dir / "config.json").read_text()) if (onnx_dir / "config.json").is_file() else {}
+            optimised = optimize_model(model, model_type="gpt2", opt_level=0,
+                                       num_heads=int(config.get("num_attention_heads") or 0),
+                                       hidden_size=int(config.get("hidden_size") or 0))
+        finally:
+            quiet.setLevel(level)
+        fused = {op: n for op, n in optimised.get_fused_operator_statistics().items() if n}
+        model = optimised.model
+    sliced = _last_position_logits(model)
+    # In the export's temp folder (atomic_dir), so a failure here leaves no OUT behind either way.
+    if large:  # the weights are in memory now; the old data file must go, or onnx.save appends to it
+        (onnx_dir / "model.onnx_data").unlink()
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="model.onnx_data")
+    else:
+        onnx.save(model, str(path))
+    return {"fused": fused, "last_position_logits": sliced, "nodes": len(model.graph.node)}
 
 
 def _quantize_weights(fp32_dir: Path, out: Path, bits: int) -> None:
@@ -304,8 +381,11 @@ def export_model(model_dir: str | Path, out_dir: str | Path, dtypes: Sequence[st
     timings: dict[str, float] = {}
     with atomic_dir(out_dir) as tmp:
         t0 = time.perf_counter()
-        _export_optimum(model_dir, tmp / "fp32")
+        optimum_export(model_dir, tmp / "fp32")
         timings["export_fp32_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        graph = {"fp32": serving_graph(tmp / "fp32")}
+        timings["serving_graph_s"] = time.perf_counter() - t0
         prompt_yaml = (prompt.path.read_text(encoding="utf-8") if prompt.path
                        else prompt.model_dump_json())
         atomic_write_text(tmp / "fp32" / "prompt.yaml", prompt_yaml)
@@ -319,7 +399,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, dtypes: Sequence[st
             if reason:
                 skipped["fp16"] = reason
             else:
-                _export_optimum(model_dir, tmp / "fp16", fp16=True)
+                optimum_export(model_dir, tmp / "fp16", fp16=True)
+                # Last-position logits only: the fusions have not been run on an fp16 graph on a device yet.
+                graph["fp16"] = serving_graph(tmp / "fp16", fuse=False)
                 _copy_aux(tmp / "fp32", tmp / "fp16")
         variants = [d for d in wanted if (tmp / d / "model.onnx").is_file()]
 
@@ -330,7 +412,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, dtypes: Sequence[st
                                           torch_gen=torch_gen if dtype == "fp32" else None, threads=threads)
         results["fp32"]["reference"] = reference
         timings["parity_s"] = time.perf_counter() - t0
-        info = {"timings": timings, "sha256": {d: sha256_file(tmp / d / "model.onnx") for d in variants},
+        info = {"timings": timings, "graph": graph, "sha256": {d: sha256_file(tmp / d / "model.onnx") for d in variants},
                 "torch_tokens": sum(len(r) for r in reference)}
         report = build_parity_report(model_dir, results, skipped, prompts, max_new_tokens, info)
         for res in results.values():

@@ -10,7 +10,7 @@ from llmops.settings import Settings
 from serving.guards import GUARD_FILES
 from tests.conftest import copy_repo_parts
 
-CODE = ("evals/rule_evals.py", "evals/metrics.py", "serving/runtime.py", "serving/app.py", "serving/streaming.py",
+CODE = ("evals/rule_evals.py", "evals/metrics.py", "serving/export.py", "serving/runtime.py", "serving/app.py", "serving/streaming.py",
         "serving/batching.py", "llmops/prompts.py")
 
 
@@ -24,7 +24,8 @@ def test_the_key_follows_the_guards_their_code_and_their_data(tmp_path: Path) ->
     first = key()
     assert key() == first
     assert key(guards=False) != first  # a bare model answers the injection cases itself
-    for rel in ("governance/detector_references.yaml", "governance/models/injection_head.json", "serving/guards.py"):
+    for rel in ("governance/detector_references.yaml", "governance/models/injection_head.json", "serving/guards.py",
+                "serving/export.py"):  # the export decides the graph that is served
         path = repo / rel
         saved = path.read_bytes()
         path.write_bytes(saved + b"\n")

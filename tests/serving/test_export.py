@@ -28,7 +28,9 @@ def corrupt_onnx(src_dir: Path, dst_dir: Path, scale: float = 0.5) -> Path:
     shutil.copytree(src_dir, dst_dir)
     model = onnx.load(str(dst_dir / "model.onnx"))
     rng = np.random.default_rng(0)
-    largest = max(model.graph.initializer, key=lambda i: int(np.prod(i.dims))).name
+    # The rotary tables of the fused graph (sin_cache, cos_cache) can outsize the embedding; they are not weights.
+    weights = [i for i in model.graph.initializer if i.name not in ("sin_cache", "cos_cache")]
+    largest = max(weights, key=lambda i: int(np.prod(i.dims))).name
     for init in model.graph.initializer:
         arr = numpy_helper.to_array(init)
         if arr.dtype == np.float32 and arr.size > 1:
@@ -64,6 +66,50 @@ def test_export_writes_fp32_int8_and_passes_parity(exported):
     assert len(report.cases) == 2 and all(c["passed"] for c in report.cases)
 
 
+def test_the_served_graph_is_fused_and_computes_logits_for_the_last_position_only(exported):
+    """The fp32 graph is optimum's with the serving edits, and the parity gate above passed on it."""
+    import numpy as np
+
+    from serving.export import LAST_POSITION_NODE
+    from serving.runtime import OrtGenerator
+
+    for dtype in ("fp32", "int8", "int4"):  # the quantised variants are built from the edited graph
+        ops = {n.op_type for n in onnx.load(str(exported.variants[dtype] / "model.onnx"), load_external_data=False).graph.node}
+        assert {"SkipSimplifiedLayerNormalization", "RotaryEmbedding"} <= ops, dtype
+    graph = Report.load(exported.out_dir / "parity.json").info["graph"]["fp32"]
+    assert graph["last_position_logits"] is True and graph["fused"]["RotaryEmbedding"] > 0
+    gen = OrtGenerator(exported.variants["fp32"])
+    ids = np.array([[5, 6, 7, 8, 9]], dtype=np.int64)
+    outputs = gen.session.run(["logits"], {**gen._feeds(ids, np.ones_like(ids), np.arange(5)[None, :], first=True),
+                                           **{n: np.zeros((1, gen.kv_heads, 0, gen.head_dim), np.float32)
+                                              for n in gen.past_names}})
+    assert outputs[0].shape[:2] == (1, 1)  # one row of logits for a five-token prompt
+    assert any(n.name == LAST_POSITION_NODE for n in onnx.load(str(exported.variants["fp32"] / "model.onnx")).graph.node)
+
+
+def test_the_serving_edits_keep_a_graph_with_external_weights_whole(micro_model, tmp_path):
+    """Models over 2 GB keep their weights in model.onnx_data; the edits rewrite both files and the
+    result loads and answers as the same export without them."""
+    import shutil as sh
+
+    from serving.export import optimum_export, serving_graph
+    from serving.runtime import OrtGenerator, SamplingParams
+
+    plain = tmp_path / "plain"
+    optimum_export(micro_model, plain)
+    external = tmp_path / "external"
+    sh.copytree(plain, external)
+    onnx.save(onnx.load(str(plain / "model.onnx")), str(external / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="model.onnx_data", size_threshold=0)
+    done = serving_graph(external)
+    assert done["last_position_logits"] and done["fused"]
+    assert sorted(p.name for p in external.glob("model.onnx*")) == ["model.onnx", "model.onnx_data"]
+    params = SamplingParams(max_new_tokens=12)
+    prompts = ["def add(a, b):", "Question: what is a list?"]
+    want = [c.token_ids for c in OrtGenerator(plain).generate(prompts, params)]
+    assert [c.token_ids for c in OrtGenerator(external).generate(prompts, params)] == want
+
+
 def test_untied_export_passes_parity_on_varied_tokens(untied_export):
     report = Report.load(untied_export.parent / "parity.json")
     assert report.metrics["fp32.token_agreement_pct"].head == 100.0
@@ -85,7 +131,7 @@ def test_corrupted_model_fails_parity(exported, micro_model, tmp_path):
 def test_export_gate_fails_and_leaves_nothing(micro_model, tmp_path, monkeypatch):
     import serving.export as export
 
-    real = export._export_optimum
+    real = export.optimum_export
 
     def export_then_corrupt(model_dir, out, fp16=False):
         real(model_dir, out, fp16=fp16)
@@ -93,7 +139,7 @@ def test_export_gate_fails_and_leaves_nothing(micro_model, tmp_path, monkeypatch
         out.rename(good)
         corrupt_onnx(good, out)
 
-    monkeypatch.setattr(export, "_export_optimum", export_then_corrupt)
+    monkeypatch.setattr(export, "optimum_export", export_then_corrupt)
     out = tmp_path / "v2"
     with pytest.raises(GateFailed, match="need 100%"):
         export.export_model(micro_model, out, ["fp32"], parity_n=2, max_new_tokens=16)
