@@ -19,7 +19,7 @@ from llmops.report import Report
 
 def corrupt_onnx(src_dir: Path, dst_dir: Path, scale: float = 0.5) -> Path:
     """Copy an export variant and corrupt its weights: seeded noise of `scale` x std on every float
-    initializer, and the largest one (the (vocab, hidden) embedding) shifted by one row, as a
+    initializer, and the (vocab, hidden) embedding shifted by one row, as a
     mis-mapped checkpoint would be. Noise alone does not move the trained micro model's argmax."""
     import numpy as np
     import onnx
@@ -28,9 +28,8 @@ def corrupt_onnx(src_dir: Path, dst_dir: Path, scale: float = 0.5) -> Path:
     shutil.copytree(src_dir, dst_dir)
     model = onnx.load(str(dst_dir / "model.onnx"))
     rng = np.random.default_rng(0)
-    # The rotary tables of the fused graph (sin_cache, cos_cache) can outsize the embedding; they are not weights.
-    weights = [i for i in model.graph.initializer if i.name not in ("sin_cache", "cos_cache")]
-    largest = max(weights, key=lambda i: int(np.prod(i.dims))).name
+    # The embedding: the table the input ids are gathered from (in a fused graph the rotary tables outsize it).
+    [largest] = [n.input[0] for n in model.graph.node if n.op_type == "Gather" and n.input[1] == "input_ids"]
     for init in model.graph.initializer:
         arr = numpy_helper.to_array(init)
         if arr.dtype == np.float32 and arr.size > 1:
@@ -74,8 +73,9 @@ def test_the_served_graph_is_fused_and_computes_logits_for_the_last_position_onl
     from serving.runtime import OrtGenerator
 
     for dtype in ("fp32", "int8", "int4"):  # the quantised variants are built from the edited graph
-        ops = {n.op_type for n in onnx.load(str(exported.variants[dtype] / "model.onnx"), load_external_data=False).graph.node}
-        assert {"SkipSimplifiedLayerNormalization", "RotaryEmbedding"} <= ops, dtype
+        nodes = onnx.load(str(exported.variants[dtype] / "model.onnx"), load_external_data=False).graph.node
+        assert {"SkipSimplifiedLayerNormalization", "RotaryEmbedding"} <= {n.op_type for n in nodes}, dtype
+        assert any(n.name == LAST_POSITION_NODE for n in nodes), dtype
     graph = Report.load(exported.out_dir / "parity.json").info["graph"]["fp32"]
     assert graph["last_position_logits"] is True and graph["fused"]["RotaryEmbedding"] > 0
     gen = OrtGenerator(exported.variants["fp32"])
@@ -84,7 +84,6 @@ def test_the_served_graph_is_fused_and_computes_logits_for_the_last_position_onl
                                            **{n: np.zeros((1, gen.kv_heads, 0, gen.head_dim), np.float32)
                                               for n in gen.past_names}})
     assert outputs[0].shape[:2] == (1, 1)  # one row of logits for a five-token prompt
-    assert any(n.name == LAST_POSITION_NODE for n in onnx.load(str(exported.variants["fp32"] / "model.onnx")).graph.node)
 
 
 def test_the_serving_edits_keep_a_graph_with_external_weights_whole(micro_model, tmp_path):
