@@ -1,14 +1,15 @@
 """The gates on the real default model: SmolLM2-135M-Instruct, LoRA-tuned by the default recipe.
 
 This is where the model's quality is the point, so nothing here is a micro model. The session
-fixture trains exactly what the main job trains (training/config.yaml, unchanged), then main's
-baseline is made with it by `llmops gate baseline` and committed, as on main. Each test edits a
-branch the way a contributor would and runs `llmops gate pr` against that model:
+fixture gives exactly what the main job trains (training/config.yaml, unchanged): the adapter committed in
+tests/data/default-adapter/ while it was trained on today's inputs (tests/default_adapter.py), else a
+LoRA run here. Then main's baseline is made with it by `llmops gate baseline` and committed, as on main.
+Each test edits a branch the way a contributor would and runs `llmops gate pr` against that model:
 - a prompt edit that makes the model stop refusing out-of-scope requests fails (refusal suite);
 - a prompt edit that breaks the JSON format fails (json suite);
 - a new case whose expected answer the model cannot produce fails (a named finding);
 - a harmless edit passes.
-Slow (a real LoRA run on 2 cores), and CI runs it: `scripts/test.sh` runs every test.
+Slow (the real model's evals, and a real LoRA run when the committed adapter is stale), and CI runs it: `scripts/test.sh` runs every test.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,18 +37,40 @@ JSON_SENTENCE = ('Reply with exactly one JSON object and nothing else, in the fo
 
 @pytest.fixture(scope="session")
 def tuned_default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default recipe on the default base model (the wheel scripts/install.sh fetched), trained as the
-    main pipeline's train stage trains it: `llmops train` in a process of its own. In this process,
-    earlier test modules left torch at one thread (their servers ask for it), which would train at half speed."""
+    """The default recipe on the default base model (the wheel scripts/install.sh fetched).
+
+    While tests/data/default-adapter/ was trained on today's inputs (tests/default_adapter.py: the main
+    pipeline's train-stage hash and constraints.txt), its adapter is merged into the base model, in seconds.
+    Otherwise the recipe is trained here as the main pipeline's train stage trains it: `llmops train` in a
+    process of its own (in this process, earlier test modules left torch at one thread, which would train at
+    half speed), 17-22 minutes on 2 cores."""
+    from tests.default_adapter import committed_adapter
+    from training.config import load_config
+    from training.finetune import merge_adapter, resolve_base_model
+
     home = tmp_path_factory.mktemp("real-model-home")
-    log = home / "train.log"
-    with open(log, "w") as out:
-        proc = subprocess.run([sys.executable, "-m", "llmops", "train", "--quiet", "--run-dir", str(home / "run")],
-                              env={**os.environ, "LLMOPS_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT)
-    assert proc.returncode == 0, log.read_text()[-3000:]
-    config = json.loads((home / "run" / "merged" / "config.json").read_text())
+    merged = home / "run" / "merged"
+    adapter, why = committed_adapter()
+    if adapter is not None:
+        from llmops.prompts import load_prompt
+        from llmops.settings import Settings
+
+        cfg = load_config(Path(__file__).parent.parent / "training" / "config.yaml")
+        settings = Settings.load()
+        base_path, _ = resolve_base_model(cfg, settings, progress=False)
+        merged.parent.mkdir(parents=True)
+        merge_adapter(base_path, adapter, merged, load_prompt(cfg.prompt, settings.prompts_dir).path)
+    else:
+        warnings.warn(f"training the default recipe (17-22 min): {why}; refresh with `python -m "
+                      "tests.default_adapter save RUN` after `llmops train --run-dir RUN`", stacklevel=1)
+        log = home / "train.log"
+        with open(log, "w") as out:
+            proc = subprocess.run([sys.executable, "-m", "llmops", "train", "--quiet", "--run-dir", str(home / "run")],
+                                  env={**os.environ, "LLMOPS_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT)
+        assert proc.returncode == 0, log.read_text()[-3000:]
+    config = json.loads((merged / "config.json").read_text())
     assert config["num_hidden_layers"] == 30 and config["vocab_size"] == 49152  # SmolLM2-135M, not a micro model
-    return home / "run" / "merged"
+    return merged
 
 
 @pytest.fixture(scope="session", autouse=True)  # session: set before the session fixtures below run the gate

@@ -82,6 +82,28 @@ def resolve_base_model(cfg: TrainConfig, settings: Settings, *, progress: bool =
     return cfg.base_model, {"id": cfg.base_model, "license": None}
 
 
+def save_merged(merged: Any, tok: Any, out_dir: Path, prompt_path: Path) -> None:
+    """merged/: the merged model, its tokenizer and, beside them, the prompt file it learned (the serving
+    runtime renders chat requests with it)."""
+    merged.generation_config.pad_token_id = tok.pad_token_id
+    merged.save_pretrained(str(out_dir))
+    tok.save_pretrained(str(out_dir))
+    shutil.copyfile(prompt_path, out_dir / "prompt.yaml")
+
+
+def merge_adapter(base_path: str | Path, adapter_dir: Path, out_dir: Path, prompt_path: Path) -> None:
+    """A saved LoRA adapter merged into an fp32 load of its base, written as train() writes merged/."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base_path))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
+    save_merged(PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload(), tok, out_dir, prompt_path)
+
+
 def plot_loss_curve(log_history: list[dict[str, Any]], out_png: Path) -> None:
     import matplotlib
 
@@ -262,20 +284,12 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
         tok.save_pretrained(str(tmp / "adapter"))
         if qlora:
             # Merge into a full-precision reload of the base, not into the NF4 weights.
-            from peft import PeftModel
-
             del trainer, model
             if cuda:
                 torch.cuda.empty_cache()
-            base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-            merged = PeftModel.from_pretrained(base, str(tmp / "adapter")).merge_and_unload()
+            merge_adapter(base_path, tmp / "adapter", tmp / "merged", prompt.path)
         else:
-            merged = model.merge_and_unload()
-        merged.generation_config.pad_token_id = tok.pad_token_id
-        merged.save_pretrained(str(tmp / "merged"))
-        tok.save_pretrained(str(tmp / "merged"))
-        # The serving runtime renders chat requests with the same prompt file the model learned.
-        shutil.copyfile(prompt.path, tmp / "merged" / "prompt.yaml")
+            save_merged(model.merge_and_unload(), tok, tmp / "merged", prompt.path)
         plot_loss_curve(state.log_history, tmp / "loss_curve.png")
 
         epochs_done = float(out.metrics.get("epoch", 1.0))  # passes over the mix
