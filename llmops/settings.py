@@ -74,6 +74,8 @@ class Settings(BaseSettings):
                                                          "default <home>/serving/receipt.key.")
     guards: bool = Field(True, description="Serve with the input and output guards (LLMOPS_GUARDS=0: off).")
     operate: bool = Field(True, description="Serve the operations routes: drift, feedback (LLMOPS_OPERATE=0: off).")
+    prefix_cache: bool = Field(True, description="Cache the KV of prompt starts that requests share, such as the "
+                                                 "system turn (serving/batching.py; LLMOPS_PREFIX_CACHE=0: off).")
     ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: one per core).")
     allow_faults: bool = Field(False, description="Let the gateway inject faults (tests and drills only).")
     fault: str = Field("", description="The fault a fault-injecting worker applies (serving/gateway/faults.py).")

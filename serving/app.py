@@ -212,7 +212,8 @@ class ServingState:
 
         self.generator, self.prompt, self.model_id, self.receipts = generator, prompt, model_id, receipts
         self.limits, self.metrics = limits, metrics
-        self.scheduler = Scheduler(generator, max_batch=limits.max_batch, max_waiting=limits.max_waiting)
+        self.scheduler = Scheduler(generator, max_batch=limits.max_batch, max_waiting=limits.max_waiting,
+                                   prefix_cache=Settings.load().prefix_cache)
         metrics.watch(self.scheduler)
         tok = getattr(generator, "tokenizer", None)
         template = getattr(tok, "chat_template", None)

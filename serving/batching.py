@@ -11,7 +11,9 @@ A step (`Scheduler.step`; the thread runs steps while there is work):
 1. rows of cancelled requests leave the batch;
 2. waiting sequences are admitted up to `max_batch` rows, prefilled together as one left-padded
    batch, given their first token, and their KV cache is merged into the running batch: the shorter
-   past is left-padded with zeros, which the attention mask masks out;
+   past is left-padded with zeros, which the attention mask masks out. With the prefix cache (ORT
+   backend), sequences that start with a cached prefix are prefilled as a group of their own: the
+   prefix's KV, repeated per row, is the past, and only their suffixes run through the model;
 3. one decode step of every row: each row feeds its own last token at its own position (positions
    count real tokens only) and is sampled with its own SamplingParams (penalties, temperature and
    top_p with its own seeded rng, stop strings, eos, its budget); finished rows leave the batch and
@@ -23,6 +25,14 @@ request's rows are seeded and budgeted as `Generator.generate_ids` does for that
 So a request decodes to the same tokens as it would alone, up to float rounding: a padded or
 bigger batch may sum in another order, which can flip a greedy pick only on an exact near-tie
 (tests/serving/test_batching.py checks equality on models whose every step matters).
+
+The prefix cache: a chat turn's prompt starts with the same system turn every time. When an admitted
+prompt shares a start of PREFIX_MIN_TOKENS or more with one of the last RECENT_PROMPTS prompts, that
+start is prefilled alone once (one row) and kept; the PREFIX_ENTRIES most recently used are kept. A
+suffix shorter than the group's longest leaves a masked hole between prefix and suffix, which no
+position counts (positions count real tokens), and trimming removes only columns that are padding in
+every row. The prefix's KV is computed by a prefill of the prefix alone, so it equals a whole prompt's
+prefill up to float rounding, like the batch shapes above.
 
 Limits: at most `max_batch` rows decode at once; at most `max_waiting` sequences wait for a row.
 A request that would go over `max_waiting` gets ServerBusy at once (the app answers 503
@@ -53,6 +63,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_WAITING = 64
+PREFIX_MIN_TOKENS = 32  # a shared start shorter than this is not worth a cache entry
+PREFIX_ENTRIES = 4  # prefixes kept (least recently used goes first)
+RECENT_PROMPTS = 16  # prompts a new one is compared with to find a shared start
 
 
 class ServerBusy(RuntimeError):
@@ -76,6 +89,12 @@ class SchedulerStats:
     prefills: int = 0
     """Prefill calls (several arrivals at one step boundary share one)."""
     prefilled_rows: int = 0
+    prefix_hits: int = 0
+    """Rows prefilled after a cached prompt prefix (only their suffix ran through the model)."""
+    prefix_tokens_saved: int = 0
+    """Prompt tokens those rows did not prefill again."""
+    prefix_entries: int = 0
+    """Prefixes cached (each cost one prefill of the prefix alone)."""
     joined: int = 0
     """Rows merged into a batch that was already decoding (joined mid-decode)."""
     completed: int = 0
@@ -233,7 +252,7 @@ class Scheduler:
     """
 
     def __init__(self, generator: Generator, *, max_batch: int = DEFAULT_MAX_BATCH,
-                 max_waiting: int = DEFAULT_MAX_WAITING, start: bool = True) -> None:
+                 max_waiting: int = DEFAULT_MAX_WAITING, start: bool = True, prefix_cache: bool = True) -> None:
         if max_batch < 1:
             raise InputError(f"max_batch must be >= 1, got {max_batch}", field="max_batch")
         if max_waiting < 1:
@@ -252,6 +271,10 @@ class Scheduler:
         self._seqs: list[_Seq] = []
         self._cache: Any = None
         self._mask: np.ndarray | None = None
+        # The prefix cache: KV of prompt starts that several prompts shared (one row each), by tokens.
+        self.prefix_cache = prefix_cache and generator.prefix_cache
+        self._prefixes: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
+        self._recent: collections.deque[tuple[int, ...]] = collections.deque(maxlen=RECENT_PROMPTS)
 
     # ---- what callers see ----------------------------------------------------------------------
     @property
@@ -394,17 +417,36 @@ class Scheduler:
 
     # ---- batch operations ----------------------------------------------------------------------
     def _prefill(self, seqs: list[_Seq]) -> None:
-        """Prefill newly admitted sequences as one left-padded batch, choose their first token and
-        merge the survivors into the running batch."""
+        """Prefill newly admitted sequences, choose their first token and merge the survivors into the
+        running batch. Sequences that start with the same cached prefix are prefilled together, only their
+        suffixes running through the model; the rest as one left-padded batch."""
+        groups: dict[tuple[int, ...], list[_Seq]] = {}
+        for seq in seqs:
+            groups.setdefault(self._prefix_for(seq.prompt) if self.prefix_cache else (), []).append(seq)
+        for prefix, group in groups.items():
+            self._prefill_group(group, prefix)
+
+    def _prefill_group(self, seqs: list[_Seq], prefix: tuple[int, ...]) -> None:
         gen = self.generator
-        longest = max(len(s.prompt) for s in seqs)
+        start = len(prefix)
+        longest = max(len(s.prompt) - start for s in seqs)
         input_ids = np.full((len(seqs), longest), gen.pad_id, dtype=np.int64)
-        attention = np.zeros((len(seqs), longest), dtype=np.int64)
+        attention = np.zeros((len(seqs), start + longest), dtype=np.int64)
+        attention[:, :start] = 1
         for i, seq in enumerate(seqs):
-            input_ids[i, longest - len(seq.prompt):] = seq.prompt
-            attention[i, longest - len(seq.prompt):] = 1
-        positions = np.clip(np.cumsum(attention, axis=1) - 1, 0, None)  # real tokens only, as Generator._loop
-        logits, cache = gen._prefill(input_ids, attention, positions)
+            suffix = seq.prompt[start:]
+            input_ids[i, longest - len(suffix):] = suffix
+            attention[i, start + longest - len(suffix):] = 1
+        # Positions count real tokens only, as Generator._loop; with a prefix, the padding between it and a
+        # shorter suffix is a masked hole that no position counts.
+        positions = np.clip(np.cumsum(attention, axis=1) - 1, 0, None)[:, start:]
+        if prefix:
+            past = gen._cache_repeat(self._prefixes[prefix], len(seqs))
+            logits, cache = gen._decode(past, input_ids, attention, positions)
+            self.stats.prefix_hits += len(seqs)
+            self.stats.prefix_tokens_saved += start * len(seqs)
+        else:
+            logits, cache = gen._prefill(input_ids, attention, positions)
         self.stats.prefills += 1
         self.stats.prefilled_rows += len(seqs)
         for seq in seqs:
@@ -416,18 +458,42 @@ class Scheduler:
         if len(keep) < len(seqs):
             cache, attention = gen._cache_select(cache, keep), attention[keep]
             seqs = [seqs[i] for i in keep]
-            lead = attention.shape[1] - max(s.past for s in seqs)
+            lead = _leading_padding(attention)
             if lead > 0:
                 cache, attention = gen._cache_trim(cache, lead), attention[:, lead:]
         if not self._seqs:
             self._seqs, self._cache, self._mask = seqs, cache, attention
             return
         assert self._mask is not None
-        past = max(self._mask.shape[1], attention.shape[1])
+        past_len = max(self._mask.shape[1], attention.shape[1])
         self._cache = gen._cache_merge(self._cache, cache)
-        self._mask = np.concatenate([_pad_mask(self._mask, past), _pad_mask(attention, past)], axis=0)
+        self._mask = np.concatenate([_pad_mask(self._mask, past_len), _pad_mask(attention, past_len)], axis=0)
         self._seqs = self._seqs + seqs
         self.stats.joined += len(seqs)
+
+    def _prefix_for(self, prompt: list[int]) -> tuple[int, ...]:
+        """The longest cached prefix this prompt starts with (and goes beyond), else (); with none, a start of
+        PREFIX_MIN_TOKENS or more that it shares with a recent prompt is prefilled alone and cached."""
+        tokens = tuple(prompt)
+        best: tuple[int, ...] = ()
+        for prefix in self._prefixes:
+            if len(best) < len(prefix) < len(tokens) and tokens[:len(prefix)] == prefix:
+                best = prefix
+        if not best:
+            shared = max((_common_start(tokens, other) for other in self._recent), default=0)
+            shared = min(shared, len(tokens) - 1)  # the last prompt token runs through the model: its logits
+            if shared >= PREFIX_MIN_TOKENS:
+                best = tokens[:shared]
+                ids = np.asarray([best], dtype=np.int64)
+                _, cache = self.generator._prefill(ids, np.ones_like(ids), np.arange(shared, dtype=np.int64)[None])
+                self._prefixes[best] = cache
+                self.stats.prefix_entries += 1
+                while len(self._prefixes) > PREFIX_ENTRIES:
+                    self._prefixes.popitem(last=False)
+        self._recent.append(tokens)
+        if best:
+            self._prefixes.move_to_end(best)
+        return best
 
     def _decode(self) -> None:
         """One token for every row of the running batch."""
@@ -492,8 +558,8 @@ class Scheduler:
         assert self._mask is not None
         self._seqs = [self._seqs[i] for i in keep]
         self._cache, self._mask = gen._cache_select(self._cache, keep), self._mask[keep]
-        lead = self._mask.shape[1] - max(s.past for s in self._seqs)
-        if lead > 0:  # every row's real tokens are right-aligned: these columns are all padding
+        lead = _leading_padding(self._mask)
+        if lead > 0:  # these columns are padding in every row
             self._cache, self._mask = gen._cache_trim(self._cache, lead), self._mask[:, lead:]
 
     def _reset(self) -> None:
@@ -508,6 +574,21 @@ class Scheduler:
         for seq in self._seqs:
             seq.ticket._fail(exc)
         self._reset()
+
+
+def _leading_padding(mask: np.ndarray) -> int:
+    """Columns at the start of the past that are padding in every row."""
+    used = mask.any(axis=0)
+    return int(np.argmax(used)) if used.any() else mask.shape[1]
+
+
+def _common_start(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _pad_mask(mask: np.ndarray, past: int) -> np.ndarray:
@@ -536,6 +617,10 @@ class SchedulerCollector:
         yield CounterMetricFamily("llmops_decode_steps", "Decode steps run", value=stats.steps)
         yield CounterMetricFamily("llmops_decode_rows", "Rows summed over decode steps (/ steps = mean batch size)",
                                   value=stats.decoded_rows)
+        yield CounterMetricFamily("llmops_prefix_cache_hits", "Rows prefilled after a cached prompt prefix",
+                                  value=stats.prefix_hits)
+        yield CounterMetricFamily("llmops_prefix_cache_tokens_saved", "Prompt tokens not prefilled again",
+                                  value=stats.prefix_tokens_saved)
         yield CounterMetricFamily("llmops_requests_rejected_busy", "Requests refused with 503 server_busy",
                                   value=stats.rejected)
         yield CounterMetricFamily("llmops_requests_cancelled", "Requests cancelled in flight (the client left)",

@@ -504,6 +504,10 @@ def bench_batching(model_dir: str | Path, *, streams: int = 16, requests_per_str
         with running_server(served, model_id="bench", threads=threads, timeout=300) as url:
             levels = _warm_levels(url, streams, requests_per_stream, max_tokens)
             metrics = httpx.get(url + "/metrics", timeout=30).text
+        # The same server without its prefix cache (serving/batching.py), in the same run: what the cache buys.
+        with running_server(served, model_id="bench", threads=threads, timeout=300,
+                            env={"LLMOPS_PREFIX_CACHE": "0"}) as url:
+            no_prefix = _warm_levels(url, streams, requests_per_stream, max_tokens)
         missing = llama_server_missing(gguf)
         peer: dict[str, Any] = {"name": "llama.cpp server (llama-cpp-python)", "gguf": str(gguf) if gguf else None}
         if missing is None and gguf is not None:
@@ -515,14 +519,17 @@ def bench_batching(model_dir: str | Path, *, streams: int = 16, requests_per_str
     finally:
         tmp.cleanup()
     one, many = levels
-    max_batch = next((float(line.split()[-1]) for line in metrics.splitlines()
-                      if line.startswith("llmops_batch_rows_max ")), 0.0)
+    max_batch = _metric(metrics, "llmops_batch_rows_max")
 
     def ratio(a: float, b: float) -> float:
         return a / b if b else float("nan")
 
     ratios = {f"tokens/s at {streams} streams / 1 stream": ratio(many.tokens_per_s, one.tokens_per_s),
-              f"TTFT p95 at {streams} streams / 1 stream": ratio(many.ttft_p95_ms, one.ttft_p95_ms)}
+              f"TTFT p95 at {streams} streams / 1 stream": ratio(many.ttft_p95_ms, one.ttft_p95_ms),
+              f"tokens/s at {streams} streams / without the prefix cache":
+                  ratio(many.tokens_per_s, no_prefix[1].tokens_per_s),
+              f"TTFT p95 at {streams} streams / without the prefix cache":
+                  ratio(many.ttft_p95_ms, no_prefix[1].ttft_p95_ms)}
     goals = {f"tokens/s at {streams} streams / 1 stream": ">= 4", f"TTFT p95 at {streams} streams / 1 stream": "<= 2"}
     if "levels" in peer:
         key = f"tokens/s at {streams} streams / llama.cpp server at {streams} streams"
@@ -533,8 +540,14 @@ def bench_batching(model_dir: str | Path, *, streams: int = 16, requests_per_str
              "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
              "largest_batch_seen": int(max_batch),
              "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    prefix = {"hits": _metric(metrics, "llmops_prefix_cache_hits_total"),
+              "tokens_saved": _metric(metrics, "llmops_prefix_cache_tokens_saved_total")}
     return {"setup": setup, "levels": [asdict(level) for level in levels], "ratios": ratios, "goals": goals,
-            "peer": peer}
+            "peer": peer, "prefix_cache": prefix, "without_prefix_cache": [asdict(level) for level in no_prefix]}
+
+
+def _metric(text: str, name: str) -> float:
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")), 0.0)
 
 
 def batching_table(bench: dict[str, Any]) -> str:
@@ -545,12 +558,17 @@ def batching_table(bench: dict[str, Any]) -> str:
              "| server | streams | requests | errors | tokens | seconds | tokens/s | TTFT p50 ms | TTFT p95 ms |",
              "|---|---|---|---|---|---|---|---|---|"]
     peer = bench.get("peer") or {}
-    rows = [("llmops serve", lv) for lv in bench["levels"]] + [(peer["name"], lv) for lv in peer.get("levels", [])]
+    rows = ([("llmops serve", lv) for lv in bench["levels"]]
+            + [("llmops serve, LLMOPS_PREFIX_CACHE=0", lv) for lv in bench.get("without_prefix_cache", [])]
+            + [(peer["name"], lv) for lv in peer.get("levels", [])])
     for server, lv in rows:
         lines.append(f"| {server} | {lv['streams']} | {lv['requests']} | {lv['errors']} | {lv['tokens']} | "
                      f"{lv['seconds']:.2f} | {lv['tokens_per_s']:.1f} | {lv['ttft_p50_ms']:.0f} | {lv['ttft_p95_ms']:.0f} |")
     if peer.get("missing"):
         lines += ["", f"{peer['name']}: not run ({peer['missing']})."]
+    if bench.get("prefix_cache"):
+        lines += ["", f"Prefix cache of `llmops serve`: {bench['prefix_cache']['hits']:.0f} rows prefilled after a cached "
+                      f"prefix, {bench['prefix_cache']['tokens_saved']:.0f} prompt tokens not prefilled again."]
     lines += ["", "| ratio | value | goal |", "|---|---|---|"]
     lines += [f"| {k} | {v:.2f}x | {bench['goals'].get(k, '')} |" for k, v in bench["ratios"].items()]
     return "\n".join(lines)

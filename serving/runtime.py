@@ -149,6 +149,14 @@ class Generator(abc.ABC):
 
     # Cache operations of continuous batching (serving/batching.py). A cache's rows follow the
     # batch's rows; its past axis is left-padded, like the attention mask that masks the padding.
+    prefix_cache = False
+    """Whether the scheduler may prefill a prompt's suffix after a cached prefix: `_cache_repeat` exists,
+    leaves its argument as it was, and `_decode` takes a chunk of several tokens after the past."""
+
+    def _cache_repeat(self, cache: Any, rows: int) -> Any:
+        """A new cache of `rows` copies of a one-row cache (the argument is left as it was)."""
+        raise NotImplementedError(f"{type(self).__name__} has no prefix cache")
+
     @abc.abstractmethod
     def _cache_select(self, cache: Any, rows: Sequence[int]) -> Any:
         """The cache of `rows` only (finished or cancelled rows leave the batch)."""
@@ -443,6 +451,11 @@ class OrtGenerator(Generator):
         return self._run(feeds)
 
     # past_key_values.N.key/value: numpy (batch, kv_heads, past, head_dim)
+    prefix_cache = True
+
+    def _cache_repeat(self, cache, rows):
+        return {name: np.repeat(value, rows, axis=0) for name, value in cache.items()}
+
     def _cache_select(self, cache, rows):
         index = np.asarray(list(rows), dtype=np.int64)
         return {name: value[index] for name, value in cache.items()}  # fancy indexing copies: contiguous

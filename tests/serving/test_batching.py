@@ -16,6 +16,7 @@ import threading
 from types import SimpleNamespace
 
 import httpx
+import numpy as np
 import pytest
 
 from llmops.errors import InputError
@@ -75,6 +76,82 @@ def test_rows_joining_mid_decode_and_leaving_early_decode_as_unbatched(backend, 
     assert stats.joined >= 4  # later requests joined a batch that was decoding
     assert stats.prefills == 4  # arrivals at one step boundary share one prefill
     assert stats.completed == len(requests) and scheduler.batch_rows == 0
+
+
+SYSTEM = ("You answer questions about the Python programming language. If a question is not about Python, "
+          "reply that you can only help with questions about Python.\n\nQuestion:\n")
+
+
+def assert_each_row_caches_what_a_whole_prefill_would(scheduler: Scheduler) -> None:
+    """Each row's real past columns (mask 1) hold the keys and values a prefill of everything that row fed
+    (its prompt and its tokens but the pending last) computes alone: no column lost, shifted or misplaced."""
+    gen = scheduler.generator
+    for r, seq in enumerate(scheduler._seqs):
+        fed = seq.prompt + seq.row.ids[:-1]  # the last chosen token is pending, not yet fed
+        real = np.flatnonzero(scheduler._mask[r])
+        assert seq.past == len(fed) == len(real)
+        ids = np.asarray([fed], dtype=np.int64)
+        _, whole = gen._prefill(ids, np.ones_like(ids), np.arange(len(fed), dtype=np.int64)[None])
+        for name, value in scheduler._cache.items():
+            np.testing.assert_allclose(value[r][:, real, :], whole[name][0], atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["ort", "torch"])
+def test_prompts_that_share_a_start_prefill_only_their_suffix_and_decode_as_unbatched(backend, ort_untied,
+                                                                                      torch_untied):
+    """A chat turn's prompt starts with the same system turn every time: once two prompts shared a start of
+    PREFIX_MIN_TOKENS or more, its KV is cached and later prompts run only their suffix through the model.
+    Suffixes of different lengths leave masked holes between the prefix and the suffix; when the row with
+    the longest suffix leaves, every remaining row has a hole and only true padding may be trimmed. Every
+    request still decodes to its unbatched tokens, and every row's cache is what a whole prefill computes."""
+    from serving.batching import PREFIX_MIN_TOKENS
+
+    gen = ort_untied if backend == "ort" else torch_untied
+    asks = ["How do I sort a dict by value?", "What is a lambda?", "Why does my regex not match across newlines?",
+            "What does yield do?", "import os, sys"]
+    ids = [gen.encode(SYSTEM + a) for a in asks]
+    shared = len(gen.encode(SYSTEM)) - 2
+    assert shared >= PREFIX_MIN_TOKENS and len({len(i) for i in ids}) >= 4  # suffixes of other lengths: holes
+    assert len(ids[2]) > len(ids[1])
+    requests = [  # (step at which it is submitted, prompt, params)
+        (0, ids[0], SamplingParams(max_new_tokens=2, ignore_eos=True)),  # nothing to share with yet; done at once
+        (2, ids[2], SamplingParams(max_new_tokens=3, ignore_eos=True)),  # the start is cached; longest suffix, leaves
+        (2, ids[1], SamplingParams(max_new_tokens=16, ignore_eos=True, frequency_penalty=0.5)),
+        (4, ids[3], SamplingParams(max_new_tokens=10, temperature=0.8, top_p=0.9, seed=3, ignore_eos=True)),
+        (4, ids[4], SamplingParams(max_new_tokens=12, ignore_eos=True)),
+    ]
+    scheduler = Scheduler(gen, max_batch=16, start=False)
+    tickets: list = [None] * len(requests)
+    for step in range(40):
+        for i, (at, prompt, params) in enumerate(requests):
+            if at == step:
+                tickets[i] = scheduler.submit([prompt], params)
+        scheduler.step()
+        if backend == "ort":
+            assert_each_row_caches_what_a_whole_prefill_would(scheduler)
+    assert scheduler.batch_rows == 0
+    for ticket, (_, prompt, params) in zip(tickets, requests, strict=True):
+        [got], [alone] = ticket.result(), gen.generate_ids([prompt], params)
+        assert got.token_ids == alone.token_ids
+        assert (got.text, got.finish_reason, got.prompt_tokens) == (alone.text, alone.finish_reason, alone.prompt_tokens)
+    stats = scheduler.stats
+    if backend == "torch":  # its cache is edited in place: no prefix cache
+        assert stats.prefix_hits == 0 and stats.prefix_entries == 0
+        return
+    assert stats.prefix_entries == 1  # one shared start, prefilled once
+    assert stats.prefix_hits == 4  # every prompt after the first ran only its suffix
+    assert stats.prefix_tokens_saved >= 4 * shared
+    assert stats.max_batch >= 3 and stats.completed == len(requests)
+
+
+def test_a_scheduler_without_the_prefix_cache_prefills_whole_prompts(ort_untied):
+    ids = [ort_untied.encode(SYSTEM + a) for a in ("What is a tuple?", "What is a set?", "What is a list?")]
+    scheduler = Scheduler(ort_untied, start=False, prefix_cache=False)
+    tickets = [scheduler.submit([i], SamplingParams(max_new_tokens=4, ignore_eos=True)) for i in ids]
+    run_to_end(scheduler)
+    assert [t.result()[0].token_ids for t in tickets] == \
+        [c.token_ids for c in ort_untied.generate_ids(ids, SamplingParams(max_new_tokens=4, ignore_eos=True))]
+    assert scheduler.stats.prefix_hits == 0 and scheduler.stats.prefix_entries == 0
 
 
 def test_streamed_deltas_through_the_scheduler_equal_the_generators(ort_untied):
@@ -308,13 +385,20 @@ def test_bench_batching_prints_ratios_of_one_run(untied_export, tmp_path):
     assert [lv["streams"] for lv in result["levels"]] == [1, 3]
     assert [lv["requests"] for lv in result["levels"]] == [1, 3]
     assert all(lv["errors"] == 0 and lv["tokens"] > 0 and lv["ttft_p95_ms"] > 0 for lv in result["levels"])
-    assert set(result["ratios"]) == {"tokens/s at 3 streams / 1 stream", "TTFT p95 at 3 streams / 1 stream"}
-    assert set(result["goals"]) == set(result["ratios"])
+    assert set(result["goals"]) == {"tokens/s at 3 streams / 1 stream", "TTFT p95 at 3 streams / 1 stream"}
+    assert set(result["ratios"]) == set(result["goals"]) | {"tokens/s at 3 streams / without the prefix cache",
+                                                            "TTFT p95 at 3 streams / without the prefix cache"}
+    # The chat requests share the served prompt's system turn: the server's scheduler cached it. The same
+    # levels ran on a server without the cache, in the same run.
+    assert result["prefix_cache"]["hits"] > 0 and result["prefix_cache"]["tokens_saved"] > 0
+    assert [lv["streams"] for lv in result["without_prefix_cache"]] == [1, 3]
+    assert all(lv["errors"] == 0 and lv["tokens"] > 0 for lv in result["without_prefix_cache"])
     # No GGUF (a micro model has none): the llama.cpp server peer is not run, and the result says why.
     assert result["peer"]["missing"].startswith("no GGUF") and "levels" not in result["peer"]
     table = batching_table(result)
     assert "| server | streams | requests |" in table and "TTFT p95 at 3 streams / 1 stream" in table
     assert "| llmops serve | 3 | 3 | 0 |" in table and "llama.cpp server (llama-cpp-python): not run (no GGUF" in table
+    assert "| llmops serve, LLMOPS_PREFIX_CACHE=0 | 3 | 3 | 0 |" in table and "Prefix cache of `llmops serve`" in table
     assert main(["bench", "batching", "--model", str(tmp_path), "--out", str(tmp_path / "b.json")]) == 2
 
 
