@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from llmops.errors import InputError
-from serving.runtime import Completion, Generator, SamplingParams, StreamChunk, _Row
+from serving.runtime import Completion, Generator, SamplingParams, StreamChunk, _Row, common_prefix_len
 
 log = logging.getLogger(__name__)
 
@@ -480,7 +480,7 @@ class Scheduler:
             if len(best) < len(prefix) < len(tokens) and tokens[:len(prefix)] == prefix:
                 best = prefix
         if not best:
-            shared = max((_common_start(tokens, other) for other in self._recent), default=0)
+            shared = max((common_prefix_len(tokens, other) for other in self._recent), default=0)
             shared = min(shared, len(tokens) - 1)  # the last prompt token runs through the model: its logits
             if shared >= PREFIX_MIN_TOKENS:
                 best = tokens[:shared]
@@ -580,15 +580,6 @@ def _leading_padding(mask: np.ndarray) -> int:
     """Columns at the start of the past that are padding in every row."""
     used = mask.any(axis=0)
     return int(np.argmax(used)) if used.any() else mask.shape[1]
-
-
-def _common_start(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _pad_mask(mask: np.ndarray, past: int) -> np.ndarray:

@@ -47,7 +47,7 @@ from llmops.files import atomic_dir, atomic_write_json, atomic_write_text, sha25
 from llmops.prompts import Prompt, chat_format_of, load_prompt, load_prompt_file
 from llmops.report import Finding, Metric, Report, render_markdown
 from serving.hf_baseline import hf_generate
-from serving.runtime import OrtGenerator, SamplingParams, TorchGenerator
+from serving.runtime import OrtGenerator, SamplingParams, TorchGenerator, common_prefix_len
 
 DTYPES = ("fp32", "int8", "int4", "fp16")
 PARITY_KIND = "export-parity"
@@ -251,19 +251,10 @@ def _cuda_reason() -> str | None:
 
 
 # ---- parity ------------------------------------------------------------------------------------
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def token_agreement(reference: Sequence[Sequence[int]], candidate: Sequence[Sequence[int]]) -> float:
     """% of tokens that agree: per prompt the common prefix over the longer sequence (tokens after
     the first divergence count as disagreeing, since they continue a different text). 100 iff equal."""
-    agreed = sum(_common_prefix(r, c) for r, c in zip(reference, candidate, strict=True))
+    agreed = sum(common_prefix_len(r, c) for r, c in zip(reference, candidate, strict=True))
     total = sum(max(len(r), len(c)) for r, c in zip(reference, candidate, strict=True))
     return 100.0 if total == 0 else 100.0 * agreed / total
 
@@ -290,7 +281,7 @@ def parity_check(reference: Sequence[Sequence[int]], onnx_dir: Path, prompts: Se
     mismatches = []
     for i, (ref, cand) in enumerate(zip(reference, got, strict=True)):
         if list(ref) != list(cand):
-            pos = _common_prefix(ref, cand)
+            pos = common_prefix_len(ref, cand)
             mismatches.append({"index": i, "position": pos, "torch": list(ref[pos:pos + 4]),
                                "onnx": list(cand[pos:pos + 4])})
     logit_diff = None

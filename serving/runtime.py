@@ -469,6 +469,16 @@ class OrtGenerator(Generator):
                 for name in first}
 
 
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _past_len(cache: dict[str, np.ndarray]) -> int:
     return int(next(iter(cache.values())).shape[2])
 
