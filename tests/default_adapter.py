@@ -1,11 +1,13 @@
 """The default recipe's LoRA adapter, trained once and committed under the inputs that made it.
 
 tests/test_real_model.py needs the model the main job trains: SmolLM2-135M-Instruct tuned by
-training/config.yaml. Training it takes 17-22 minutes on 2 cores, longer than the rest of the
-suite. So the adapter `llmops train` wrote is kept in tests/data/default-adapter/ with a key: the
-main pipeline's own hash of its train stage (the command, every file it reads, its code included,
-and the config values it reads; the hash that lets `llmops pipeline main` skip training) and the
-sha256 of constraints.txt (the library versions). While the key matches, the fixture merges the
+training/config.yaml. Training it takes 15-22 minutes on 2 cores, longer than the rest of the
+suite. So the adapter `llmops train` wrote is kept in tests/data/default-adapter/ with a key
+(`training_key`): the recipe's values, the training datasets and the prompt file it renders them
+with, the code that turns them into weights (TRAINING_CODE), and constraints.txt (the library
+versions). It is narrower than the main pipeline's train-stage hash, which also covers plumbing
+(settings, file writing, reports, the CLI) and so changes with edits that leave every weight as it
+was: with that hash, adding a setting made the suite train for 15 minutes. While the key matches, the fixture merges the
 committed adapter into the base model (seconds). When anything that decides the training changes,
 the key does not match, the fixture trains as the main job would, and says so in a warning.
 
@@ -33,20 +35,26 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def training_key(root: Path = ROOT) -> dict[str, str]:
-    """What decides the adapter: the main pipeline's train-stage hash and the pinned library versions."""
-    from llmops.jobs.pipeline import load_pipeline, stage_hashes
+# The code that decides the numbers: how rows become tokens (the prompt rendering, the tokenisation, the
+# mix of passes), the trainer's arguments, the LoRA config, the merge, and the base model's conversion.
+# Not the plumbing the main pipeline's train-stage hash also covers (settings, errors, file writing,
+# reports, tracking, licences, the CLI), which changes for reasons that leave every weight as it was.
+TRAINING_CODE = ("training/finetune.py", "training/tokenise.py", "training/config.py", "training/base_models.py",
+                 "llmops/prompts.py", "llmops/dataset.py")
+
+
+def training_key(root: Path = ROOT) -> dict[str, Any]:
+    """What decides the adapter: the recipe's values (training/config.yaml), the training datasets and the
+    prompt file it renders them with, the training code, and the pinned library versions (constraints.txt)."""
+    from llmops.jobs.pipeline import hash_paths
+    from llmops.prompts import load_prompt
     from training.config import load_config
 
-    spec = load_pipeline(root / "pipeline.yaml", "main")
-    needed, todo = set(), ["train"]
-    while todo:  # the train stage and the stages it runs after: their hashes are part of its own
-        name = todo.pop()
-        needed.add(name)
-        todo += [a for a in spec.stages[name].after if a not in needed]
-    spec = spec.model_copy(update={"stages": {n: s for n, s in spec.stages.items() if n in needed}})
-    config = load_config(root / "training" / "config.yaml").model_dump()
-    return {"train_stage": stage_hashes(spec, root, config)["train"],
+    cfg = load_config(root / "training" / "config.yaml")
+    prompt = load_prompt(cfg.prompt, root / "prompts").path.resolve().relative_to(root.resolve()).as_posix()
+    return {"config": hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest(),
+            "data": hash_paths(root, [cfg.dataset, *cfg.extra_datasets, prompt]),
+            "code": hash_paths(root, list(TRAINING_CODE)),
             "constraints": _sha256(root / "constraints.txt")}
 
 

@@ -43,7 +43,8 @@ def test_the_committed_adapter_was_trained_on_todays_inputs() -> None:
 
 @pytest.mark.parametrize("rel", ["datasets/python-faq/train.jsonl",
                                  "datasets/assistant-contract/train.jsonl", "prompts/answer.yaml",
-                                 "training/finetune.py", "training/base_models.py", "constraints.txt"])
+                                 "training/finetune.py", "training/tokenise.py", "training/base_models.py",
+                                 "llmops/prompts.py", "constraints.txt"])
 def test_the_key_changes_with_what_decides_the_training(repo: Path, rel: str) -> None:
     first = training_key(repo)
     assert committed_adapter(repo)[0] is not None
@@ -53,15 +54,18 @@ def test_the_key_changes_with_what_decides_the_training(repo: Path, rel: str) ->
     assert folder is None and "other inputs" in why
 
 
-def test_a_config_value_changes_the_key_but_a_file_outside_the_recipe_does_not(repo: Path) -> None:
+def test_a_config_value_changes_the_key_but_files_that_do_not_decide_the_weights_do_not(repo: Path) -> None:
     first = training_key(repo)
     config = repo / "training" / "config.yaml"
     config.write_text(config.read_text().replace("learning_rate: 0.0006", "learning_rate: 0.0003"))
-    assert training_key(repo)["train_stage"] != first["train_stage"]
+    assert training_key(repo)["config"] != first["config"]
     config.write_text(config.read_text().replace("learning_rate: 0.0003", "learning_rate: 0.0006"))
     assert training_key(repo) == first
     (repo / "datasets" / "README-extra.md").write_text("not read by training\n")
     assert training_key(repo) == first
+    for plumbing in ("llmops/settings.py", "llmops/files.py", "llmops/report.py"):  # leave every weight as it was
+        touch(repo / plumbing, "\n# changed\n")
+    assert training_key(repo) == first and committed_adapter(repo)[0] is not None
 
 
 def test_a_damaged_adapter_file_is_refused(repo: Path) -> None:
