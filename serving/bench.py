@@ -248,6 +248,16 @@ def bench_serve(model_dir: str | Path, *, n_prompts: int = 8, max_new_tokens: in
         optimum = OptimumGenerator(optimum_dir, threads=threads)
         return run_hf(optimum.model, optimum.tokenizer)
 
+    def quantised_loop(dtype: str) -> _Backend:
+        folder = quantised[dtype]
+        return _Backend(f"ORT loop {dtype}", lambda: run_loop(OrtGenerator(folder, threads=threads)), mean_batch,
+                        lambda: onnx_weight_bytes(folder))
+
+    def genai_peer(precision: str, folder: Path) -> _Backend:
+        return _Backend(f"onnxruntime-genai {precision}",
+                        lambda: run_peer(peers.GenaiGenerator(folder, threads=threads, pad_id=pad_id), batches),
+                        mean_batch, lambda: onnx_weight_bytes(folder), peer=True)
+
     pad_id = peers.unused_token_id(ids, torch_gen.model.config.vocab_size)
     fp32 = export.variants["fp32"]
     # Each backend is built just before it is timed, so no other backend's thread pool is alive
@@ -258,16 +268,12 @@ def bench_serve(model_dir: str | Path, *, n_prompts: int = 8, max_new_tokens: in
         _Backend("optimum ORTModelForCausalLM", run_optimum, mean_batch, lambda: onnx_weight_bytes(optimum_dir)),
         _Backend("ORT loop fp32", lambda: run_loop(OrtGenerator(fp32, threads=threads)), mean_batch,
                  lambda: onnx_weight_bytes(fp32)),
-        *[_Backend(f"ORT loop {d}", lambda d=d: run_loop(OrtGenerator(quantised[d], threads=threads)), mean_batch,
-                   lambda d=d: onnx_weight_bytes(quantised[d])) for d in QUANTISED],
+        *[quantised_loop(d) for d in QUANTISED],
     ]
     for precision in peers.GENAI_BUILDS:
         built = genai.get(precision, genai_missing)
         if isinstance(built, Path):
-            backends.append(_Backend(
-                f"onnxruntime-genai {precision}", lambda f=built: run_peer(
-                    peers.GenaiGenerator(f, threads=threads, pad_id=pad_id), batches),
-                mean_batch, lambda f=built: onnx_weight_bytes(f), peer=True))
+            backends.append(genai_peer(precision, built))
         else:
             backends.append(_Backend(f"onnxruntime-genai {precision}", None, mean_batch, None, str(built), peer=True))
     llama_missing = peers.missing("llama_cpp", peers.LLAMA_CPP_INSTALL) or (None if gguf else NO_GGUF)

@@ -51,7 +51,9 @@ def training_key(root: Path = ROOT) -> dict[str, Any]:
     from training.config import load_config
 
     cfg = load_config(root / "training" / "config.yaml")
-    prompt = load_prompt(cfg.prompt, root / "prompts").path.resolve().relative_to(root.resolve()).as_posix()
+    prompt_path = load_prompt(cfg.prompt, root / "prompts").path
+    assert prompt_path is not None  # load_prompt records the file it read
+    prompt = prompt_path.resolve().relative_to(root.resolve()).as_posix()
     return {"config": hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest(),
             "data": hash_paths(root, [cfg.dataset, *cfg.extra_datasets, prompt]),
             "code": hash_paths(root, list(TRAINING_CODE)),

@@ -219,6 +219,7 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *, run_dir: Path |
     settings = settings or Settings.load()
     check_tracking(settings)  # with LLMOPS_REGISTRY_URI: an unreachable MLflow server fails now, not after training
     prompt = load_prompt(cfg.prompt, settings.prompts_dir)
+    assert prompt.path is not None  # load_prompt records the file it read
     base_path, base_info = resolve_base_model(cfg, settings, progress=progress)
     dataset_license = check_licenses(cfg, settings, base_path)
     if cfg.threads:
