@@ -424,7 +424,12 @@ class Scheduler:
         for seq in seqs:
             groups.setdefault(self._prefix_for(seq.prompt) if self.prefix_cache else (), []).append(seq)
         for prefix, group in groups.items():
-            self._prefill_group(group, prefix)
+            try:
+                self._prefill_group(group, prefix)
+            except Exception as exc:  # only this group's requests fail: another group may already decode
+                log.exception("prefill failed")
+                for seq in group:
+                    seq.ticket._fail(exc)
 
     def _prefill_group(self, seqs: list[_Seq], prefix: tuple[int, ...]) -> None:
         gen = self.generator

@@ -144,6 +144,29 @@ def test_prompts_that_share_a_start_prefill_only_their_suffix_and_decode_as_unba
     assert stats.max_batch >= 3 and stats.completed == len(requests)
 
 
+def test_a_prefill_group_that_fails_fails_only_its_own_requests(ort_untied, monkeypatch):
+    """Arrivals of one step are prefilled in groups (by cached prefix); when one group's prefill raises, the
+    other group's requests, already merged into the batch, decode to their unbatched tokens."""
+    gen = ort_untied
+    first, shared = gen.encode(SYSTEM + "What is a tuple?"), gen.encode(SYSTEM + "What is a set?")
+    other = gen.encode("def f(x):\n    return")
+    params = SamplingParams(max_new_tokens=6, ignore_eos=True)
+    scheduler = Scheduler(gen, start=False)
+    scheduler.submit([first], SamplingParams(max_new_tokens=1))
+    scheduler.step()
+
+    def broken(cache, rows):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(gen, "_cache_repeat", broken)
+    failing, fine = scheduler.submit([shared], params), scheduler.submit([other], params)
+    run_to_end(scheduler)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        failing.result()
+    assert [c.token_ids for c in fine.result()] == [c.token_ids for c in gen.generate_ids([other], params)]
+    assert scheduler.batch_rows == 0
+
+
 def test_a_scheduler_without_the_prefix_cache_prefills_whole_prompts(ort_untied):
     ids = [ort_untied.encode(SYSTEM + a) for a in ("What is a tuple?", "What is a set?", "What is a list?")]
     scheduler = Scheduler(ort_untied, start=False, prefix_cache=False)
