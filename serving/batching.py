@@ -11,8 +11,8 @@ A step (`Scheduler.step`; the thread runs steps while there is work):
 1. rows of cancelled requests leave the batch;
 2. waiting sequences are admitted up to `max_batch` rows, prefilled together as one left-padded
    batch, given their first token, and their KV cache is merged into the running batch: the shorter
-   past is left-padded with zeros, which the attention mask masks out. With the prefix cache (ORT
-   backend), sequences that start with a cached prefix are prefilled as a group of their own: the
+   past is left-padded with zeros, which the attention mask masks out. With the prefix cache,
+   sequences that start with a cached prefix are prefilled as a group of their own: the
    prefix's KV, repeated per row, is the past, and only their suffixes run through the model;
 3. one decode step of every row: each row feeds its own last token at its own position (positions
    count real tokens only) and is sampled with its own SamplingParams (penalties, temperature and
@@ -26,9 +26,7 @@ So a request decodes to the same tokens as it would alone, up to float rounding:
 bigger batch may sum in another order, which can flip a greedy pick only on an exact near-tie
 (tests/serving/test_batching.py checks equality on models whose every step matters).
 
-The prefix cache: a chat turn's prompt starts with the same system turn every time. When an admitted
-prompt shares a start of PREFIX_MIN_TOKENS or more with one of the last RECENT_PROMPTS prompts, that
-start is prefilled alone once (one row) and kept; the PREFIX_ENTRIES most recently used are kept. A
+The prefix cache (serving/prefix_cache.py) keeps the KV of prompt starts that requests share. A
 suffix shorter than the group's longest leaves a masked hole between prefix and suffix, which no
 position counts (positions count real tokens), and trimming removes only columns that are padding in
 every row. The prefix's KV is computed by a prefill of the prefix alone, so it equals a whole prompt's
@@ -57,15 +55,13 @@ from typing import Any
 import numpy as np
 
 from llmops.errors import InputError
-from serving.runtime import Completion, Generator, SamplingParams, StreamChunk, _Row, common_prefix_len
+from serving.prefix_cache import PrefixCache
+from serving.runtime import Completion, Generator, SamplingParams, StreamChunk, _Row
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_WAITING = 64
-PREFIX_MIN_TOKENS = 32  # a shared start shorter than this is not worth a cache entry
-PREFIX_ENTRIES = 4  # prefixes kept (least recently used goes first)
-RECENT_PROMPTS = 16  # prompts a new one is compared with to find a shared start
 
 
 class ServerBusy(RuntimeError):
@@ -93,8 +89,6 @@ class SchedulerStats:
     """Rows prefilled after a cached prompt prefix (only their suffix ran through the model)."""
     prefix_tokens_saved: int = 0
     """Prompt tokens those rows did not prefill again."""
-    prefix_entries: int = 0
-    """Prefixes cached (each cost one prefill of the prefix alone)."""
     joined: int = 0
     """Rows merged into a batch that was already decoding (joined mid-decode)."""
     completed: int = 0
@@ -271,10 +265,7 @@ class Scheduler:
         self._seqs: list[_Seq] = []
         self._cache: Any = None
         self._mask: np.ndarray | None = None
-        # The prefix cache: KV of prompt starts that several prompts shared (one row each), by tokens.
-        self.prefix_cache = prefix_cache and generator.prefix_cache
-        self._prefixes: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
-        self._recent: collections.deque[tuple[int, ...]] = collections.deque(maxlen=RECENT_PROMPTS)
+        self.prefixes = PrefixCache(generator) if prefix_cache else None
 
     # ---- what callers see ----------------------------------------------------------------------
     @property
@@ -422,7 +413,7 @@ class Scheduler:
         suffixes running through the model; the rest as one left-padded batch."""
         groups: dict[tuple[int, ...], list[_Seq]] = {}
         for seq in seqs:
-            groups.setdefault(self._prefix_for(seq.prompt) if self.prefix_cache else (), []).append(seq)
+            groups.setdefault(self.prefixes.prefix_for(seq.prompt) if self.prefixes else (), []).append(seq)
         for prefix, group in groups.items():
             try:
                 self._prefill_group(group, prefix)
@@ -446,7 +437,8 @@ class Scheduler:
         # shorter suffix is a masked hole that no position counts.
         positions = np.clip(np.cumsum(attention, axis=1) - 1, 0, None)[:, start:]
         if prefix:
-            past = gen._cache_repeat(self._prefixes[prefix], len(seqs))
+            assert self.prefixes is not None
+            past = self.prefixes.past(prefix, len(seqs))
             logits, cache = gen._decode(past, input_ids, attention, positions)
             self.stats.prefix_hits += len(seqs)
             self.stats.prefix_tokens_saved += start * len(seqs)
@@ -475,30 +467,6 @@ class Scheduler:
         self._mask = np.concatenate([_pad_mask(self._mask, past_len), _pad_mask(attention, past_len)], axis=0)
         self._seqs = self._seqs + seqs
         self.stats.joined += len(seqs)
-
-    def _prefix_for(self, prompt: list[int]) -> tuple[int, ...]:
-        """The longest cached prefix this prompt starts with (and goes beyond), else (); with none, a start of
-        PREFIX_MIN_TOKENS or more that it shares with a recent prompt is prefilled alone and cached."""
-        tokens = tuple(prompt)
-        best: tuple[int, ...] = ()
-        for prefix in self._prefixes:
-            if len(best) < len(prefix) < len(tokens) and tokens[:len(prefix)] == prefix:
-                best = prefix
-        if not best:
-            shared = max((common_prefix_len(tokens, other) for other in self._recent), default=0)
-            shared = min(shared, len(tokens) - 1)  # the last prompt token runs through the model: its logits
-            if shared >= PREFIX_MIN_TOKENS:
-                best = tokens[:shared]
-                ids = np.asarray([best], dtype=np.int64)
-                _, cache = self.generator._prefill(ids, np.ones_like(ids), np.arange(shared, dtype=np.int64)[None])
-                self._prefixes[best] = cache
-                self.stats.prefix_entries += 1
-                while len(self._prefixes) > PREFIX_ENTRIES:
-                    self._prefixes.popitem(last=False)
-        self._recent.append(tokens)
-        if best:
-            self._prefixes.move_to_end(best)
-        return best
 
     def _decode(self) -> None:
         """One token for every row of the running batch."""

@@ -149,13 +149,10 @@ class Generator(abc.ABC):
 
     # Cache operations of continuous batching (serving/batching.py). A cache's rows follow the
     # batch's rows; its past axis is left-padded, like the attention mask that masks the padding.
-    prefix_cache = False
-    """Whether the scheduler may prefill a prompt's suffix after a cached prefix: `_cache_repeat` exists,
-    leaves its argument as it was, and `_decode` takes a chunk of several tokens after the past."""
-
+    @abc.abstractmethod
     def _cache_repeat(self, cache: Any, rows: int) -> Any:
-        """A new cache of `rows` copies of a one-row cache (the argument is left as it was)."""
-        raise NotImplementedError(f"{type(self).__name__} has no prefix cache")
+        """A new cache of `rows` copies of a one-row cache, the argument left as it was (the scheduler's
+        prefix cache: `_decode` then runs a chunk of several tokens after it)."""
 
     @abc.abstractmethod
     def _cache_select(self, cache: Any, rows: Sequence[int]) -> Any:
@@ -451,8 +448,6 @@ class OrtGenerator(Generator):
         return self._run(feeds)
 
     # past_key_values.N.key/value: numpy (batch, kv_heads, past, head_dim)
-    prefix_cache = True
-
     def _cache_repeat(self, cache, rows):
         return {name: np.repeat(value, rows, axis=0) for name, value in cache.items()}
 
@@ -550,6 +545,15 @@ class TorchGenerator(Generator):
             for layer in self._layers(cache):
                 layer.keys, layer.values = layer.keys[index], layer.values[index]
         return cache
+
+    def _cache_repeat(self, cache, rows):
+        from transformers import DynamicCache
+
+        fresh = DynamicCache()
+        with self.torch.inference_mode():
+            for i, layer in enumerate(self._layers(cache)):
+                fresh.update(layer.keys.repeat(rows, 1, 1, 1), layer.values.repeat(rows, 1, 1, 1), i)
+        return fresh
 
     def _cache_trim(self, cache, drop):
         with self.torch.inference_mode():

@@ -110,7 +110,8 @@ def batching_bench(model_dir: Path | None, streams: int, requests_per_stream: in
     import tempfile
 
     from llmops.errors import InputError
-    from serving.bench import batching_table, bench_batching, write_bench
+    from serving.bench import write_bench
+    from serving.bench_batching import batching_table, bench_batching
 
     if model_dir is not None and not model_dir.is_dir():
         raise InputError("model folder not found", file=str(model_dir))

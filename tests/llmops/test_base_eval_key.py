@@ -11,7 +11,7 @@ from serving.guards import GUARD_FILES
 from tests.conftest import copy_repo_parts
 
 CODE = ("evals/rule_evals.py", "evals/metrics.py", "serving/export.py", "serving/runtime.py", "serving/app.py", "serving/streaming.py",
-        "serving/batching.py", "llmops/prompts.py")
+        "serving/batching.py", "serving/prefix_cache.py", "llmops/prompts.py")
 
 
 def test_the_key_follows_the_guards_their_code_and_their_data(tmp_path: Path) -> None:

@@ -92,8 +92,17 @@ def assert_each_row_caches_what_a_whole_prefill_would(scheduler: Scheduler) -> N
         assert seq.past == len(fed) == len(real)
         ids = np.asarray([fed], dtype=np.int64)
         _, whole = gen._prefill(ids, np.ones_like(ids), np.arange(len(fed), dtype=np.int64)[None])
-        for name, value in scheduler._cache.items():
-            np.testing.assert_allclose(value[r][:, real, :], whole[name][0], atol=1e-4, err_msg=name)
+        mine, theirs = cache_arrays(scheduler._cache), cache_arrays(whole)
+        for name, value in mine.items():
+            np.testing.assert_allclose(value[r][:, real, :], theirs[name][0], atol=1e-4, err_msg=name)
+
+
+def cache_arrays(cache) -> dict[str, np.ndarray]:
+    """Either backend's cache as numpy (batch, kv_heads, past, head_dim) arrays by name."""
+    if isinstance(cache, dict):  # ORT
+        return cache
+    return {f"{i}.{part}": getattr(layer, part).detach().float().numpy()  # torch DynamicCache
+            for i, layer in enumerate(cache.layers) for part in ("keys", "values")}
 
 
 @pytest.mark.parametrize("backend", ["ort", "torch"])
@@ -104,7 +113,7 @@ def test_prompts_that_share_a_start_prefill_only_their_suffix_and_decode_as_unba
     Suffixes of different lengths leave masked holes between the prefix and the suffix; when the row with
     the longest suffix leaves, every remaining row has a hole and only true padding may be trimmed. Every
     request still decodes to its unbatched tokens, and every row's cache is what a whole prefill computes."""
-    from serving.batching import PREFIX_MIN_TOKENS
+    from serving.prefix_cache import PREFIX_MIN_TOKENS
 
     gen = ort_untied if backend == "ort" else torch_untied
     asks = ["How do I sort a dict by value?", "What is a lambda?", "Why does my regex not match across newlines?",
@@ -127,18 +136,14 @@ def test_prompts_that_share_a_start_prefill_only_their_suffix_and_decode_as_unba
             if at == step:
                 tickets[i] = scheduler.submit([prompt], params)
         scheduler.step()
-        if backend == "ort":
-            assert_each_row_caches_what_a_whole_prefill_would(scheduler)
+        assert_each_row_caches_what_a_whole_prefill_would(scheduler)
     assert scheduler.batch_rows == 0
     for ticket, (_, prompt, params) in zip(tickets, requests, strict=True):
         [got], [alone] = ticket.result(), gen.generate_ids([prompt], params)
         assert got.token_ids == alone.token_ids
         assert (got.text, got.finish_reason, got.prompt_tokens) == (alone.text, alone.finish_reason, alone.prompt_tokens)
     stats = scheduler.stats
-    if backend == "torch":  # its cache is edited in place: no prefix cache
-        assert stats.prefix_hits == 0 and stats.prefix_entries == 0
-        return
-    assert stats.prefix_entries == 1  # one shared start, prefilled once
+    assert scheduler.prefixes is not None and scheduler.prefixes.entries == 1  # one shared start, prefilled once
     assert stats.prefix_hits == 4  # every prompt after the first ran only its suffix
     assert stats.prefix_tokens_saved >= 4 * shared
     assert stats.max_batch >= 3 and stats.completed == len(requests)
@@ -174,7 +179,7 @@ def test_a_scheduler_without_the_prefix_cache_prefills_whole_prompts(ort_untied)
     run_to_end(scheduler)
     assert [t.result()[0].token_ids for t in tickets] == \
         [c.token_ids for c in ort_untied.generate_ids(ids, SamplingParams(max_new_tokens=4, ignore_eos=True))]
-    assert scheduler.stats.prefix_hits == 0 and scheduler.stats.prefix_entries == 0
+    assert scheduler.stats.prefix_hits == 0 and scheduler.prefixes is None
 
 
 def test_streamed_deltas_through_the_scheduler_equal_the_generators(ort_untied):
@@ -401,7 +406,7 @@ USER_ASK = [{"role": "user", "content": "What is a lambda?"}]
 
 def test_bench_batching_prints_ratios_of_one_run(untied_export, tmp_path):
     from llmops.cli import main
-    from serving.bench import batching_table, bench_batching
+    from serving.bench_batching import batching_table, bench_batching
 
     result = bench_batching(untied_export, streams=3, requests_per_stream=1, max_tokens=4, threads=1,
                             work_dir=tmp_path)
@@ -428,7 +433,8 @@ def test_bench_batching_prints_ratios_of_one_run(untied_export, tmp_path):
 def test_the_llama_cpp_server_peer_says_why_it_did_not_run(tmp_path, monkeypatch):
     import sys
 
-    from serving.bench import NO_GGUF, llama_server_missing
+    from serving.bench import NO_GGUF
+    from serving.bench_batching import llama_server_missing
 
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
