@@ -19,8 +19,8 @@ A step (`Scheduler.step`; the thread runs steps while there is work):
    top_p with its own seeded rng, stop strings, eos, its budget); finished rows leave the batch and
    leading past columns that are padding in every remaining row are trimmed.
 
-Row state, token choice, stop strings and the stream's hold-back of partial characters and stop
-prefixes are the Generator's own (`_advance`, `_choose`, `_completion`, `_stream_safe`), and a
+Row state, stop strings and the stream's hold-back of partial characters and stop
+prefixes are the Generator's own (`_advance`, `_completion`, `_stream_safe`), token choice is serving/sampling.py's, and a
 request's rows are seeded and budgeted as `Generator.generate_ids` does for that request alone.
 So a request decodes to the same tokens as it would alone, up to float rounding: a padded or
 bigger batch may sum in another order, which can flip a greedy pick only on an exact near-tie
@@ -56,7 +56,8 @@ import numpy as np
 
 from llmops.errors import InputError
 from serving.prefix_cache import PrefixCache
-from serving.runtime import Completion, Generator, SamplingParams, StreamChunk, _Row
+from serving.runtime import Completion, Generator, StreamChunk, _Row
+from serving.sampling import SamplingParams, adjust, choose
 
 log = logging.getLogger(__name__)
 
@@ -491,11 +492,10 @@ class Scheduler:
         for i, seq in enumerate(seqs):
             row, params = seq.row, seq.params
             scores = logits[i]
-            if params.penalised and row.ids:  # as Generator._penalise, for this row only
+            if params.penalised:  # as Generator._penalise, for this row only
                 scores = np.array(scores, dtype=np.float32)
-                tokens, counts = np.unique(np.asarray(row.ids), return_counts=True)
-                scores[tokens] -= (counts * params.frequency_penalty + params.presence_penalty).astype(np.float32)
-            token = int(np.argmax(scores)) if params.temperature <= 0.0 else gen._choose(scores, params, row.rng)
+                adjust(scores, row.ids, params)
+            token = int(np.argmax(scores)) if params.temperature <= 0.0 else choose(scores, params, row.rng)
             seq.pending = token
             gen._advance(row, token, params, seq.live_text)
             self._emit(seq)

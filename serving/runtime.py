@@ -35,46 +35,11 @@ import numpy as np
 
 from llmops.errors import InputError
 from llmops.settings import Settings
+from serving.sampling import SamplingParams, adjust, choose
+
+__all__ = ["SamplingParams"]  # re-exported: callers import it from here
 
 REPLACEMENT_CHAR = "\ufffd"  # what a byte-level BPE decode shows for an incomplete UTF-8 sequence
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to decode one request (or one batch)."""
-
-    max_new_tokens: int = 64
-    """Most tokens to generate; fewer when the context window runs out."""
-    temperature: float = 0.0
-    """0 means greedy (argmax); otherwise logits are divided by it before sampling."""
-    top_p: float = 1.0
-    """Nucleus sampling: sample from the smallest set of tokens whose probability reaches top_p."""
-    seed: int | None = None
-    """Seed of the sampler, so a sampled request can be replayed."""
-    stop: tuple[str, ...] = ()
-    """Generation ends at the first of these strings; the returned text excludes it."""
-    ignore_eos: bool = False
-    """Keep generating after eos (benchmarks that need a fixed length)."""
-    frequency_penalty: float = 0.0
-    """OpenAI's: subtracted from a token's logit once per time the token was already generated."""
-    presence_penalty: float = 0.0
-    """OpenAI's: subtracted once from the logit of every token already generated."""
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise InputError("max_new_tokens must be >= 1", field="max_new_tokens")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise InputError("temperature must be in [0, 2]", field="temperature")
-        if not 0.0 < self.top_p <= 1.0:
-            raise InputError("top_p must be in (0, 1]", field="top_p")
-        for name in ("frequency_penalty", "presence_penalty"):
-            if not -2.0 <= getattr(self, name) <= 2.0:
-                raise InputError(f"{name} must be in [-2, 2]", field=name)
-        object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
-
-    @property
-    def penalised(self) -> bool:
-        return self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
 
 
 @dataclass
@@ -273,7 +238,7 @@ class Generator(abc.ABC):
                 for i, row in enumerate(rows):
                     if row.finish_reason is not None:
                         continue
-                    token = int(greedy[i]) if greedy is not None else self._choose(logits[i], params, row.rng)
+                    token = int(greedy[i]) if greedy is not None else choose(logits[i], params, row.rng)
                     next_ids[i, 0] = token
                     self._advance(row, token, params, live_text)
                 yield rows
@@ -302,37 +267,12 @@ class Generator(abc.ABC):
 
     @staticmethod
     def _penalise(logits: np.ndarray, rows: list[_Row], params: SamplingParams) -> np.ndarray:
-        """OpenAI's penalties over each row's generated tokens (the prompt's do not count):
-        logit[t] -= count[t] * frequency_penalty + (count[t] > 0) * presence_penalty."""
+        """Each unfinished row's logits adjusted by serving.sampling.adjust."""
         logits = np.array(logits, dtype=np.float32)  # a copy: a runtime may reuse its output buffer
         for i, row in enumerate(rows):
-            if row.ids and row.finish_reason is None:
-                tokens, counts = np.unique(np.asarray(row.ids), return_counts=True)
-                logits[i, tokens] -= (counts * params.frequency_penalty + params.presence_penalty).astype(np.float32)
+            if row.finish_reason is None:
+                adjust(logits[i], row.ids, params)
         return logits
-
-    @staticmethod
-    def _choose(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
-        """Next token from last-position logits (vocab,)."""
-        if params.temperature <= 0.0:
-            return int(np.argmax(logits))
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            scaled = logits.astype(np.float64) / params.temperature
-        if not np.isfinite(scaled).all():
-            # a temperature so close to 0 that the logits overflow: the limit is greedy (found by
-            # the schemathesis fuzz run: temperature 5e-324 made the probabilities NaN, a 500)
-            return int(np.argmax(logits))
-        probs = np.exp(scaled - scaled.max())
-        probs /= probs.sum()
-        if params.top_p < 1.0:
-            order = np.argsort(-probs)
-            cumulative = np.cumsum(probs[order])
-            # Keep tokens up to and including the one that crosses top_p.
-            keep = order[: int(np.searchsorted(cumulative, params.top_p)) + 1]
-            mask = np.zeros_like(probs)
-            mask[keep] = probs[keep]
-            probs = mask / mask.sum()
-        return int(rng.choice(len(probs), p=probs))
 
 
 # ---- ONNX Runtime ------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ def test_rows_joining_mid_decode_and_leaving_early_decode_as_unbatched(backend, 
         (6, [ids[4], ids[1]], SamplingParams(max_new_tokens=9, ignore_eos=True)),  # two rows, one request
         (8, [ids[0]], SamplingParams(max_new_tokens=12, temperature=0.9, top_p=0.9, seed=5, ignore_eos=True)),
         (8, [ids[3]], SamplingParams(max_new_tokens=1)),  # done at its prefill, never decoded
+        (9, [ids[2]], SamplingParams(max_new_tokens=8, ignore_eos=True, first_token_bans=(5, 6, 7))),
     ]
     scheduler = Scheduler(gen, max_batch=16, start=False)
     tickets: list = [None] * len(requests)
@@ -74,7 +75,7 @@ def test_rows_joining_mid_decode_and_leaving_early_decode_as_unbatched(backend, 
     stats = scheduler.stats
     assert stats.max_batch >= 5  # rows really decoded together
     assert stats.joined >= 4  # later requests joined a batch that was decoding
-    assert stats.prefills == 4  # arrivals at one step boundary share one prefill
+    assert stats.prefills == 5  # arrivals at one step boundary (0, 3, 6, 8, 9) share one prefill
     assert stats.completed == len(requests) and scheduler.batch_rows == 0
 
 

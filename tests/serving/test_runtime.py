@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from llmops.errors import InputError
 from serving.hf_baseline import hf_generate
 from serving.runtime import Generator, SamplingParams
+from serving.sampling import choose
 
 PROMPTS = ["def f(x):\n    return", "What is a lambda? é", "import os", "A much longer prompt about classes and methods:"]
 
@@ -98,7 +100,7 @@ def test_top_p_keeps_the_nucleus_only():
 
     logits = np.log(np.array([0.6, 0.3, 0.05, 0.05]))
     rng = np.random.default_rng(0)
-    picks = {Generator._choose(logits, SamplingParams(temperature=1.0, top_p=0.8), rng) for _ in range(200)}
+    picks = {choose(logits, SamplingParams(temperature=1.0, top_p=0.8), rng) for _ in range(200)}
     assert picks == {0, 1}
 
 
@@ -109,7 +111,7 @@ def test_a_vanishing_temperature_is_greedy_not_nan():
     logits = np.array([1.0, 3.0, 2.0], dtype=np.float32)
     rng = np.random.default_rng(0)
     for temperature in (5e-324, 1e-300):
-        assert Generator._choose(logits, SamplingParams(temperature=temperature, top_p=5e-324), rng) == 1
+        assert choose(logits, SamplingParams(temperature=temperature, top_p=5e-324), rng) == 1
 
 
 def test_frequency_and_presence_penalties_match_openais_formula(ort_untied, torch_untied):
@@ -147,6 +149,31 @@ def test_frequency_and_presence_penalties_match_openais_formula(ort_untied, torc
     for name in ("frequency_penalty", "presence_penalty"):
         with pytest.raises(InputError, match=name):
             SamplingParams(**{name: 2.5})
+
+
+def test_a_banned_opening_changes_only_the_first_token(ort_untied, torch_untied):
+    """first_token_bans (the guards' ban of the refusal's opening) puts those ids at -inf before the
+    first token only: the answer opens with another token, and a banned id may still come later."""
+    prompt = PROMPTS[2]
+    plain = SamplingParams(max_new_tokens=24, ignore_eos=True)
+    greedy = ort_untied.generate([prompt], plain)[0].token_ids
+    banned = SamplingParams(max_new_tokens=24, ignore_eos=True, first_token_bans=(greedy[0],))
+    got = ort_untied.generate([prompt], banned)[0].token_ids
+    assert got[0] != greedy[0]
+    assert got == torch_untied.generate([prompt], banned)[0].token_ids
+    logits, _ = ort_untied._prefill(*_one_row(ort_untied.encode(prompt)))
+    second = int(np.argsort(-np.asarray(logits[0], dtype=np.float64))[1])
+    assert got[0] == second  # the best token that is not banned
+    both = ort_untied.generate([prompt, PROMPTS[0]], banned)  # per row, batched
+    assert both[0].token_ids == got and both[1].token_ids == ort_untied.generate([PROMPTS[0]], banned)[0].token_ids
+    assert got[1] != got[0]
+    later = SamplingParams(max_new_tokens=24, ignore_eos=True, first_token_bans=(greedy[0], got[1]))
+    assert ort_untied.generate([prompt], later)[0].token_ids == got  # a ban does not reach past the first token
+
+
+def _one_row(ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(ids)
+    return (np.array([ids], dtype=np.int64), np.ones((1, n), dtype=np.int64), np.arange(n, dtype=np.int64)[None])
 
 
 def test_context_window_and_bad_params(ort_untied):
