@@ -382,6 +382,13 @@ def scan_inputs(texts: list[str], config: DetectorConfig | None = None,
     ("[base64] pattern: ..."). Only flagged detections are returned, one per kind, so an empty list
     means the text passed.
     """
+    return scan_inputs_scored(texts, config, references)[0]
+
+
+def scan_inputs_scored(texts: list[str], config: DetectorConfig | None = None,
+                       references: Path = REFERENCES) -> tuple[list[list[Detection]], list[float | None]]:
+    """scan_inputs's detections, and each text's highest attack probability of the trained head over
+    its variants, flagged or not (None when the head is off): governance/scope.py's second signal."""
     config = config or DetectorConfig()
     texts = list(texts)
     expanded = [variants(t) if config.normalise else [Variant(t, "as sent")] for t in texts]
@@ -395,8 +402,11 @@ def scan_inputs(texts: list[str], config: DetectorConfig | None = None,
         cls_threshold = head.threshold if config.classifier_threshold is None else config.classifier_threshold
         trained = list(classifier_scores(flat, config.classifier_head))
     results: list[list[Detection]] = []
+    attack: list[float | None] = []
     at = 0
     for text, forms in zip(texts, expanded, strict=True):
+        scored = [t[0] for t in trained[at:at + len(forms)] if t is not None]
+        attack.append(max(scored) if scored else None)
         found: list[Detection] = []
         mentioned = {text[a:b].strip() for a, b in mention_spans(text)}
         for form in forms:
@@ -411,7 +421,7 @@ def scan_inputs(texts: list[str], config: DetectorConfig | None = None,
         if share > config.max_invisible_share:
             found.append(Detection("malformed", True, share, f"{share:.1%} control/format characters"))
         results.append(found)
-    return results
+    return results, attack
 
 
 def scan_input(text: str, config: DetectorConfig | None = None) -> list[Detection]:

@@ -101,8 +101,9 @@ def _fit(x: np.ndarray, y: np.ndarray, c: float):
     return LogisticRegression(C=c, max_iter=2000, tol=1e-6).fit(x, y)
 
 
-def choose_c(x: np.ndarray, y: np.ndarray, groups: list[str]) -> tuple[float, dict[str, float]]:
-    """The C of C_GRID with the lowest grouped 5-fold cross-validated log loss on the train split."""
+def choose_c(x: np.ndarray, y: np.ndarray, groups: list[str], n_labels: int = len(LABELS)) -> tuple[float, dict[str, float]]:
+    """The C of C_GRID with the lowest grouped 5-fold cross-validated log loss on the train split
+    (labels 0 .. n_labels - 1)."""
     from sklearn.metrics import log_loss
     from sklearn.model_selection import GroupKFold
 
@@ -111,7 +112,7 @@ def choose_c(x: np.ndarray, y: np.ndarray, groups: list[str]) -> tuple[float, di
         total = 0.0
         for fit_idx, test_idx in GroupKFold(n_splits=5).split(x, y, groups):
             model = _fit(x[fit_idx], y[fit_idx], c)
-            total += log_loss(y[test_idx], model.predict_proba(x[test_idx]), labels=list(range(len(LABELS))),
+            total += log_loss(y[test_idx], model.predict_proba(x[test_idx]), labels=list(range(n_labels)),
                               normalize=False)
         losses[str(c)] = round(total / len(y), DECIMALS)
     best = min(C_GRID, key=lambda c: (losses[str(c)], c))

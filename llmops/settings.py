@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     receipt_key: SecretStr | None = Field(None, description="Fernet key of the response receipts (LLMOPS_RECEIPT_KEY); "
                                                          "default <home>/serving/receipt.key.")
     guards: bool = Field(True, description="Serve with the input and output guards (LLMOPS_GUARDS=0: off).")
+    scope_check: bool = Field(True, description="With the guards: keep the refusal from opening the answer of a chat "
+                              "question governance/scope.py is sure is about Python and not an attack "
+                              "(LLMOPS_SCOPE_CHECK=0: off, the model alone decides).")
     operate: bool = Field(True, description="Serve the operations routes: drift, feedback (LLMOPS_OPERATE=0: off).")
     prefix_cache: bool = Field(True, description="Cache the KV of prompt starts that requests share, such as the "
                                                  "system turn (serving/batching.py; LLMOPS_PREFIX_CACHE=0: off).")

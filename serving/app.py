@@ -43,7 +43,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ from serving.batching import (
     ServerBusy,
     Ticket,
 )
+from serving.guards import BAN_OPENING
 from serving.ratelimit import (
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_RATE,
@@ -251,6 +252,11 @@ class ServingState:
             values["context"] = context
         return self.prompt.render(self.chat_format, **values)
 
+    def opening(self, text: str) -> tuple[int, ...]:
+        """The first token `text` encodes to, special tokens skipped: the one to ban as an answer's opening."""
+        special = set(getattr(getattr(self.generator, "tokenizer", None), "all_special_ids", None) or ())
+        return tuple([i for i in self.generator.encode(text) if i not in special][:1])
+
     def check_raw_prompt(self, text: str, param: str) -> None:
         if not text.strip():
             raise APIError(400, f"{param} is empty", param=param, code="invalid_value")
@@ -379,8 +385,13 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
         # Added before the metrics middleware so that one stays outermost and counts blocked requests.
         from serving.guards import GuardConfig, GuardMiddleware, check_request
 
-        app.add_middleware(GuardMiddleware, config=GuardConfig(), registry=metrics.registry)
+        config = GuardConfig(answer_in_scope=settings.scope_check)
+        app.add_middleware(GuardMiddleware, config=config, registry=metrics.registry)
         check_request(["warm up"])  # load the embedding model now, not on the first user's request
+        if config.answer_in_scope:
+            from governance.scope import load_head
+
+            load_head()  # a missing or broken scope head stops the server here, not a request later
     if auth == "keys":  # before the guards read the body; inside the rate limit, which slows key guessing
         app.add_middleware(ApiKeyMiddleware, keys=KeyStore(key_file(settings)), policy=load_policy(settings=settings),
                            settings=settings, gateway_token=settings.secret("worker_token"))
@@ -437,11 +448,14 @@ def create_app(model_dir: str | Path, prompt: Prompt | str | Path | None = None,
                                          special_tokens=chat.special_tokens if chat else None)])
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={**STREAMED, **ERROR_RESPONSES})
-    async def chat(req: ChatCompletionRequest) -> Any:
+    async def chat(req: ChatCompletionRequest, request: Request) -> Any:
         text = state.render_chat(req.messages)
         question = last_user_text(req.messages)
         stop = [*state.prompt.params.stop, *req.stop_list()]
         (ids,), params = state.prepare([text], req, stop, req.max_completion_tokens or req.max_tokens, "messages")
+        banned = request.scope.get("state", {}).get(BAN_OPENING)  # set by the guards (serving/guards.py in_scope)
+        if banned:
+            params = replace(params, first_token_bans=state.opening(banned))
         model = req.model or state.model_id
         ticket = state.submit([ids], params, stream=bool(req.stream))
         if req.stream:

@@ -51,13 +51,15 @@ from governance.detectors import (
     detect_html,
     detect_prompt_leak,
     neutralise_script_urls,
-    scan_inputs,
+    scan_inputs_scored,
 )
 from governance.pii import find_pii, redact
 from serving.schemas import ChatCompletionRequest, CompletionRequest
 
 GUARDED_PATHS = ("/v1/chat/completions", "/v1/completions")
 GUARD_HEADER = "x-llmops-guard-flag"
+BAN_OPENING = "llmops.ban_opening"
+"""Key in the ASGI scope's state: the text whose first token may not open the answer (see `in_scope`)."""
 GUARD_COMMENT = f": {GUARD_HEADER} "
 """Starts the SSE comment line that carries a streamed answer's output-guard kinds (module docstring)."""
 REFUSAL = "I can only help with questions about Python."  # prompts/answer.yaml's refusal sentence
@@ -65,7 +67,8 @@ REFUSAL = "I can only help with questions about Python."  # prompts/answer.yaml'
 # keys hash them (llmops/jobs/pr_gate.py RESULT_CODE, llmops/jobs/base_eval.py), because the guards
 # answer some eval cases themselves.
 GUARD_FILES = ("serving/guards.py", "governance/detectors.py", "governance/normalise.py", "governance/classifier.py",
-               "governance/models/injection_head.json", "governance/detector_references.yaml", "governance/pii.py")
+               "governance/models/injection_head.json", "governance/detector_references.yaml", "governance/pii.py",
+               "governance/scope.py", "governance/models/scope_head.json")
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ class GuardConfig:
     refusal and finish_reason "content_filter", whatever the question was."""
     neutralise_script_urls: bool = True
     """Prefix javascript:/vbscript:/data:text/html URLs outside HTML (markdown links) with "unsafe:"."""
+    answer_in_scope: bool = True
+    """Keep the refusal from opening the answer of a chat question that governance/scope.py is sure is
+    about Python and holds no attack (the model over-refuses such questions on its own)."""
     """Thresholds of the shared detectors."""
     raw_completions: str = "size_only"
     """/v1/completions takes a caller-built prompt, template headers ("### System:") included: the eval
@@ -113,6 +119,8 @@ class InputVerdict:
     detections: list[Detection]
     blocked_by: list[str]
     """Kinds (in config.block_kinds) that block the request; empty: it may pass."""
+    attack: float | None = None
+    """The trained detector's highest attack probability over every variant of every text (None: not scanned)."""
 
     @property
     def blocked(self) -> bool:
@@ -166,9 +174,30 @@ def check_request(texts: list[str], config: GuardConfig | None = None, *, size_o
         return InputVerdict([size], ["size"] if "size" in config.block_kinds else [])
     if size_only:
         return InputVerdict([], [])
-    detections = [d for found in scan_inputs(texts, config.detectors) for d in found] if texts else []
+    if not texts:
+        return InputVerdict([], [])
+    found, scores = scan_inputs_scored(texts, config.detectors)
+    detections = [d for f in found for d in f]
     kinds = list(dict.fromkeys(d.kind for d in detections))
-    return InputVerdict(detections, [k for k in kinds if k in config.block_kinds])
+    attack = None if None in scores else max(s for s in scores if s is not None)
+    return InputVerdict(detections, [k for k in kinds if k in config.block_kinds], attack)
+
+
+def last_user_message(body: dict[str, Any]) -> str:
+    """The text of a chat request's last user message ("" when there is none)."""
+    users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    return _content_text(users[-1].get("content")) if users else ""
+
+
+def in_scope(request: dict[str, Any], verdict: InputVerdict) -> Any:
+    """governance/scope.py's verdict on a chat request that passed the input guards (None: not judged,
+    because the detector's attack probability is unknown or there is no user message)."""
+    from governance.scope import judge
+
+    question = last_user_message(request)
+    if verdict.attack is None or not question.strip():
+        return None
+    return judge(question, verdict.attack)
 
 
 def guard_output(text: str, config: GuardConfig | None = None, system_prompt: str | None = None,
@@ -299,6 +328,8 @@ class GuardMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.flags = Counter("llmops_guard_flags", "Requests (input) or responses (output) flagged by a guard",
                              ["direction", "kind"], registry=self.registry)
+        self.scope_answers = Counter("llmops_scope_answers", "Chat requests whose answer may not open with the "
+                                     "refusal (governance/scope.py)", registry=self.registry)
 
     def count(self, direction: str, kinds: list[str]) -> None:
         for kind in kinds:
@@ -347,14 +378,25 @@ class GuardMiddleware:
             from starlette.concurrency import run_in_threadpool
 
             # The detectors are CPU work (an embedding per text): off the event loop.
-            size_only = scope["path"] == "/v1/completions" and self.config.raw_completions == "size_only"
-            verdict = await run_in_threadpool(lambda: check_request(request_texts(request), self.config,
-                                                                    size_only=size_only))
+            chat = scope["path"] == "/v1/chat/completions"
+            size_only = not chat and self.config.raw_completions == "size_only"
+
+            def judged() -> tuple[InputVerdict, Any]:
+                verdict = check_request(request_texts(request), self.config, size_only=size_only)
+                scoped = in_scope(request, verdict) if chat and self.config.answer_in_scope and not verdict.blocked \
+                    else None
+                return verdict, scoped
+
+            verdict, scoped = await run_in_threadpool(judged)
             flagged = list(dict.fromkeys(d.kind for d in verdict.detections))
             self.metrics.count("input", flagged)
             if verdict.blocked:
                 await self._send_blocked(scope, send, request, verdict.blocked_by)
                 return
+            if scoped is not None and scoped.answer:
+                # serving/app.py bans this text's first token as the answer's opening
+                scope.setdefault("state", {})[BAN_OPENING] = self.config.refusal
+                self.metrics.scope_answers.inc()
         await self.app(scope, replay, self._output_guard(send, self._system_prompt(scope)))
 
     def _system_prompt(self, scope: dict) -> str | None:

@@ -36,12 +36,12 @@ def _eval_key(settings: Settings, model_id: str, dataset_dir: Path, limit: int) 
     """Content hash of what decides an eval report: model, cases, prompts, eval split, limit, code, and the
     guards in front of the model (on or off, their code and data: they answer some cases)."""
     material = {
-        "model": model_id, "limit": limit, "guards": settings.guards,
+        "model": model_id, "limit": limit, "guards": settings.guards, "scope_check": settings.scope_check,
         "cases": sha256_tree(settings.root / "evals" / "cases"), "prompts": sha256_tree(settings.prompts_dir),
         "eval_split": sha256_file(dataset_dir / "eval.jsonl"),
         "assertions": {name: a.version for name, a in sorted(ASSERTIONS.items())},
         "code": {p: sha256_file(settings.root / p) for p in
-                 ("evals/rule_evals.py", "evals/metrics.py", "serving/export.py", "serving/runtime.py", "serving/app.py", "serving/streaming.py", "serving/batching.py", "serving/prefix_cache.py",
+                 ("evals/rule_evals.py", "evals/metrics.py", "serving/export.py", "serving/runtime.py", "serving/sampling.py", "serving/app.py", "serving/streaming.py", "serving/batching.py", "serving/prefix_cache.py",
                   "llmops/prompts.py", *GUARD_FILES)
                  if (settings.root / p).is_file()},
     }
