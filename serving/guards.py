@@ -25,6 +25,13 @@ the last `stream_holdback` characters of each choice, so that a match split acro
 still seen whole (an item longer than the holdback can slip through; 64 characters covers
 emails, phones, cards and IBANs).
 
+The scope check (governance/scope.py, `GuardConfig.answer_in_scope`, LLMOPS_SCOPE_CHECK=0 turns it off):
+a chat request that passed the input guards, whose last user message the scope head is sure is about
+Python and whose attack probability is under the ceiling, is sent on with BAN_OPENING in the ASGI
+scope's state; serving/app.py then bans the refusal's first token as the answer's opening. It is
+counted in `llmops_scope_answers_total`. Raw /v1/completions are never judged (their prompt carries
+its own template).
+
 A streamed answer's headers are sent before its text is seen, so its output-guard kinds travel in
 the stream itself: an SSE comment event just before `data: [DONE]`,
 

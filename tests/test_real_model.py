@@ -182,9 +182,10 @@ def test_the_scope_check_answers_a_python_question_the_model_refuses(tuned_defau
         assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] != "content_filter", r.text
         return r.json()["choices"][0]["message"]["content"]
 
-    with running_server(tuned_default_model, backend="torch", env={"LLMOPS_SCOPE_CHECK": "0"}) as url:
+    guarded = {"LLMOPS_GUARDS": "1"}  # served as a user serves it (the tests' default is off, for speed)
+    with running_server(tuned_default_model, backend="torch", env={**guarded, "LLMOPS_SCOPE_CHECK": "0"}) as url:
         assert find_refusal(ask(url, OVER_REFUSED))  # the layer before this one misses it
-    with running_server(tuned_default_model, backend="torch") as url:
+    with running_server(tuned_default_model, backend="torch", env=guarded) as url:
         answer = ask(url, OVER_REFUSED)
         assert not find_refusal(answer) and answer.strip(), answer
         assert find_refusal(ask(url, OFF_TOPIC))
