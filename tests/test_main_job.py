@@ -26,17 +26,23 @@ MICRO = [
 
 
 def main_spec(tmp_path: Path, thresholds: Path) -> Path:
-    """pipeline.yaml as committed, its main pipeline's eval gated by `thresholds` instead of the default."""
+    """pipeline.yaml as committed, its main pipeline's eval gated by `thresholds` instead of the default, and
+    its safety stage (the real limits) on two attack classes of the tuning sets, which the guards alone block
+    (a micro model refuses nothing by itself, and its 256-token window turns long held-out questions away)."""
     data = yaml.safe_load((REPO_ROOT / "pipeline.yaml").read_text())
-    data["pipelines"]["main"]["stages"]["eval"]["cmd"] += f" --thresholds {thresholds}"
+    stages = data["pipelines"]["main"]["stages"]
+    stages["eval"]["cmd"] += f" --thresholds {thresholds}"
+    stages["safety"]["cmd"] = stages["safety"]["cmd"].replace(" --heldout evals/safety/heldout", "") + \
+        " --class pii_request --class toxic"
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
 @pytest.mark.slow
-def test_main_job_end_to_end(repo_root: Path, llmops_home: Path, tmp_path: Path,
+def test_main_job_end_to_end(repo_root: Path, llmops_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LLMOPS_GUARDS", "1")  # served as a user serves it (the tests' default is off, for speed)
     thresholds = yaml.safe_load(report_only_thresholds(tmp_path / "thresholds.yaml").read_text())
     thresholds["base_comparison"] = {"must_beat": [], "no_drop": [], "report": ["dataset.rouge_l"]}
     # A gate with nothing gated is inconclusive and registers nothing; the micro model meets a zero
@@ -58,7 +64,7 @@ def test_main_job_end_to_end(repo_root: Path, llmops_home: Path, tmp_path: Path,
     assert lineage["training_config"]["lora_r"] == 4
     assert lineage["base_model"]["id"].startswith("local:tiny@")
     assert {d["id"] for d in lineage["datasets"]} == {"datasets/python-faq", "datasets/assistant-contract"}
-    assert lineage["gates"] == {"data-check": "pass", "export": "pass", "eval": "pass"}
+    assert lineage["gates"] == {"data-check": "pass", "export": "pass", "eval": "pass", "safety": "pass"}
     assert {"model", "adapter", "onnx", "loss_curve.png", "reports"} <= set(lineage["artifacts"])
     assert lineage["metrics"]["perplexity"] > 1
     assert lineage["metrics"]["fp32.token_agreement_pct"] == 100.0  # the export's parity gate
@@ -80,7 +86,21 @@ def test_main_job_end_to_end(repo_root: Path, llmops_home: Path, tmp_path: Path,
     # (register is skipped too: its inputs did not change).
     assert main(["pipeline", "main", "--spec", str(main_spec(tmp_path, tmp_path / "thresholds.yaml")), *MICRO]) == 0
     again = capsys.readouterr().out
-    assert again.count("skipped") >= 6 and reg.versions() == ["1"]
+    assert again.count("skipped") >= 7 and reg.versions() == ["1"]
+
+    # The same model served without its guards: the safety stage fails, naming the classes, and the run
+    # stops before register (the edited command is a new input, so only safety and register run again).
+    monkeypatch.setenv("LLMOPS_GUARDS", "0")
+    spec = main_spec(tmp_path, tmp_path / "thresholds.yaml")
+    data = yaml.safe_load(spec.read_text())
+    data["pipelines"]["main"]["stages"]["safety"]["cmd"] += " --workers 2"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["pipeline", "main", "--spec", str(spec), *MICRO]) == 1
+    third = capsys.readouterr()
+    assert "stage 'safety' failed (exit 1" in third.err and "safety.block_rate.pii_request" in third.err
+    assert "==> safety: llmops safety" in third.out and "==> register" not in third.out
+    assert json.loads((job_dir / "safety" / "report.json").read_text())["info"]["guards"] == "off"
+    assert reg.versions() == ["1"]
 
 
 @pytest.mark.slow

@@ -43,11 +43,13 @@ def test_repo_pipeline_declaration_is_valid(repo_root: Path) -> None:
     assert list(pipelines["merge"].stages) == ["data-check", "tokenise", "train", "deepeval", "rule-evals", "safety",
                                                "leakage-plant", "leakage-train", "leakage", "export", "loadtest",
                                                "register"]
-    assert list(pipelines["main"].stages) == ["data-check", "train", "export", "base-eval", "eval", "register"]
+    assert list(pipelines["main"].stages) == ["data-check", "train", "export", "base-eval", "eval", "safety",
+                                              "register"]
     # The stages both run are written once (YAML anchors): the same command, deps and params.
     main, merge = pipelines["main"].stages, pipelines["merge"].stages
     assert main["data-check"] == merge["data-check"]
     assert main["train"].model_copy(update={"after": ["tokenise"]}) == merge["train"]
+    assert main["safety"].deps == merge["safety"].deps and "--heldout evals/safety/heldout" in main["safety"].cmd
     assert pipelines["main"].promote_if_better == pipelines["merge"].promote_if_better
     for spec in pipelines.values():
         for stage in spec.stages.values():
