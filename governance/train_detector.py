@@ -42,6 +42,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +279,38 @@ def write(out: Path, artifact: dict, report: dict, pr: dict) -> None:
     plot_pr(pr, report["operating_point"], out / PR_PNG_NAME)
 
 
+def build_or_check(build: Callable[[], tuple], committed: Path, check: bool,
+                   write_parts: Callable[..., None]) -> tuple | int:
+    """A trainer's command: `build()` (the artifact first); with `check`, the exit code of comparing it
+    with `committed` (0 equal, 1 not); else `write_parts(*built)` and the built parts. Bad input: the
+    message on stderr and exit code 2."""
+    try:
+        built = build()
+        if check:
+            return 0 if rebuilt_equals(built[0], committed) else 1
+        write_parts(*built)
+        return built
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def rebuilt_equals(artifact: dict, committed: Path) -> bool:
+    """Whether `artifact`, written as the trainer writes it, equals the file `committed` byte for byte
+    (`--check`); prints the verdict, and on a difference keeps the rebuild in the temp dir."""
+    if not committed.is_file():
+        raise InputError("no artifact to compare with", file=str(committed))
+    with tempfile.TemporaryDirectory() as tmp:
+        new = Path(tmp) / committed.name
+        atomic_write_text(new, _dump(artifact))
+        same = sha256_file(new) == sha256_file(committed)
+        if not same:
+            shutil.copy(new, Path(tempfile.gettempdir()) / committed.name.replace(".json", ".rebuilt.json"))
+    print(f"{committed}: {'reproduced byte for byte' if same else 'DIFFERS from the rebuild'} "
+          f"(sha256 {sha256_file(committed)[:12]}…)")
+    return same
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m governance.train_detector", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", type=Path, default=DATASET)
@@ -288,24 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="Rebuild in a temporary folder and compare the artifact with the one in --out.")
     args = parser.parse_args(argv)
-    try:
-        artifact, report, pr = train(args.dataset, args.embedding, args.max_false_alarm)
-        if args.check:
-            with tempfile.TemporaryDirectory() as tmp:
-                atomic_write_text(Path(tmp) / ARTIFACT_NAME, _dump(artifact))
-                new, old = Path(tmp) / ARTIFACT_NAME, args.out / ARTIFACT_NAME
-                if not old.is_file():
-                    raise InputError("no artifact to compare with", file=str(old))
-                same = sha256_file(new) == sha256_file(old)
-                if not same:
-                    shutil.copy(new, Path(tempfile.gettempdir()) / "injection_head.rebuilt.json")
-            print(f"{old}: {'reproduced byte for byte' if same else 'DIFFERS from the rebuild'} "
-                  f"(sha256 {sha256_file(old)[:12]}…)")
-            return 0 if same else 1
-        write(args.out, artifact, report, pr)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    built = build_or_check(lambda: train(args.dataset, args.embedding, args.max_false_alarm),
+                           args.out / ARTIFACT_NAME, args.check, lambda *parts: write(args.out, *parts))
+    if isinstance(built, int):
+        return built
+    _, report, _ = built
     point = report["operating_point"]
     print(f"{args.out / ARTIFACT_NAME}: {args.embedding}, C={report['C']}, threshold {point['threshold']}: "
           f"precision {point['precision']}, recall {point['recall']}, false alarms {point['false_alarm_rate']} "

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,7 +32,15 @@ from governance.classifier import classify as attack_scores
 from governance.normalise import variants
 from governance.scope import HEAD, LABELS, SCHEMA, head_from_dict
 from governance.train_detector import DATASET as DETECTOR_DATASET
-from governance.train_detector import DECIMALS, _dump, _fit, _verified_sha256, choose_c, operating_point
+from governance.train_detector import (
+    DECIMALS,
+    _dump,
+    _fit,
+    _verified_sha256,
+    build_or_check,
+    choose_c,
+    operating_point,
+)
 from llmops.dataset import read_jsonl
 from llmops.errors import InputError
 from llmops.files import atomic_write_text, sha256_file
@@ -133,24 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HEAD.parent)
     parser.add_argument("--check", action="store_true", help="Rebuild in a temp dir and compare with --out's artifact.")
     args = parser.parse_args(argv)
-    try:
-        artifact, report = train(args.dataset)
-        if args.check:
-            old = args.out / HEAD.name
-            if not old.is_file():
-                raise InputError("no artifact to compare with", file=str(old))
-            with tempfile.TemporaryDirectory() as tmp:
-                new = Path(tmp) / HEAD.name
-                atomic_write_text(new, _dump(artifact))
-                same = sha256_file(new) == sha256_file(old)
-            print(f"{old}: {'reproduced byte for byte' if same else 'DIFFERS from the rebuild'}")
-            return 0 if same else 1
+
+    def write(artifact: dict, report: dict) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out / HEAD.name, _dump(artifact))
         atomic_write_text(args.out / REPORT.name, _dump(report))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    built = build_or_check(lambda: train(args.dataset), args.out / HEAD.name, args.check, write)
+    if isinstance(built, int):
+        return built
+    _, report = built
     point = report["operating_point"]
     print(f"{args.out / HEAD.name}: C={report['C']}, threshold {point['threshold']} (Python questions answered "
           f"{point['python_answered']}, off-topic passed {point['off_topic_passed']} on the eval split), "

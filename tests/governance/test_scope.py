@@ -9,11 +9,14 @@ import json
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI, Request
 
+from governance.classifier import embed_for
 from governance.scope import HEAD, head_from_dict, judge, load_head
-from governance.train_scope import main
+from governance.train_detector import _dump
+from governance.train_scope import DATASET, EMBEDDING, MAX_OFF_TOPIC, load_rows, train
 from llmops.errors import InputError
 from serving.guards import BAN_OPENING, REFUSAL, GuardConfig, GuardMiddleware, check_request, in_scope
 from tests.evals.openai_stub import serve
@@ -22,8 +25,24 @@ PYTHON_DE = "Wie messe ich in Python, wie lange eine Funktion läuft?"
 OFF_TOPIC = "What should I pack for a week of hiking in the Alps?"
 
 
-def test_the_committed_head_is_what_the_datasets_train_byte_for_byte(capsys) -> None:
-    assert main(["--check"]) == 0, capsys.readouterr().out
+def test_the_build_reproduces_the_committed_head(tmp_path: Path) -> None:
+    """Rebuilt from the versioned datasets, the head records the same training and decides as the committed
+    one. Byte for byte only on the CPU that built it (`--check` says so there): the 4-bit embedding's
+    kernels round differently on other CPUs, as tests/governance/test_classifier.py found for the detector."""
+    artifact, report = train()
+    committed = json.loads(HEAD.read_text(encoding="utf-8"))
+    fitted = ("threshold", "attack_ceiling", "coef", "intercept", "training")
+    assert {k: v for k, v in artifact.items() if k not in fitted} == {k: v for k, v in committed.items() if k not in fitted}
+    assert artifact["training"]["sha256"] == committed["training"]["sha256"]
+    assert abs(artifact["attack_ceiling"] - committed["attack_ceiling"]) < 0.02
+    assert report["operating_point"]["off_topic_passed"] <= MAX_OFF_TOPIC
+    rebuilt = tmp_path / "scope_head.json"
+    rebuilt.write_text(_dump(artifact), encoding="utf-8")
+    rows = load_rows(DATASET, "eval")
+    vectors = embed_for(EMBEDDING, [r["text"] for r in rows])
+    old, new = load_head(str(HEAD)), load_head(str(rebuilt))
+    agree = np.mean((old.p_python(vectors) >= old.threshold) == (new.p_python(vectors) >= new.threshold))
+    assert agree >= 0.97, f"the rebuilt head decides otherwise on {1 - agree:.1%} of the eval split"
 
 
 def test_a_python_question_in_any_language_is_answered_and_others_are_left_to_the_model() -> None:
