@@ -94,6 +94,7 @@ def run_locust(target_url: str, cfg: SLOConfig, work_dir: Path, *, eval_set: Pat
     the same way, naming the timeout.
     """
     run = cfg.run
+    work_dir = Path(work_dir).resolve()  # locust runs with cwd=work_dir: relative paths would nest
     prefix = work_dir / "locust"
     samples = work_dir / "samples.jsonl"
     log = work_dir / "locust.log"

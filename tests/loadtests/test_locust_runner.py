@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -140,8 +141,9 @@ def test_impossible_slo_exits_1_and_names_the_breach(micro_model, tmp_path, caps
     assert "FAIL" in md and "slo.min_requests_per_s" in md
 
 
-def test_500s_and_broken_streams_breach_the_error_rate(bad_server, tmp_path):
-    report = run_loadtest(bad_server, DEFAULT_SLO, tmp_path, users=2, duration=3)
+def test_500s_and_broken_streams_breach_the_error_rate(bad_server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)  # a relative --out (`llmops bench guards`' default is one) works too
+    report = run_loadtest(bad_server, DEFAULT_SLO, Path(tmp_path.name), users=2, duration=3)
     assert not report.passed
     m = report.metrics
     assert m["error_rate"].passed is False and m["error_rate"].head > 0.5
