@@ -61,6 +61,7 @@ from governance.detectors import (
     scan_inputs_scored,
 )
 from governance.pii import find_pii, redact
+from governance.scope import ScopeVerdict, judge
 from serving.schemas import ChatCompletionRequest, CompletionRequest
 
 GUARDED_PATHS = ("/v1/chat/completions", "/v1/completions")
@@ -97,6 +98,7 @@ class GuardConfig:
     stream_holdback: int = 64
     """Characters of a streamed choice held back so PII split across deltas is redacted whole."""
     detectors: DetectorConfig = field(default_factory=DetectorConfig)
+    """Thresholds of the shared detectors."""
     system_prompt: str | None = None
     """The system prompt whose leak the output guard blocks; None: the serving app's own prompt
     (app.state.serving.prompt's system messages), or no leak check where there is none."""
@@ -108,7 +110,6 @@ class GuardConfig:
     answer_in_scope: bool = True
     """Keep the refusal from opening the answer of a chat question that governance/scope.py is sure is
     about Python and holds no attack (the model over-refuses such questions on its own)."""
-    """Thresholds of the shared detectors."""
     raw_completions: str = "size_only"
     """/v1/completions takes a caller-built prompt, template headers ("### System:") included: the eval
     runner and parity checks send exactly that. "size_only" applies only the size cap there (output
@@ -196,11 +197,9 @@ def last_user_message(body: dict[str, Any]) -> str:
     return _content_text(users[-1].get("content")) if users else ""
 
 
-def in_scope(request: dict[str, Any], verdict: InputVerdict) -> Any:
+def in_scope(request: dict[str, Any], verdict: InputVerdict) -> ScopeVerdict | None:
     """governance/scope.py's verdict on a chat request that passed the input guards (None: not judged,
     because the detector's attack probability is unknown or there is no user message)."""
-    from governance.scope import judge
-
     question = last_user_message(request)
     if verdict.attack is None or not question.strip():
         return None
@@ -388,7 +387,7 @@ class GuardMiddleware:
             chat = scope["path"] == "/v1/chat/completions"
             size_only = not chat and self.config.raw_completions == "size_only"
 
-            def judged() -> tuple[InputVerdict, Any]:
+            def judged() -> tuple[InputVerdict, ScopeVerdict | None]:
                 verdict = check_request(request_texts(request), self.config, size_only=size_only)
                 scoped = in_scope(request, verdict) if chat and self.config.answer_in_scope and not verdict.blocked \
                     else None
