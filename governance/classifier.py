@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +44,11 @@ EMBEDDINGS = {
 SCHEMA = 1
 
 _E5_LOCK = threading.Lock()
+# The guards embed a request's texts for the detector, then its question again for the scope check
+# (governance/scope.py): the engine gives a text the same vector alone or in any batch, so the last
+# texts' vectors are kept and a request is embedded once.
+E5_CACHE_SIZE = 512
+_E5_CACHE: OrderedDict[str, np.ndarray] = OrderedDict()
 
 
 @lru_cache(maxsize=1)
@@ -93,9 +99,20 @@ def embed_for(model: str, texts: list[str]) -> np.ndarray:
         # against a steady ~17 ms with one (the vectors are identical). The limit holds for this
         # thread only and is undone on exit, so torch elsewhere keeps its threads.
         engine = _e5()
-        with _E5_LOCK, _threadpools().limit(limits=1, user_api="openmp"):
-            # "query: " is the e5 prefix for classification and symmetric tasks
-            return np.asarray(engine.query(list(texts)), dtype=np.float32)
+        with _E5_LOCK:
+            missing = list(dict.fromkeys(t for t in texts if t not in _E5_CACHE))
+            if missing:
+                with _threadpools().limit(limits=1, user_api="openmp"):
+                    # "query: " is the e5 prefix for classification and symmetric tasks
+                    vectors = np.asarray(engine.query(missing), dtype=np.float32)
+                for text, vector in zip(missing, vectors, strict=True):
+                    _E5_CACHE[text] = vector.copy()
+            for t in texts:
+                _E5_CACHE.move_to_end(t)
+            out = np.stack([_E5_CACHE[t] for t in texts])
+            while len(_E5_CACHE) > E5_CACHE_SIZE:
+                _E5_CACHE.popitem(last=False)
+            return out
     if model == "all-MiniLM-L6-v2":
         return np.asarray(embed(list(texts)), dtype=np.float32)
     raise InputError(f"unknown embedding model {model!r}; known: {', '.join(EMBEDDINGS)}", field="embedding")
