@@ -34,6 +34,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # torch first and alone: any other resolution of `torch` pulls the CUDA build (gigabytes).
 .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
   || .venv/bin/pip install --quiet torch==2.13.0
+# The llamacpp extra compiles llama.cpp for this CPU (-march=native) but without its AMX kernels: on
+# this Sapphire Rapids host the AMX build segfaults in its first decode (llama.cpp issue 20824).
+# A CMAKE_ARGS of your own replaces this. pip caches the built wheel without looking at CMAKE_ARGS,
+# so a wheel built before this line stays cached: `pip cache remove llama_cpp_python` drops it.
+case ",$extras," in *,llamacpp,*)
+  export CMAKE_ARGS=${CMAKE_ARGS:-"-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'"} ;; esac
 .venv/bin/pip install --quiet -c constraints.txt -e ".[$extras]"
 # onnxruntime and onnxruntime-gpu both install the `onnxruntime` module: with the gpu extra keep only
 # the GPU build (uninstalling the CPU one removes shared files, so the GPU one is reinstalled).
