@@ -52,6 +52,7 @@ from llmops.errors import GateFailed, InputError
 from llmops.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from llmops.prompts import Prompt, chat_format_of, load_prompt, load_prompt_file
 from llmops.report import Finding, Metric, Report, render_markdown
+from serving.graph_edits import grouped_attention, static_shapes
 from serving.hf_baseline import hf_generate
 from serving.runtime import OrtGenerator, SamplingParams, TorchGenerator, common_prefix_len
 
@@ -183,90 +184,6 @@ def _last_position_logits(model: Any) -> bool:
     return True
 
 
-STATIC_SHAPE_PREFIX = "llmops_static"
-"""Initializers that `_static_shapes` writes (a Reshape or Expand shape that used to be computed)."""
-
-
-def _inferred_shapes(model: Any) -> dict[str, list[int | str | None]]:
-    """Every tensor's shape by onnxruntime's symbolic shape inference: ints, the graph's dim names
-    (`batch_size`, `past_sequence_length + sequence_length`), or None where it knows nothing."""
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-    # auto_merge: two dims that broadcast together are the same dim (the runtime fails otherwise)
-    inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
-    shapes: dict[str, list[int | str | None]] = {}
-    for info in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
-        if info.type.tensor_type.HasField("shape"):
-            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param if d.HasField("dim_param")
-                                 else None for d in info.type.tensor_type.shape.dim]
-    return shapes
-
-
-def _reshape_spec(given: list | None, wanted: list | None) -> list[int] | None:
-    """A constant Reshape shape: the int dims, 0 ("keep the input's dim") where the input has the same
-    dim at that index, at most one -1; None if the output's shape is not known that well."""
-    if given is None or wanted is None or any(d is None or d == 0 for d in wanted):
-        return None
-    spec = [d if isinstance(d, int) else 0 if k < len(given) and given[k] == d else -1 for k, d in enumerate(wanted)]
-    return spec if spec.count(-1) <= 1 else None
-
-
-def _expand_spec(given: list | None, wanted: list | None) -> list[int] | None:
-    """A constant Expand shape (it broadcasts both ways): 1 where a dim stays, the int it grows to."""
-    if given is None or wanted is None or len(given) != len(wanted) or None in wanted:
-        return None
-    spec = [1 if a == b else b if a == 1 and isinstance(b, int) else None for a, b in zip(given, wanted, strict=True)]
-    return None if None in spec else spec  # type: ignore[return-value]
-
-
-def _static_shapes(model: Any) -> dict[str, int]:
-    """Replace the shape arithmetic the exporter traced (Shape, Gather, Unsqueeze, Concat chains that
-    rebuild a Reshape's or Expand's target every step) with constants, where symbolic shape inference
-    shows the target is fixed up to the input's own dims; bypass Slices that keep their input whole;
-    drop what no output needs. The arithmetic is the same, so the outputs are the same bit for bit."""
-    import numpy as np
-    from onnx import numpy_helper
-
-    graph = model.graph
-    shapes = _inferred_shapes(model)
-    constant = {i.name for i in graph.initializer}
-    outputs = {o.name for o in graph.output}
-    done = {"Reshape": 0, "Expand": 0, "Slice": 0}
-    bypass: dict[str, str] = {}
-    for node in graph.node:
-        given, wanted = shapes.get(node.input[0]) if node.input else None, shapes.get(node.output[0])
-        if node.op_type in ("Reshape", "Expand") and node.input[1] not in constant:
-            spec = (_reshape_spec if node.op_type == "Reshape" else _expand_spec)(given, wanted)
-            if spec is None or (0 in spec and any(a.name == "allowzero" and a.i for a in node.attribute)):
-                continue
-            name = f"{STATIC_SHAPE_PREFIX}.{len(constant)}"
-            graph.initializer.append(numpy_helper.from_array(np.array(spec, dtype=np.int64), name))
-            constant.add(name)
-            node.input[1] = name
-            done[node.op_type] += 1
-        elif (node.op_type == "Slice" and node.output[0] not in outputs and given and given == wanted
-              and None not in given):
-            bypass[node.output[0]] = node.input[0]
-            done["Slice"] += 1
-    for node in graph.node:
-        for k, name in enumerate(node.input):
-            while name in bypass:
-                name = bypass[name]
-            node.input[k] = name
-    while True:  # dead nodes: nothing reads them any more
-        read = {name for node in graph.node for name in node.input} | outputs
-        live = [node for node in graph.node if any(o in read for o in node.output)]
-        if len(live) == len(graph.node):
-            break
-        del graph.node[:]
-        graph.node.extend(live)
-    read = {name for node in graph.node for name in node.input}
-    kept = [i for i in graph.initializer if i.name in read]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    return done
-
-
 def serving_graph(onnx_dir: Path, *, fuse: bool = True, static: bool = True) -> dict[str, Any]:
     """The serving edits (module docstring) on OUT/<dtype>/model.onnx, in place: onnxruntime's fusions
     (unless `fuse` is False), last-position logits, then constant shapes (unless `static` is False).
@@ -294,7 +211,8 @@ def serving_graph(onnx_dir: Path, *, fuse: bool = True, static: bool = True) -> 
         fused = {op: n for op, n in optimised.get_fused_operator_statistics().items() if n}
         model = optimised.model
     sliced = _last_position_logits(model)
-    shapes = _static_shapes(model) if static else {}
+    shapes = static_shapes(model) if static else {}
+    grouped = grouped_attention(model) if static else 0
     # In the export's temp folder (atomic_dir), so a failure here leaves no OUT behind either way.
     if large:  # the weights are in memory now; the old data file must go, or onnx.save appends to it
         (onnx_dir / "model.onnx_data").unlink()
@@ -302,7 +220,7 @@ def serving_graph(onnx_dir: Path, *, fuse: bool = True, static: bool = True) -> 
                   location="model.onnx_data")
     else:
         onnx.save(model, str(path))
-    return {"fused": fused, "last_position_logits": sliced, "static_shapes": shapes, "nodes": len(model.graph.node)}
+    return {"fused": fused, "last_position_logits": sliced, "static_shapes": shapes, "grouped_attention_layers": grouped, "nodes": len(model.graph.node)}
 
 
 def _quantize_weights(fp32_dir: Path, out: Path, bits: int) -> None:

@@ -41,7 +41,7 @@ def _eval_key(settings: Settings, model_id: str, dataset_dir: Path, limit: int) 
         "eval_split": sha256_file(dataset_dir / "eval.jsonl"),
         "assertions": {name: a.version for name, a in sorted(ASSERTIONS.items())},
         "code": {p: sha256_file(settings.root / p) for p in
-                 ("evals/rule_evals.py", "evals/metrics.py", "serving/export.py", "serving/runtime.py", "serving/sampling.py", "serving/app.py", "serving/streaming.py", "serving/batching.py", "serving/prefix_cache.py",
+                 ("evals/rule_evals.py", "evals/metrics.py", "serving/export.py", "serving/graph_edits.py", "serving/runtime.py", "serving/sampling.py", "serving/app.py", "serving/streaming.py", "serving/batching.py", "serving/prefix_cache.py",
                   "llmops/prompts.py", *GUARD_FILES)
                  if (settings.root / p).is_file()},
     }

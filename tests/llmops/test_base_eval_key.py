@@ -10,7 +10,7 @@ from llmops.settings import Settings
 from serving.guards import GUARD_FILES
 from tests.conftest import copy_repo_parts
 
-CODE = ("evals/rule_evals.py", "evals/metrics.py", "serving/export.py", "serving/runtime.py", "serving/sampling.py", "serving/app.py", "serving/streaming.py",
+CODE = ("evals/rule_evals.py", "evals/metrics.py", "serving/export.py", "serving/graph_edits.py", "serving/runtime.py", "serving/sampling.py", "serving/app.py", "serving/streaming.py",
         "serving/batching.py", "serving/prefix_cache.py", "llmops/prompts.py")
 
 
@@ -28,7 +28,7 @@ def test_the_key_follows_the_guards_their_code_and_their_data(tmp_path: Path) ->
     assert key(scope_check=False) != first  # the scope check decides some chat answers' first token
     for rel in ("governance/detector_references.yaml", "governance/models/injection_head.json", "serving/guards.py",
                 "governance/models/scope_head.json", "serving/sampling.py",
-                "serving/export.py"):  # the export decides the graph that is served
+                "serving/export.py", "serving/graph_edits.py"):  # the export decides the graph that is served
         path = repo / rel
         saved = path.read_bytes()
         path.write_bytes(saved + b"\n")

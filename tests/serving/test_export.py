@@ -109,53 +109,77 @@ def test_the_serving_edits_keep_a_graph_with_external_weights_whole(micro_model,
     assert [c.token_ids for c in OrtGenerator(external).generate(prompts, params)] == want
 
 
-def test_constant_shapes_leave_every_output_the_same_bit_for_bit(untied_model, tmp_path):
-    """The edit replaces traced shape arithmetic with constants, nothing else: on a batch with left
-    padding and a masked hole (as the scheduler builds them), prefill and decode give the same logits
-    and KV cache, bit for bit, as the same graph with its shape chains."""
-    import shutil as sh
-
+def _run_steps(folder, feeds_per_step):
+    """Every output of a prefill and two decode steps of folder/model.onnx on a batch with left padding
+    and a masked hole (as the scheduler builds them); the decode steps feed back the model's own cache."""
     import numpy as np
     import onnxruntime as ort
 
-    from serving.export import STATIC_SHAPE_PREFIX, optimum_export, serving_graph
-
-    chains, static = tmp_path / "chains", tmp_path / "static"
-    optimum_export(untied_model, chains)
-    sh.copytree(chains, static)
-    serving_graph(chains, static=False)
-    done = serving_graph(static)
-    assert done["static_shapes"]["Reshape"] > 0 and done["static_shapes"]["Expand"] > 0
-    before, after = (onnx.load(str(d / "model.onnx")) for d in (chains, static))
-    assert done["nodes"] == len(after.graph.node) < len(before.graph.node)
-    constant = {i.name for i in after.graph.initializer}
-    in_layers = [n for n in after.graph.node if "/layers." in n.name]
-    targets = [n.input[1] for n in in_layers if n.op_type in ("Reshape", "Expand")]
-    # every layer's targets are constants now, and no layer reads a shape at run time
-    assert targets and all(t in constant and t.startswith(STATIC_SHAPE_PREFIX) for t in targets)
-    assert not [n.name for n in in_layers if n.op_type == "Shape"]
-
-    sessions = [ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"]) for d in (chains, static)]
-    inputs = {i.name: i for i in sessions[0].get_inputs()}
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i for i in session.get_inputs()}
     past = [n for n in inputs if n.startswith("past_key_values.")]
-    kv_heads, head_dim = inputs[past[0]].shape[1], inputs[past[0]].shape[3]
+    names = [o.name for o in session.get_outputs()]
     rng = np.random.default_rng(0)
     mask = np.ones((3, 12), dtype=np.int64)
     mask[1, :4] = 0  # left padding
     mask[2, 5:8] = 0  # a hole between a cached prefix and a shorter suffix
     feeds = {"input_ids": rng.integers(3, 200, (3, 12)).astype(np.int64), "attention_mask": mask,
              "position_ids": np.clip(np.cumsum(mask, axis=1) - 1, 0, None)}
-    feeds.update({n: np.zeros((3, kv_heads, 0, head_dim), dtype=np.float32) for n in past})
-    for _ in range(3):  # the prefill, then two decode steps on its cache
-        outs = [s.run(None, feeds) for s in sessions]
-        for a, b in zip(*outs, strict=True):
-            assert np.array_equal(a, b)
-        names = [o.name for o in sessions[1].get_outputs()]
-        cache = {n.replace("present.", "past_key_values."): v for n, v in zip(names, outs[1], strict=True)
-                 if n.startswith("present.")}
+    feeds.update({n: np.zeros((3, inputs[n].shape[1], 0, inputs[n].shape[3]), dtype=np.float32) for n in past})
+    steps = []
+    for _ in range(feeds_per_step):
+        outs = session.run(None, feeds)
+        steps.append(dict(zip(names, outs, strict=True)))
         mask = np.concatenate([mask, np.ones((3, 1), dtype=np.int64)], axis=1)
         feeds = {"input_ids": rng.integers(3, 200, (3, 1)).astype(np.int64), "attention_mask": mask,
-                 "position_ids": mask.sum(axis=1, keepdims=True) - 1, **cache}
+                 "position_ids": mask.sum(axis=1, keepdims=True) - 1,
+                 **{n.replace("present.", "past_key_values."): v for n, v in steps[-1].items() if n.startswith("present.")}}
+    return steps
+
+
+def test_graph_edits_keep_the_arithmetic(untied_model, tmp_path):
+    """Constant shapes replace traced shape arithmetic, nothing else: prefill and decode give the same
+    logits and KV cache bit for bit. Grouped attention drops every `repeat_kv` copy and computes the
+    same dot products in other batches: the same outputs up to float rounding, the same next tokens."""
+    import shutil as sh
+
+    import numpy as np
+
+    from serving.export import optimum_export, serving_graph
+    from serving.graph_edits import GROUPED_PREFIX, STATIC_SHAPE_PREFIX, grouped_attention, static_shapes
+
+    chains, static, grouped, exported = (tmp_path / n for n in ("chains", "static", "grouped", "exported"))
+    optimum_export(untied_model, chains)
+    sh.copytree(chains, exported)
+    serving_graph(chains, static=False)
+    sh.copytree(chains, static)
+    sh.copytree(chains, grouped)
+    model = onnx.load(str(static / "model.onnx"))
+    done = static_shapes(model)
+    assert done["Reshape"] > 0 and done["Expand"] > 0
+    onnx.save(model, str(static / "model.onnx"))
+    layers = json.loads((untied_model / "config.json").read_text())["num_hidden_layers"]
+    assert grouped_attention(model) == 2 * layers  # keys and values of every layer
+    onnx.save(model, str(grouped / "model.onnx"))
+    report = serving_graph(exported)  # the export runs both
+    assert report["grouped_attention_layers"] == 2 * layers and report["static_shapes"] == done
+
+    before = onnx.load(str(chains / "model.onnx"))
+    assert report["nodes"] == len(model.graph.node) < len(before.graph.node)
+    constant = {i.name for i in model.graph.initializer}
+    in_layers = [n for n in model.graph.node if "/layers." in n.name or n.name.startswith(GROUPED_PREFIX)]
+    targets = [n.input[1] for n in in_layers if n.op_type in ("Reshape", "Expand")]
+    # every layer's targets are constants, no layer reads a shape at run time or repeats the cache
+    assert targets and all(t in constant and t.startswith((STATIC_SHAPE_PREFIX, GROUPED_PREFIX)) for t in targets)
+    assert not [n.name for n in in_layers if n.op_type in ("Shape", "Expand")]
+
+    want, same, close = (_run_steps(d, 3) for d in (chains, static, grouped))
+    for w, s, c in zip(want, same, close, strict=True):
+        assert w.keys() == s.keys() == c.keys()
+        for name in w:
+            assert np.array_equal(w[name], s[name]), name
+            np.testing.assert_allclose(c[name], w[name], rtol=1e-4, atol=1e-4, err_msg=name)
+        assert (c["logits"][:, -1].argmax(-1) == w["logits"][:, -1].argmax(-1)).all()
 
 
 def test_untied_export_passes_parity_on_varied_tokens(untied_export):
