@@ -162,7 +162,7 @@ def test_graph_edits_keep_the_arithmetic(untied_model, tmp_path):
     assert grouped_attention(model) == 2 * layers  # keys and values of every layer
     onnx.save(model, str(grouped / "model.onnx"))
     report = serving_graph(exported)  # the export runs both
-    assert report["grouped_attention_layers"] == 2 * layers and report["static_shapes"] == done
+    assert report["kv_repeats_removed"] == 2 * layers and report["static_shapes"] == done
 
     before = onnx.load(str(chains / "model.onnx"))
     assert report["nodes"] == len(model.graph.node) < len(before.graph.node)
